@@ -1,0 +1,32 @@
+# medaug: `make run` builds the environment and runs the whole pipeline on the demo data;
+# `make test` builds the same environment and runs the test suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medaug-installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: run test lint bench clean-outputs
+
+run: $(STAMP)
+	dvc repro
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_pipeline.py
+
+# requirements.lock pins every package (torch 2.13.0 resolves to the CPU wheel on a machine without CUDA
+# when the CPU build is offered, e.g. from PyTorch's CPU index or a local wheel folder).
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+clean-outputs:
+	rm -rf data/demo data/processed data/synthetic models reports/figures reports/*.md

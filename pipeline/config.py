@@ -1,0 +1,205 @@
+"""Typed, validated views of ``params.yaml``.
+
+Each section becomes a frozen dataclass. Stages call :func:`load_section` once in ``main()`` and pass the
+fields on to their core functions, which never read ``params.yaml`` themselves. Validation happens here,
+with an error that names the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "PathsConfig",
+    "DemoDataConfig",
+    "PreprocessConfig",
+    "TrainVAEConfig",
+    "GenerateConfig",
+    "TrainClassifierConfig",
+    "SECTIONS",
+    "load_section",
+    "parse_section",
+]
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A key of params.yaml is missing, unknown or has a value outside what is allowed."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str  # dataset folder holding labels.csv
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    demo: str  # output folder of the demo_data stage
+    processed: str  # output folder of the preprocess stage
+    vae: str  # VAE checkpoint file
+    synthetic: str  # output folder of the generate stage
+    reports: str  # report, metrics, plots and figures
+
+
+@dataclass(frozen=True)
+class DemoDataConfig:
+    n_patients: int  # patients in the demo dataset
+    slices_per_patient: int  # CT slices per patient
+    minority_fraction: float  # share of patients with a nodule
+    nifti_fraction: float  # share of patients stored as NIfTI volumes
+    image_size: int  # in-plane matrix of the generated slices
+    seed: int  # generator seed
+
+    def __post_init__(self) -> None:
+        _check(self.n_patients >= 6, "demo_data.n_patients", "at least 6")
+        _check(self.slices_per_patient >= 1, "demo_data.slices_per_patient", "at least 1")
+        _check(0 < self.minority_fraction < 0.5, "demo_data.minority_fraction", "between 0 and 0.5")
+        _check(0 <= self.nifti_fraction <= 1, "demo_data.nifti_fraction", "between 0 and 1")
+        _check(self.image_size >= 32, "demo_data.image_size", "at least 32")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    size: int  # output images are size x size
+    modality_default: Literal["CT", "MR", "CR", "DX", "US"]  # modality of files that do not state one
+    ct_window_level: float  # CT window centre (HU)
+    ct_window_width: float  # CT window width (HU)
+    slice_policy: Literal["all", "middle"]  # how 3D volumes become 2D images
+    val_fraction: float  # share of patients for validation
+    test_fraction: float  # share of patients for test
+    id_salt: str  # salt of the pseudonymous patient IDs
+    seed: int  # split seed
+
+    def __post_init__(self) -> None:
+        _check(self.size >= 16 and self.size % 8 == 0, "preprocess.size", "a multiple of 8, at least 16")
+        _check(self.ct_window_width > 0, "preprocess.ct_window_width", "positive")
+        _check(0 < self.val_fraction < 0.5, "preprocess.val_fraction", "between 0 and 0.5")
+        _check(0 < self.test_fraction < 0.5, "preprocess.test_fraction", "between 0 and 0.5")
+        _check(bool(self.id_salt), "preprocess.id_salt", "a non-empty string")
+
+
+@dataclass(frozen=True)
+class TrainVAEConfig:
+    latent_size: int  # latent dimension
+    channels: tuple[int, ...]  # encoder channels per level
+    strides: tuple[int, ...]  # downsampling per level
+    reconstruction: Literal["bce", "mse", "l1"]  # reconstruction loss
+    beta: float  # KL weight after warm-up
+    kl_warmup_epochs: int  # epochs of linear KL warm-up (0 = none)
+    epochs: int  # training epochs
+    batch_size: int  # minibatch size
+    learning_rate: float  # Adam learning rate
+    seed: int  # initialisation and shuffling seed
+
+    def __post_init__(self) -> None:
+        _check(self.latent_size >= 1, "train_vae.latent_size", "at least 1")
+        _check(len(self.channels) >= 2, "train_vae.channels", "at least two levels")
+        _check(len(self.strides) == len(self.channels), "train_vae.strides", "as many entries as channels")
+        _check(self.beta >= 0, "train_vae.beta", "non-negative")
+        _check(self.kl_warmup_epochs >= 0, "train_vae.kl_warmup_epochs", "non-negative")
+        _check(self.epochs >= 1 and self.batch_size >= 1, "train_vae.epochs/batch_size", "at least 1")
+        _check(self.learning_rate > 0, "train_vae.learning_rate", "positive")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    target_ratio: float  # minority classes are filled to target_ratio * majority count
+    sampler: Literal["prior", "posterior"]  # where latent codes come from
+    temperature: float  # scale of the sampling spread
+    seed: int  # sampling seed
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.target_ratio <= 10, "generate.target_ratio", "between 0 and 10")
+        _check(self.temperature > 0, "generate.temperature", "positive")
+
+
+@dataclass(frozen=True)
+class TrainClassifierConfig:
+    channels: tuple[int, ...]  # channels of the four ResNet levels
+    blocks_per_level: int  # residual blocks per level
+    epochs: int  # training epochs, the same for every strategy
+    batch_size: int  # minibatch size
+    learning_rate: float  # Adam learning rate
+    seeds: tuple[int, ...]  # one training run per seed and strategy
+
+    def __post_init__(self) -> None:
+        _check(len(self.channels) == 4, "train_classifier.channels", "a list of 4 channel counts")
+        _check(self.blocks_per_level >= 1, "train_classifier.blocks_per_level", "at least 1")
+        _check(self.epochs >= 1 and self.batch_size >= 1, "train_classifier.epochs/batch_size", "at least 1")
+        _check(self.learning_rate > 0, "train_classifier.learning_rate", "positive")
+        _check(len(self.seeds) >= 1, "train_classifier.seeds", "a non-empty list")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "paths": PathsConfig,
+    "demo_data": DemoDataConfig,
+    "preprocess": PreprocessConfig,
+    "train_vae": TrainVAEConfig,
+    "generate": GenerateConfig,
+    "train_classifier": TrainClassifierConfig,
+}
+
+T = TypeVar("T")
+
+
+def _check(ok: bool, key: str, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"params.yaml: {key} must be {allowed}")
+
+
+def _convert(key: str, value: Any, annotation: Any) -> Any:
+    origin = get_origin(annotation)
+    if origin is Literal:
+        allowed = get_args(annotation)
+        if value not in allowed:
+            raise ConfigError(f"params.yaml: {key} is {value!r}; allowed values: {', '.join(map(str, allowed))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"params.yaml: {key} must be a list, got {value!r}")
+        return tuple(_convert(f"{key}[{i}]", v, get_args(annotation)[0]) for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, str, bool) and type(value) is not annotation:
+        raise ConfigError(f"params.yaml: {key} must be of type {annotation.__name__}, got {value!r}")
+    return value
+
+
+def parse_section(name: str, raw: Any, cls: type[T]) -> T:
+    """Build the dataclass ``cls`` from the mapping ``raw`` found under ``name`` in params.yaml."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params.yaml: section '{name}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ConfigError(f"params.yaml: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}")
+    missing = sorted(fields - set(raw))
+    if missing:
+        raise ConfigError(f"params.yaml: missing key(s) {', '.join(f'{name}.{k}' for k in missing)}")
+    values = {k: _convert(f"{name}.{k}", v, hints[k]) for k, v in raw.items()}
+    return cls(**values)
+
+
+def load_section(name: str, params_file: str | Path = PARAMS_FILE) -> Any:
+    """Read ``params_file`` and return the validated dataclass of section ``name``."""
+    if name not in SECTIONS:
+        raise ConfigError(f"unknown params section '{name}'; known: {', '.join(SECTIONS)}")
+    with open(params_file, encoding="utf-8") as fh:
+        params = yaml.safe_load(fh) or {}
+    if name not in params:
+        raise ConfigError(f"{params_file}: section '{name}' is missing")
+    return parse_section(name, params[name], SECTIONS[name])

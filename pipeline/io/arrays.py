@@ -1,0 +1,59 @@
+"""The processed dataset on disk: one ``.npz`` per split, plus small JSON helpers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SPLITS", "SplitData", "save_split", "load_split", "write_json", "read_json"]
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """Images of one split. ``patients`` are pseudonyms, never raw identifiers."""
+
+    images: np.ndarray  # float32 (N, 1, S, S) in [0, 1]
+    labels: np.ndarray  # int64 (N,), indices into classes
+    patients: np.ndarray  # str (N,), pseudonymous patient IDs
+    classes: tuple[str, ...]  # class names, index = label
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self) -> dict[str, int]:
+        return {name: int((self.labels == i).sum()) for i, name in enumerate(self.classes)}
+
+
+def save_split(path: Path, data: SplitData) -> None:
+    np.savez(
+        path,
+        images=data.images.astype(np.float32),
+        labels=data.labels.astype(np.int64),
+        patients=data.patients.astype(str),
+        classes=np.array(data.classes, dtype=str),
+    )
+
+
+def load_split(processed_dir: str | Path, split: str) -> SplitData:
+    with np.load(Path(processed_dir) / f"{split}.npz") as npz:
+        return SplitData(
+            images=npz["images"],
+            labels=npz["labels"],
+            patients=npz["patients"],
+            classes=tuple(str(c) for c in npz["classes"]),
+        )
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -1,0 +1,41 @@
+"""Named errors for bad input. Each message says which file and what to do about it."""
+
+from __future__ import annotations
+
+__all__ = [
+    "MedaugInputError",
+    "UnreadableImageError",
+    "NonImageDicomError",
+    "ManifestError",
+    "MissingImageError",
+    "PathOutsideRootError",
+    "DatasetTooSmallError",
+]
+
+
+class MedaugInputError(Exception):
+    """Base class of every error about the user's input data."""
+
+
+class UnreadableImageError(MedaugInputError):
+    """A file could not be decoded as DICOM or NIfTI (corrupt, truncated or an unsupported format)."""
+
+
+class NonImageDicomError(MedaugInputError):
+    """A DICOM object without pixel data (structured report, presentation state, ...)."""
+
+
+class ManifestError(MedaugInputError):
+    """labels.csv is missing, malformed, or has rows that cannot be used."""
+
+
+class MissingImageError(ManifestError):
+    """A manifest row names a file that does not exist."""
+
+
+class PathOutsideRootError(ManifestError):
+    """A manifest row names a path outside the dataset folder."""
+
+
+class DatasetTooSmallError(MedaugInputError):
+    """Too few patients or classes to make stratified patient-level splits."""
