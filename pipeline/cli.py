@@ -1,0 +1,68 @@
+"""The ``medaug`` command for what is not a pipeline stage (the stages run with ``dvc repro``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import webbrowser
+from collections import Counter
+from pathlib import Path
+
+from pipeline.io.errors import MedaugInputError
+from pipeline.io.manifest import check_manifest
+from pipeline.io.reader import load_image
+
+__all__ = ["main", "check_data"]
+
+REPORT = Path("reports") / "augmentation_report.md"
+
+
+def check_data(root: Path) -> list[str]:
+    """Validate a dataset folder without running the pipeline; print a summary, return the problems."""
+    rows, problems = check_manifest(root)
+    shapes: Counter[str] = Counter()
+    for row in rows:
+        try:
+            image = load_image(row.path)
+            shapes[f"{image.modality or 'unknown modality'} {'x'.join(map(str, image.array.shape[1:]))}"] += 1
+        except MedaugInputError as err:
+            problems.append(f"labels.csv line {row.line}: {err}")
+    labels = Counter(r.label for r in rows)
+    print(f"{root}: {len(rows)} rows, {len({r.patient_id for r in rows})} patients")
+    print("classes: " + ", ".join(f"{k} ({v})" for k, v in sorted(labels.items())))
+    print("images: " + ", ".join(f"{k} ({v})" for k, v in sorted(shapes.items())))
+    if len(labels) < 2:
+        problems.append("fewer than two classes: augmentation needs at least two")
+    print(f"{len(problems)} problem(s)" + (":" if problems else ""))
+    for problem in problems:
+        print(f"  - {problem}")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="medaug", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check-data", help="validate a dataset folder (labels.csv and every image)")
+    check.add_argument("root", type=Path)
+    report = sub.add_parser("report", help="print the path of the augmentation report")
+    report.add_argument("--open", action="store_true", help="also open it in the default viewer")
+    args = parser.parse_args(argv)
+    if args.command == "check-data":
+        try:
+            return 1 if check_data(args.root) else 0
+        except MedaugInputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    if not REPORT.is_file():
+        print(f"no report at {REPORT}: run `make run` (or `dvc repro`) first", file=sys.stderr)
+        return 1
+    print(REPORT.resolve())
+    if args.open:
+        webbrowser.open(REPORT.resolve().as_uri())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

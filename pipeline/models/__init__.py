@@ -1,0 +1,1 @@
+"""Networks shared by the stages, composed from MONAI networks and blocks."""

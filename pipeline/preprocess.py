@@ -1,0 +1,154 @@
+"""Stage ``preprocess``: dataset folder -> normalised 2D arrays with patient-level splits.
+
+Reads ``labels.csv`` of ``data.root`` through the one reader (:mod:`pipeline.io.reader`), normalises
+intensities per modality (CT windowing), turns volumes into slices, resizes, and splits train/val/test
+by patient, stratified by class and seeded. Patient identifiers are replaced by salted hashes before
+anything is written; the split manifest points back to the user's data by ``labels.csv`` line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+from tqdm import tqdm
+
+from pipeline.config import PreprocessConfig, load_section
+from pipeline.io.arrays import SPLITS, SplitData, save_split, write_json
+from pipeline.io.errors import DatasetTooSmallError
+from pipeline.io.manifest import ManifestRow, read_manifest
+from pipeline.io.reader import load_image
+from pipeline.transforms import extract_slices, normalise_intensity, resize_image
+
+__all__ = ["Sample", "pseudonymise", "split_by_patient", "load_samples", "preprocess_dataset", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Sample:
+    image: np.ndarray  # (1, S, S) float32 in [0, 1]
+    label: str
+    patient: str  # pseudonymous ID
+    line: int  # labels.csv line of the source row
+    modality: str
+    meta: dict = field(default_factory=dict)
+
+
+def pseudonymise(patient_id: str, salt: str) -> str:
+    """A stable pseudonym: HMAC-SHA256 of the identifier keyed by ``salt``, shortened."""
+    digest = hmac.new(salt.encode("utf-8"), patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"P{digest[:12]}"
+
+
+def split_by_patient(
+    labels: np.ndarray, patients: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> np.ndarray:
+    """Assign every sample to 'train', 'val' or 'test' so that no patient spans two splits, each split
+    holds every class, and class proportions are kept as far as patient groups allow."""
+    classes, class_index = np.unique(labels, return_inverse=True)
+    if len(classes) < 2:
+        raise DatasetTooSmallError(
+            f"only one class ({classes[0] if len(classes) else 'none'}) in the dataset; "
+            "augmentation needs at least two classes"
+        )
+    for name in classes:
+        n = len(np.unique(patients[labels == name]))
+        if n < 3:
+            raise DatasetTooSmallError(
+                f"class '{name}' has {n} patient(s); at least 3 are needed (one each for train, val and test). "
+                "Add images of this class or merge it with another."
+            )
+    split = np.full(len(labels), "train", dtype=object)
+    test_folds = StratifiedGroupKFold(n_splits=max(2, round(1 / test_fraction)), shuffle=True, random_state=seed)
+    rest, test = next(test_folds.split(np.zeros(len(labels)), class_index, patients))
+    split[test] = "test"
+    val_splits = max(2, round((1 - test_fraction) / val_fraction))
+    val_folds = StratifiedGroupKFold(n_splits=val_splits, shuffle=True, random_state=seed)
+    _, val = next(val_folds.split(np.zeros(len(rest)), class_index[rest], patients[rest]))
+    split[rest[val]] = "val"
+    for name in SPLITS:
+        missing = set(classes) - set(labels[split == name])
+        if missing:
+            raise DatasetTooSmallError(
+                f"the {name} split has no patient of class(es) {', '.join(sorted(missing))}; "
+                "add patients of that class or change preprocess.seed / the split fractions"
+            )
+    return split.astype(str)
+
+
+def load_samples(rows: list[ManifestRow], cfg: PreprocessConfig) -> list[Sample]:
+    """Read, normalise and resize every manifest row; volumes yield one sample per kept slice."""
+    samples = []
+    for row in tqdm(rows, desc="preprocess", unit="file"):
+        loaded = load_image(row.path)
+        modality = loaded.modality or cfg.modality_default
+        normalised = normalise_intensity(loaded.array, modality, cfg.ct_window_level, cfg.ct_window_width)
+        patient = pseudonymise(row.patient_id, cfg.id_salt)
+        for sl in extract_slices(normalised, cfg.slice_policy):
+            image = np.clip(resize_image(sl, cfg.size), 0.0, 1.0)
+            samples.append(Sample(image, row.label, patient, row.line, modality))
+    return samples
+
+
+def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, SplitData], list[dict], dict]:
+    """Core of the stage: return the split arrays, the split manifest rows and the summary."""
+    rows = read_manifest(root)
+    samples = load_samples(rows, cfg)
+    labels = np.array([s.label for s in samples])
+    patients = np.array([s.patient for s in samples])
+    split = split_by_patient(labels, patients, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    classes = tuple(sorted({str(label) for label in labels}))
+    splits, manifest = {}, []
+    for name in SPLITS:
+        idx = np.flatnonzero(split == name)
+        splits[name] = SplitData(
+            images=np.stack([samples[i].image for i in idx]).astype(np.float32),
+            labels=np.array([classes.index(labels[i]) for i in idx], dtype=np.int64),
+            patients=patients[idx],
+            classes=classes,
+        )
+        manifest += [
+            {"split": name, "index": j, "patient": patients[i], "label": labels[i], "labels_csv_line": samples[i].line}
+            for j, i in enumerate(idx)
+        ]
+    summary = {
+        "n_files": len(rows),
+        "n_images": len(samples),
+        "classes": list(classes),
+        "image_size": [1, cfg.size, cfg.size],
+        "modalities": dict(Counter(s.modality for s in samples)),
+        "splits": {
+            name: {"images": splits[name].counts(), "patients": len(set(splits[name].patients))} for name in SPLITS
+        },
+        "skipped": [],
+    }
+    return splits, manifest, summary
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg: PreprocessConfig = load_section("preprocess")
+    root = Path(load_section("data").root)
+    out_dir = Path(load_section("paths").processed)
+    splits, manifest, summary = preprocess_dataset(root, cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in splits.items():
+        save_split(out_dir / f"{name}.npz", data)
+    with open(out_dir / "split_manifest.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(manifest[0]))
+        writer.writeheader()
+        writer.writerows(manifest)
+    write_json(out_dir / "summary.json", summary)
+    logger.info("preprocessed %d images from %d files: %s", summary["n_images"], summary["n_files"], summary["splits"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Stage ``report``: ``augmentation_report.md`` from the files the earlier stages declared.
+
+It reads the preprocessing summary, the synthetic manifest and the classifier metrics; it recomputes
+nothing. The verdict compares real + synthetic with real only on balanced accuracy and on the recall
+of each minority class, and says plainly when augmentation did not help.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections import Counter
+from pathlib import Path
+
+from pipeline.config import load_section
+from pipeline.io.arrays import read_json
+from pipeline.io.synthetic import MANIFEST_NAME
+
+__all__ = ["verdict", "render_report", "main"]
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("balanced_accuracy", "macro_f1", "auroc")
+
+
+def _fmt(summary: dict, key: str) -> str:
+    return f"{summary[key]:.3f} ± {summary[key + '_std']:.3f}"
+
+
+def verdict(metrics: dict, baseline: str = "real_only", augmented: str = "real_plus_synthetic") -> str:
+    """A plain-words comparison of ``augmented`` against ``baseline`` (means over seeds, with their spread)."""
+    base, aug = metrics[baseline], metrics[augmented]
+    delta = aug["balanced_accuracy"] - base["balanced_accuracy"]
+    noise = max(base["balanced_accuracy_std"], aug["balanced_accuracy_std"])
+    spread = f"(spread between seeds ±{noise:.3f})"
+    if abs(delta) <= noise:
+        head = (
+            f"VAE augmentation made **no clear difference**: balanced accuracy changed by {delta:+.3f}, "
+            f"within the spread between seeds (±{noise:.3f})."
+        )
+    elif delta > 0:
+        head = f"VAE augmentation **helped**: balanced accuracy rose by {delta:+.3f} {spread}."
+    else:
+        head = f"VAE augmentation **did not help**: balanced accuracy fell by {delta:+.3f} {spread}."
+    recalls = [
+        f"recall of minority class '{c}' {base[f'recall_{c}']:.3f} → {aug[f'recall_{c}']:.3f}"
+        for c in metrics["minority_classes"]
+    ]
+    return head + (" " + "; ".join(recalls) + "." if recalls else "")
+
+
+def render_report(summary: dict, synthetic_rows: list[dict], metrics: dict, figures: dict[str, str]) -> str:
+    """The Markdown report; ``figures`` maps a caption to a path relative to the report."""
+    classes = summary["classes"]
+    lines = [
+        "# medaug augmentation report",
+        "",
+        "## Verdict",
+        "",
+        verdict(metrics),
+        "",
+        f"Means ± standard deviations over {metrics['seeds']} seed(s), evaluated on the held-out test split "
+        "(patients never seen in training or validation).",
+        "",
+        "## Data",
+        "",
+        f"{summary['n_images']} images from {summary['n_files']} files; modalities: "
+        + ", ".join(f"{m} ({n})" for m, n in summary["modalities"].items())
+        + ".",
+        "",
+        "| split | patients | " + " | ".join(classes) + " |",
+        "|---|---|" + "---|" * len(classes),
+    ]
+    for split, info in summary["splits"].items():
+        lines.append(f"| {split} | {info['patients']} | " + " | ".join(str(info["images"][c]) for c in classes) + " |")
+    generated = Counter(r["label"] for r in synthetic_rows)
+    samplers = sorted({r["sampler"] for r in synthetic_rows}) or ["none"]
+    lines += [
+        "",
+        "## Synthetic images",
+        "",
+        "Generated for training only (sampler: "
+        + ", ".join(samplers)
+        + "): "
+        + (", ".join(f"{c}: {generated[c]}" for c in classes if generated[c]) or "none")
+        + ".",
+        "",
+    ]
+    lines += [
+        "## Classifier on the test split",
+        "",
+        "| strategy | " + " | ".join(METRICS) + " | " + " | ".join(f"recall {c}" for c in classes) + " |",
+        "|---|" + "---|" * (len(METRICS) + len(classes)),
+    ]
+    for strategy in ("real_only", "real_plus_synthetic"):
+        cells = [_fmt(metrics[strategy], k) for k in METRICS] + [
+            _fmt(metrics[strategy], f"recall_{c}") for c in classes
+        ]
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    lines += ["", "## Pictures", ""]
+    lines += [f"**{caption}**\n\n![{caption}]({path})\n" for caption, path in figures.items()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    paths = load_section("paths")
+    reports = Path(paths.reports)
+    summary = read_json(Path(paths.processed) / "summary.json")
+    metrics = read_json(reports / "metrics.json")
+    with open(Path(paths.synthetic) / MANIFEST_NAME, encoding="utf-8") as fh:
+        synthetic_rows = list(csv.DictReader(fh))
+    figures = {
+        "Real vs synthetic images per class": "figures/real_vs_synthetic.png",
+        "VAE training curves": "figures/vae_training.png",
+    }
+    out = reports / "augmentation_report.md"
+    out.write_text(render_report(summary, synthetic_rows, metrics, figures), encoding="utf-8")
+    logger.info("report written to %s", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Stage ``train_classifier``: the same classifier trained on real data only and on real + synthetic.
+
+Both strategies share architecture, epochs, optimiser and seeds; the epoch is chosen on the validation
+split (balanced accuracy) and each chosen model is evaluated once on the untouched test split.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
+
+from pipeline.config import TrainClassifierConfig, load_section
+from pipeline.io.arrays import SplitData, load_split, write_json
+from pipeline.io.synthetic import read_synthetic
+from pipeline.metrics import classification_metrics, minority_classes, summarise_runs
+from pipeline.models.classifier import build_classifier
+from pipeline.runtime import seed_everything, select_device
+
+__all__ = ["STRATEGIES", "combine", "fit_classifier", "predict_proba", "compare_strategies", "main"]
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("real_only", "real_plus_synthetic")
+
+
+def combine(real: SplitData, synthetic: SplitData) -> SplitData:
+    """The training split with the synthetic images appended."""
+    return SplitData(
+        images=np.concatenate([real.images, synthetic.images]),
+        labels=np.concatenate([real.labels, synthetic.labels]),
+        patients=np.concatenate([real.patients, synthetic.patients]),
+        classes=real.classes,
+    )
+
+
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 256) -> np.ndarray:
+    model.eval()
+    out = [
+        torch.softmax(model(torch.from_numpy(images[i : i + batch]).to(device)), 1).cpu()
+        for i in range(0, len(images), batch)
+    ]
+    return torch.cat(out).numpy()
+
+
+def fit_classifier(
+    train: SplitData, val: SplitData, cfg: TrainClassifierConfig, seed: int, device: torch.device, desc: str = "fit"
+) -> tuple[torch.nn.Module, int]:
+    """Train for ``cfg.epochs``; return the model of the epoch with the best validation balanced accuracy."""
+    seed_everything(seed)
+    model = build_classifier(train.images.shape[1:], len(train.classes), cfg.channels, cfg.blocks_per_level).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    dataset = TensorDataset(torch.from_numpy(train.images), torch.from_numpy(train.labels))
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    best_score, best_epoch, best_state = -1.0, -1, None
+    for epoch in tqdm(range(cfg.epochs), desc=desc, unit="epoch", leave=False):
+        model.train()
+        for x, y in loader:
+            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        score = classification_metrics(val.labels, predict_proba(model, val.images, device), val.classes)[
+            "balanced_accuracy"
+        ]
+        if score > best_score:
+            best_score, best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    return model, best_epoch
+
+
+def compare_strategies(
+    train: SplitData,
+    val: SplitData,
+    test: SplitData,
+    synthetic: SplitData,
+    cfg: TrainClassifierConfig,
+    device: torch.device,
+) -> tuple[dict, list[dict]]:
+    """Train every strategy with every seed; return the per-strategy summary and the per-run records."""
+    if set(test.patients) & set(train.patients) or set(test.patients) & set(val.patients):
+        raise ValueError("test patients also appear in train or val: refusing to evaluate on leaked data")
+    data = {"real_only": train, "real_plus_synthetic": combine(train, synthetic)}
+    runs = []
+    for strategy in STRATEGIES:
+        for seed in cfg.seeds:
+            model, epoch = fit_classifier(data[strategy], val, cfg, seed, device, desc=f"{strategy} seed {seed}")
+            metrics = classification_metrics(test.labels, predict_proba(model, test.images, device), test.classes)
+            runs.append(
+                {
+                    "strategy": strategy,
+                    "seed": seed,
+                    "best_epoch": epoch,
+                    "train_images": data[strategy].counts(),
+                    "test": metrics,
+                }
+            )
+            logger.info("%s seed %d: test balanced accuracy %.3f", strategy, seed, metrics["balanced_accuracy"])
+    summary = {s: summarise_runs([r["test"] for r in runs if r["strategy"] == s]) for s in STRATEGIES}
+    summary["minority_classes"] = minority_classes(train.counts())
+    summary["seeds"] = len(cfg.seeds)
+    return summary, runs
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg: TrainClassifierConfig = load_section("train_classifier")
+    paths = load_section("paths")
+    train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
+    synthetic = read_synthetic(paths.synthetic, train.classes)
+    summary, runs = compare_strategies(train, val, test, synthetic, cfg, select_device())
+    write_json(Path(paths.reports) / "metrics.json", summary)
+    write_json(Path(paths.reports) / "classifier_runs.json", runs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Image transforms of the preprocess stage, built from MONAI transforms.
+
+All functions take and return channel-first float32 arrays ``(C, X, Y[, Z])`` (see
+:mod:`pipeline.io.reader`) and are pure: the input array is never modified.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from monai.transforms import Resize, ScaleIntensityRange, ScaleIntensityRangePercentiles, Transform
+
+__all__ = ["intensity_transform", "normalise_intensity", "extract_slices", "resize_image"]
+
+
+def intensity_transform(modality: str, window_level: float, window_width: float) -> Transform:
+    """CT: clip the HU window [level - width/2, level + width/2] to [0, 1]; other modalities: the 0.5-99.5
+    percentile range of each image to [0, 1] (MR, X-ray and ultrasound have no absolute units)."""
+    if modality == "CT":
+        low, high = window_level - window_width / 2, window_level + window_width / 2
+        return ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True)
+    return ScaleIntensityRangePercentiles(lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True)
+
+
+def normalise_intensity(array: np.ndarray, modality: str, window_level: float, window_width: float) -> np.ndarray:
+    """Map intensities to [0, 1] for ``modality`` (see :func:`intensity_transform`)."""
+    out = intensity_transform(modality, window_level, window_width)(array)
+    return np.asarray(out, dtype=np.float32)
+
+
+def extract_slices(array: np.ndarray, policy: Literal["all", "middle"]) -> list[np.ndarray]:
+    """Turn a ``(C, X, Y)`` image into ``[image]`` and a ``(C, X, Y, Z)`` volume into 2D slices along Z."""
+    if array.ndim == 3:
+        return [array]
+    if array.ndim != 4:
+        raise ValueError(f"expected (C, X, Y) or (C, X, Y, Z), got shape {array.shape}")
+    depth = array.shape[-1]
+    indices = [depth // 2] if policy == "middle" else range(depth)
+    return [np.ascontiguousarray(array[..., k]) for k in indices]
+
+
+def resize_image(array: np.ndarray, size: int) -> np.ndarray:
+    """Resize the spatial axes of a 2D ``(C, X, Y)`` image to ``size x size`` (area averaging when shrinking)."""
+    out = Resize(spatial_size=(size, size), mode="area")(array)
+    return np.asarray(out, dtype=np.float32)
