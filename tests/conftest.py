@@ -1,0 +1,46 @@
+"""Shared fixtures: small real DICOM/NIfTI datasets written to a temporary folder, and small splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import DemoDataConfig, PreprocessConfig
+from pipeline.demo_data import write_demo_dataset
+from pipeline.io.arrays import SplitData
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+TINY_DEMO = DemoDataConfig(
+    n_patients=24, slices_per_patient=2, minority_fraction=0.25, nifti_fraction=0.25, image_size=64, seed=0
+)
+TINY_PREPROCESS = PreprocessConfig(
+    size=32,
+    modality_default="CT",
+    ct_window_level=-400,
+    ct_window_width=1500,
+    slice_policy="all",
+    val_fraction=0.2,
+    test_fraction=0.25,
+    id_salt="test-salt",
+    seed=0,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A demo dataset of 24 patients (DICOM slices, DICOM series, NIfTI volumes) with labels.csv."""
+    root = tmp_path_factory.mktemp("tiny_demo")
+    write_demo_dataset(root, TINY_DEMO)
+    return root
+
+
+def make_split(n: int = 24, size: int = 16, classes: tuple[str, ...] = ("a", "b"), seed: int = 0) -> SplitData:
+    """Random images where class 1 has a bright square: enough signal for a model to learn something."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % len(classes)
+    images = rng.uniform(0, 0.3, (n, 1, size, size)).astype(np.float32)
+    images[labels == 1, :, 4:10, 4:10] = 0.9
+    return SplitData(images, labels.astype(np.int64), np.array([f"P{i}" for i in range(n)]), classes)

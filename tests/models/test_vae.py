@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from pipeline.models.vae import ConditionalVAE, kl_divergence, kl_weight, load_vae, reconstruction_loss, save_vae
+
+
+def _vae(spatial_dims=2, size=16):
+    torch.manual_seed(0)
+    return ConditionalVAE(
+        spatial_dims, (1, *[size] * spatial_dims), num_classes=3, latent_size=4, channels=(4, 8), strides=(2, 2)
+    )
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_shapes_and_range(spatial_dims):
+    vae = _vae(spatial_dims, size=8)
+    x = torch.rand(2, 1, *[8] * spatial_dims)
+    recon, mu, logvar, z = vae(x, torch.tensor([0, 2]))
+    assert recon.shape == x.shape and mu.shape == logvar.shape == z.shape == (2, 4)
+    assert 0 <= recon.min() and recon.max() <= 1
+
+
+def test_class_conditioning_changes_the_output():
+    vae = _vae().eval()
+    z = torch.randn(1, 4)
+    assert not torch.allclose(vae.decode_forward(z, torch.tensor([0])), vae.decode_forward(z, torch.tensor([1])))
+
+
+def test_save_reload_gives_identical_samples(tmp_path):
+    vae = _vae().eval()
+    save_vae(tmp_path / "vae.pt", vae, ["a", "b", "c"], {"k": 1}, {"best_epoch": 3})
+    loaded, checkpoint = load_vae(tmp_path / "vae.pt")
+    assert checkpoint["classes"] == ["a", "b", "c"] and checkpoint["best_epoch"] == 3
+    y = torch.tensor([1, 2])
+    a = vae.sample(y, torch.Generator().manual_seed(5))
+    b = loaded.sample(y, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"spatial_dims": 4}, "spatial_dims"),  # only 2D and 3D
+        ({"in_shape": (16, 16)}, "in_shape"),  # channel axis missing
+        ({"num_classes": 0}, "num_classes"),
+        ({"latent_size": 0}, "latent_size"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    args = {
+        "spatial_dims": 2,
+        "in_shape": (1, 16, 16),
+        "num_classes": 2,
+        "latent_size": 4,
+        "channels": (4, 8),
+        "strides": (2, 2),
+    }
+    with pytest.raises(ValueError, match=message):
+        ConditionalVAE(**{**args, **kwargs})
+
+
+def test_loss_terms():
+    mu, logvar = torch.zeros(3, 4), torch.zeros(3, 4)
+    assert kl_divergence(mu, logvar).item() == 0  # posterior equal to the prior
+    assert kl_divergence(torch.ones(3, 4), logvar).item() == pytest.approx(2.0)  # 0.5 * 4 * 1^2
+    x = torch.full((2, 1, 2, 2), 0.5)
+    assert reconstruction_loss(x, x, "mse").item() == 0
+    assert reconstruction_loss(x + 0.25, x, "l1").item() == pytest.approx(1.0)  # 4 pixels * 0.25
+    assert [kl_weight(e, 2.0, 4) for e in range(5)] == [0.5, 1.0, 1.5, 2.0, 2.0]
+    assert kl_weight(0, 2.0, 0) == 2.0

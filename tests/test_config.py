@@ -1,0 +1,46 @@
+import pytest
+
+from pipeline.config import ConfigError, GenerateConfig, TrainVAEConfig, load_section, parse_section
+
+VAE = {
+    "latent_size": 8,
+    "channels": [8, 16],
+    "strides": [2, 2],
+    "reconstruction": "bce",
+    "beta": 1.0,
+    "kl_warmup_epochs": 2,
+    "epochs": 2,
+    "batch_size": 4,
+    "learning_rate": 0.001,
+    "seed": 0,
+}
+
+
+def test_repository_params_are_valid():
+    for name in ("data", "paths", "demo_data", "preprocess", "train_vae", "generate", "train_classifier"):
+        assert load_section(name) is not None
+
+
+def test_lists_become_tuples_and_ints_become_floats():
+    cfg = parse_section("train_vae", {**VAE, "beta": 2}, TrainVAEConfig)
+    assert cfg.channels == (8, 16) and isinstance(cfg.beta, float)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"reconstruction": "huber"}, "allowed values: bce, mse, l1"),  # Literal outside its choices
+        ({"latent_size": "8"}, "train_vae.latent_size must be of type int"),  # wrong type
+        ({"strides": [2]}, "train_vae.strides must be as many entries as channels"),  # inconsistent lengths
+        ({"beta": -1}, "train_vae.beta must be non-negative"),  # out of range
+        ({"unknown": 1}, "unknown key(s) train_vae.unknown"),  # typo in a key
+    ],
+)
+def test_validation_names_the_key(change, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_section("train_vae", {**VAE, **change}, TrainVAEConfig)
+
+
+def test_missing_key_is_reported():
+    with pytest.raises(ConfigError, match="missing key"):
+        parse_section("generate", {"target_ratio": 1.0}, GenerateConfig)

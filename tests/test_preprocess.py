@@ -1,0 +1,58 @@
+import csv
+
+import numpy as np
+import pytest
+
+from pipeline.io.errors import DatasetTooSmallError
+from pipeline.preprocess import preprocess_dataset, pseudonymise, split_by_patient
+from tests.conftest import TINY_PREPROCESS
+
+
+def _labels(n_patients=40, per_patient=3, minority_every=5):
+    patients = np.repeat([f"p{i}" for i in range(n_patients)], per_patient)
+    labels = np.array(["rare" if int(p[1:]) % minority_every == 0 else "common" for p in patients])
+    return labels, patients
+
+
+def test_split_keeps_patients_together_and_every_class_everywhere():
+    labels, patients = _labels()
+    split = split_by_patient(labels, patients, 0.15, 0.2, seed=0)
+    for p in np.unique(patients):
+        assert len(set(split[patients == p])) == 1
+    for name in ("train", "val", "test"):
+        assert set(labels[split == name]) == {"rare", "common"}
+    assert 0.1 < (split == "test").mean() < 0.3
+    assert (split == split_by_patient(labels, patients, 0.15, 0.2, seed=0)).all()
+    assert (split != split_by_patient(labels, patients, 0.15, 0.2, seed=1)).any()
+
+
+def test_class_with_too_few_patients_is_refused():
+    labels, patients = _labels(n_patients=10, minority_every=5)  # 2 rare patients
+    with pytest.raises(DatasetTooSmallError, match="class 'rare' has 2 patient"):
+        split_by_patient(labels, patients, 0.15, 0.2, seed=0)
+
+
+def test_single_class_is_refused():
+    with pytest.raises(DatasetTooSmallError, match="only one class"):
+        split_by_patient(np.array(["a"] * 6), np.array(list("abcdef")), 0.15, 0.2, seed=0)
+
+
+def test_pseudonyms_are_stable_salted_and_not_the_id():
+    assert pseudonymise("MRN123", "s1") == pseudonymise("MRN123", "s1")
+    assert pseudonymise("MRN123", "s1") != pseudonymise("MRN123", "s2")
+    assert "MRN123" not in pseudonymise("MRN123", "s1")
+
+
+def test_preprocess_tiny_dataset(tiny_dataset):
+    splits, manifest, summary = preprocess_dataset(tiny_dataset, TINY_PREPROCESS)
+    with open(tiny_dataset / "labels.csv", encoding="utf-8") as fh:
+        raw_ids = {r["patient_id"] for r in csv.DictReader(fh)}
+    total = 0
+    for data in splits.values():
+        assert data.images.shape[1:] == (1, 32, 32) and data.images.dtype == np.float32
+        assert 0.0 <= data.images.min() and data.images.max() <= 1.0
+        assert not raw_ids & set(data.patients)
+        total += len(data)
+    assert total == summary["n_images"] == 48  # 24 patients x 2 slices, volumes expanded
+    assert not set(splits["test"].patients) & (set(splits["train"].patients) | set(splits["val"].patients))
+    assert not raw_ids & {str(v) for row in manifest for v in row.values()}

@@ -1,0 +1,45 @@
+from pipeline.report import render_report, verdict
+
+
+def _metrics(base, aug, std=0.01):
+    def row(ba, rec):
+        return {
+            "balanced_accuracy": ba,
+            "balanced_accuracy_std": std,
+            "macro_f1": ba,
+            "macro_f1_std": std,
+            "auroc": ba,
+            "auroc_std": std,
+            "recall_nodule": rec,
+            "recall_nodule_std": std,
+            "recall_normal": 0.9,
+            "recall_normal_std": std,
+        }
+
+    return {
+        "real_only": row(base, 0.2),
+        "real_plus_synthetic": row(aug, 0.5),
+        "minority_classes": ["nodule"],
+        "seeds": 3,
+    }
+
+
+def test_verdict_says_when_augmentation_did_not_help():
+    assert "did not help" in verdict(_metrics(0.8, 0.7))
+    assert "helped" in verdict(_metrics(0.7, 0.8)) and "did not" not in verdict(_metrics(0.7, 0.8))
+    assert "no clear difference" in verdict(_metrics(0.70, 0.71, std=0.05))
+    assert "recall of minority class 'nodule' 0.200 → 0.500" in verdict(_metrics(0.7, 0.8))
+
+
+def test_report_has_counts_table_and_pictures():
+    summary = {
+        "classes": ["nodule", "normal"],
+        "n_images": 10,
+        "n_files": 8,
+        "modalities": {"CT": 10},
+        "splits": {"train": {"patients": 3, "images": {"nodule": 1, "normal": 5}}},
+    }
+    rows = [{"label": "nodule", "sampler": "posterior"}] * 4
+    text = render_report(summary, rows, _metrics(0.7, 0.8), {"Grid": "figures/grid.png"})
+    assert "| train | 3 | 1 | 5 |" in text and "nodule: 4" in text and "![Grid](figures/grid.png)" in text
+    assert "| real_plus_synthetic | 0.800 ± 0.010" in text
