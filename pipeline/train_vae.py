@@ -62,10 +62,12 @@ def train_vae(
     for epoch in (bar := tqdm(range(cfg.epochs), desc="train_vae", unit="epoch")):
         weight = kl_weight(epoch, cfg.beta, cfg.kl_warmup_epochs)
         model.train()
+        sums, n = {"reconstruction": 0.0, "kl": 0.0}, 0
         for x, y in train_loader:
             x, y = x.to(device), y.to(device)
             recon, mu, logvar, _ = model(x, y)
-            loss = reconstruction_loss(recon, x, cfg.reconstruction) + weight * kl_divergence(mu, logvar)
+            rec, kl = reconstruction_loss(recon, x, cfg.reconstruction), kl_divergence(mu, logvar)
+            loss = rec + weight * kl
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"VAE loss is {loss.item()} at epoch {epoch}: lower train_vae.learning_rate or check the inputs"
@@ -73,7 +75,11 @@ def train_vae(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        tr = evaluate_vae(model, _loader(train, cfg.batch_size, False, cfg.seed), cfg.reconstruction, cfg.beta, device)
+            sums["reconstruction"] += rec.item() * len(x)
+            sums["kl"] += kl.item() * len(x)
+            n += len(x)
+        tr = {k: v / n for k, v in sums.items()}  # running means over the epoch, as trained (sampled z)
+        tr["elbo"] = tr["reconstruction"] + cfg.beta * tr["kl"]
         va = evaluate_vae(model, val_loader, cfg.reconstruction, cfg.beta, device)
         history.append(
             {
