@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.io.errors import MedaugInputError
 from pipeline.io.manifest import check_manifest
+from pipeline.io.medmnist import import_medmnist
 from pipeline.io.reader import load_image
 
 __all__ = ["main", "check_data"]
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check-data", help="validate a dataset folder (labels.csv and every image)")
     check.add_argument("root", type=Path)
+    imp = sub.add_parser("import-medmnist", help="turn a MedMNIST .npz into a dataset folder (keeps its split)")
+    imp.add_argument("npz", type=Path)
+    imp.add_argument("out_dir", type=Path)
+    imp.add_argument("--format", choices=("dicom", "nifti"), default="dicom")
     report = sub.add_parser("report", help="print the path of the augmentation report")
     report.add_argument("--open", action="store_true", help="also open it in the default viewer")
     args = parser.parse_args(argv)
@@ -55,6 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         except MedaugInputError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
+    if args.command == "import-medmnist":
+        try:
+            counts = import_medmnist(args.npz, args.out_dir, args.format)
+        except MedaugInputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(f"wrote {sum(counts.values())} images ({counts}) and labels.csv to {args.out_dir}")
+        return 0
     if not REPORT.is_file():
         print(f"no report at {REPORT}: run `make run` (or `dvc repro`) first", file=sys.stderr)
         return 1

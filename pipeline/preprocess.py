@@ -27,7 +27,15 @@ from pipeline.io.manifest import ManifestRow, read_manifest
 from pipeline.io.reader import load_image
 from pipeline.transforms import extract_slices, normalise_intensity, resize_image
 
-__all__ = ["Sample", "pseudonymise", "split_by_patient", "load_samples", "preprocess_dataset", "main"]
+__all__ = [
+    "Sample",
+    "pseudonymise",
+    "split_by_patient",
+    "check_given_split",
+    "load_samples",
+    "preprocess_dataset",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +47,7 @@ class Sample:
     patient: str  # pseudonymous ID
     line: int  # labels.csv line of the source row
     modality: str
+    split: str | None  # split fixed by the manifest, if any
     meta: dict = field(default_factory=dict)
 
 
@@ -84,6 +93,23 @@ def split_by_patient(
     return split.astype(str)
 
 
+def check_given_split(labels: np.ndarray, patients: np.ndarray, split: np.ndarray) -> np.ndarray:
+    """Validate a split fixed by the manifest: no patient in two splits, every class in every split."""
+    for patient in np.unique(patients):
+        if len(set(split[patients == patient])) > 1:
+            raise DatasetTooSmallError(
+                "a patient has images in more than one split of labels.csv's split column; "
+                "put all images of a patient in one split"
+            )
+    for name in SPLITS:
+        missing = set(labels) - set(labels[split == name])
+        if missing:
+            raise DatasetTooSmallError(
+                f"labels.csv's {name} split has no image of class(es) {', '.join(sorted(missing))}"
+            )
+    return split
+
+
 def load_samples(rows: list[ManifestRow], cfg: PreprocessConfig) -> list[Sample]:
     """Read, normalise and resize every manifest row; volumes yield one sample per kept slice."""
     samples = []
@@ -94,7 +120,7 @@ def load_samples(rows: list[ManifestRow], cfg: PreprocessConfig) -> list[Sample]
         patient = pseudonymise(row.patient_id, cfg.id_salt)
         for sl in extract_slices(normalised, cfg.slice_policy):
             image = np.clip(resize_image(sl, cfg.size), 0.0, 1.0)
-            samples.append(Sample(image, row.label, patient, row.line, modality))
+            samples.append(Sample(image, row.label, patient, row.line, modality, row.split))
     return samples
 
 
@@ -104,7 +130,11 @@ def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, Spl
     samples = load_samples(rows, cfg)
     labels = np.array([s.label for s in samples])
     patients = np.array([s.patient for s in samples])
-    split = split_by_patient(labels, patients, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    fixed = all(s.split for s in samples)
+    if fixed:
+        split = check_given_split(labels, patients, np.array([s.split for s in samples]))
+    else:
+        split = split_by_patient(labels, patients, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     classes = tuple(sorted({str(label) for label in labels}))
     splits, manifest = {}, []
     for name in SPLITS:
@@ -129,6 +159,7 @@ def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, Spl
             name: {"images": splits[name].counts(), "patients": len(set(splits[name].patients))} for name in SPLITS
         },
         "skipped": [],
+        "split_source": "labels.csv" if fixed else "patient-level stratified split",
     }
     return splits, manifest, summary
 

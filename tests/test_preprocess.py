@@ -56,3 +56,13 @@ def test_preprocess_tiny_dataset(tiny_dataset):
     assert total == summary["n_images"] == 48  # 24 patients x 2 slices, volumes expanded
     assert not set(splits["test"].patients) & (set(splits["train"].patients) | set(splits["val"].patients))
     assert not raw_ids & {str(v) for row in manifest for v in row.values()}
+
+
+def test_given_split_refuses_a_patient_in_two_splits():
+    from pipeline.preprocess import check_given_split
+
+    labels = np.array(["a", "b"] * 3)
+    patients = np.array(["p1", "p1", "p2", "p3", "p4", "p5"])
+    split = np.array(["train", "test", "train", "val", "test", "val"])
+    with pytest.raises(DatasetTooSmallError, match="more than one split"):
+        check_given_split(labels, patients, split)

@@ -1,7 +1,9 @@
-"""Dataset manifests: ``labels.csv`` with columns ``path,label`` and optional ``patient_id``.
+"""Dataset manifests: ``labels.csv`` with columns ``path,label`` and optional ``patient_id`` and ``split``.
 
 ``path`` is relative to the dataset folder and may name a DICOM file, a DICOM series folder or a NIfTI
-file. Rows are checked before any image is read: every problem is reported at once, with its line.
+file. ``split`` (train, val or test), when present, fixes each row's split, so that a published test split
+stays the test split. Rows are checked before any image is read: every problem is reported at once,
+with its line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "labels.csv"
 REQUIRED_COLUMNS = ("path", "label")
+SPLIT_VALUES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class ManifestRow:
     path: Path  # resolved path, guaranteed inside the dataset root
     label: str
     patient_id: str
+    split: str | None = None  # train, val or test when the manifest fixes it
 
 
 def resolve_inside(root: Path, relpath: str) -> Path:
@@ -65,10 +69,13 @@ def check_manifest(root: str | Path) -> tuple[list[ManifestRow], list[str]]:
     seen: dict[Path, int] = {}
     for line, raw in enumerate(reader, start=2):
         raw = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-        relpath, label = raw["path"], raw["label"]
+        relpath, label, split = raw["path"], raw["label"], raw.get("split") or None
         where = f"{manifest.name} line {line}"
         if not relpath or not label:
             problems.append(f"{where}: empty {'path' if not relpath else 'label'}; fill it in or delete the row")
+            continue
+        if "split" in columns and split not in SPLIT_VALUES:
+            problems.append(f"{where}: split is {split!r}; use one of {', '.join(SPLIT_VALUES)} on every row")
             continue
         try:
             path = resolve_inside(root, relpath)
@@ -83,7 +90,7 @@ def check_manifest(root: str | Path) -> tuple[list[ManifestRow], list[str]]:
             continue
         seen[path] = line
         patient = raw.get("patient_id", "") if has_patients else relpath
-        rows.append(ManifestRow(line, relpath, path, label, patient or relpath))
+        rows.append(ManifestRow(line, relpath, path, label, patient or relpath, split))
     if not rows and not problems:
         problems.append(f"{manifest}: no rows")
     return rows, problems

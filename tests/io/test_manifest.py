@@ -65,3 +65,12 @@ def test_non_utf8_and_missing_columns(tmp_path):
 def test_missing_manifest(tmp_path):
     with pytest.raises(ManifestError, match="labels.csv not found"):
         read_manifest(tmp_path)
+
+
+def test_split_column_is_read_and_checked(tmp_path):
+    (tmp_path / "a.dcm").write_bytes(b"x")
+    (tmp_path / "b.dcm").write_bytes(b"x")
+    (tmp_path / "labels.csv").write_text("path,label,split\na.dcm,x,test\nb.dcm,y,holdout\n", encoding="utf-8")
+    rows, problems = check_manifest(tmp_path)
+    assert rows[0].split == "test"
+    assert len(problems) == 1 and "split is 'holdout'" in problems[0]
