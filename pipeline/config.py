@@ -72,12 +72,14 @@ class DemoDataConfig:
 class PreprocessConfig:
     size: int  # output images are size x size
     modality_default: Literal["CT", "MR", "CR", "DX", "US"]  # modality of files that do not state one
-    ct_window_level: float  # CT window centre (HU)
-    ct_window_width: float  # CT window width (HU)
+    ct_window: Literal["custom", "lung", "mediastinum", "abdomen", "brain", "bone"]  # CT window preset
+    ct_window_level: float  # CT window centre (HU), used when ct_window is custom
+    ct_window_width: float  # CT window width (HU), used when ct_window is custom
     slice_policy: Literal["all", "middle"]  # how 3D volumes become 2D images
     val_fraction: float  # share of patients for validation
     test_fraction: float  # share of patients for test
     id_salt: str  # salt of the pseudonymous patient IDs
+    on_error: Literal["fail", "skip"]  # unreadable or invalid input: stop, or skip it and record why
     seed: int  # split seed
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import hmac
 import logging
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,10 @@ from tqdm import tqdm
 
 from pipeline.config import PreprocessConfig, load_section
 from pipeline.io.arrays import SPLITS, SplitData, save_split, write_json
-from pipeline.io.errors import DatasetTooSmallError
-from pipeline.io.manifest import ManifestRow, read_manifest
+from pipeline.io.errors import DatasetTooSmallError, MedaugInputError
+from pipeline.io.manifest import ManifestRow, check_manifest, read_manifest
 from pipeline.io.reader import load_image
-from pipeline.transforms import extract_slices, normalise_intensity, resize_image
+from pipeline.transforms import ct_window, extract_slices, normalise_intensity, resize_image
 
 __all__ = [
     "Sample",
@@ -110,24 +111,41 @@ def check_given_split(labels: np.ndarray, patients: np.ndarray, split: np.ndarra
     return split
 
 
-def load_samples(rows: list[ManifestRow], cfg: PreprocessConfig) -> list[Sample]:
-    """Read, normalise and resize every manifest row; volumes yield one sample per kept slice."""
-    samples = []
+def row_samples(row: ManifestRow, cfg: PreprocessConfig) -> list[Sample]:
+    """Read, normalise and resize one manifest row; a volume yields one sample per kept slice."""
+    loaded = load_image(row.path)
+    modality = loaded.modality or cfg.modality_default
+    level, width = ct_window(cfg.ct_window, cfg.ct_window_level, cfg.ct_window_width)
+    normalised = normalise_intensity(loaded.array, modality, level, width)
+    patient = pseudonymise(row.patient_id, cfg.id_salt)
+    return [
+        Sample(np.clip(resize_image(sl, cfg.size), 0.0, 1.0), row.label, patient, row.line, modality, row.split)
+        for sl in extract_slices(normalised, cfg.slice_policy)
+    ]
+
+
+def load_samples(rows: list[ManifestRow], cfg: PreprocessConfig) -> tuple[list[Sample], list[dict]]:
+    """Every row's samples, and the rows skipped with their reason (``on_error: skip``; ``fail`` raises)."""
+    samples, skipped = [], []
     for row in tqdm(rows, desc="preprocess", unit="file"):
-        loaded = load_image(row.path)
-        modality = loaded.modality or cfg.modality_default
-        normalised = normalise_intensity(loaded.array, modality, cfg.ct_window_level, cfg.ct_window_width)
-        patient = pseudonymise(row.patient_id, cfg.id_salt)
-        for sl in extract_slices(normalised, cfg.slice_policy):
-            image = np.clip(resize_image(sl, cfg.size), 0.0, 1.0)
-            samples.append(Sample(image, row.label, patient, row.line, modality, row.split))
-    return samples
+        try:
+            samples += row_samples(row, cfg)
+        except MedaugInputError as err:
+            if cfg.on_error == "fail":
+                raise
+            skipped.append({"labels_csv_line": row.line, "path": row.relpath, "reason": str(err)})
+            logger.warning("skipped labels.csv line %d: %s", row.line, err)
+    return samples, skipped
 
 
 def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, SplitData], list[dict], dict]:
     """Core of the stage: return the split arrays, the split manifest rows and the summary."""
-    rows = read_manifest(root)
-    samples = load_samples(rows, cfg)
+    if cfg.on_error == "fail":
+        rows, problems = read_manifest(root), []
+    else:
+        rows, problems = check_manifest(root)
+    samples, skipped = load_samples(rows, cfg)
+    skipped = [{"reason": p} for p in problems] + skipped
     labels = np.array([s.label for s in samples])
     patients = np.array([s.patient for s in samples])
     fixed = all(s.split for s in samples)
@@ -158,7 +176,7 @@ def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, Spl
         "splits": {
             name: {"images": splits[name].counts(), "patients": len(set(splits[name].patients))} for name in SPLITS
         },
-        "skipped": [],
+        "skipped": skipped,
         "split_source": "labels.csv" if fixed else "patient-level stratified split",
     }
     return splits, manifest, summary
@@ -169,7 +187,12 @@ def main() -> None:
     cfg: PreprocessConfig = load_section("preprocess")
     root = Path(load_section("data").root)
     out_dir = Path(load_section("paths").processed)
-    splits, manifest, summary = preprocess_dataset(root, cfg)
+    try:
+        splits, manifest, summary = preprocess_dataset(root, cfg)
+    except MedaugInputError as err:
+        hint = " (or set preprocess.on_error: skip to leave such files out)" if cfg.on_error == "fail" else ""
+        logger.error("preprocess stopped, nothing was written: %s%s", err, hint)
+        sys.exit(1)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, data in splits.items():
         save_split(out_dir / f"{name}.npz", data)
@@ -179,6 +202,8 @@ def main() -> None:
         writer.writerows(manifest)
     write_json(out_dir / "summary.json", summary)
     logger.info("preprocessed %d images from %d files: %s", summary["n_images"], summary["n_files"], summary["splits"])
+    if summary["skipped"]:
+        logger.warning("%d manifest row(s) skipped, listed in %s", len(summary["skipped"]), out_dir / "summary.json")
 
 
 if __name__ == "__main__":

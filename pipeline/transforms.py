@@ -11,7 +11,26 @@ from typing import Literal
 import numpy as np
 from monai.transforms import Resize, ScaleIntensityRange, ScaleIntensityRangePercentiles, Transform
 
-__all__ = ["intensity_transform", "normalise_intensity", "extract_slices", "resize_image"]
+__all__ = ["CT_WINDOWS", "ct_window", "intensity_transform", "normalise_intensity", "extract_slices", "resize_image"]
+
+
+# Common CT display windows as (level, width) in HU.
+CT_WINDOWS = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "abdomen": (40.0, 400.0),
+    "brain": (40.0, 80.0),
+    "bone": (400.0, 1800.0),
+}
+
+
+def ct_window(name: str, level: float, width: float) -> tuple[float, float]:
+    """(level, width) of a named preset, or the given ``level`` and ``width`` for ``custom``."""
+    if name == "custom":
+        return level, width
+    if name not in CT_WINDOWS:
+        raise ValueError(f"unknown CT window {name!r}; use custom or one of {', '.join(CT_WINDOWS)}")
+    return CT_WINDOWS[name]
 
 
 def intensity_transform(modality: str, window_level: float, window_width: float) -> Transform:

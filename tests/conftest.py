@@ -19,12 +19,14 @@ TINY_DEMO = DemoDataConfig(
 TINY_PREPROCESS = PreprocessConfig(
     size=32,
     modality_default="CT",
+    ct_window="custom",
     ct_window_level=-400,
     ct_window_width=1500,
     slice_policy="all",
     val_fraction=0.2,
     test_fraction=0.25,
     id_salt="test-salt",
+    on_error="fail",
     seed=0,
 )
 

@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,3 +67,72 @@ def test_given_split_refuses_a_patient_in_two_splits():
     split = np.array(["train", "test", "train", "val", "test", "val"])
     with pytest.raises(DatasetTooSmallError, match="more than one split"):
         check_given_split(labels, patients, split)
+
+
+def _with_bad_rows(tiny_dataset, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_dataset, root)
+    listed = next(line.split(",")[0] for line in (root / "labels.csv").read_text().splitlines() if ".dcm," in line)
+    (root / listed).write_bytes(b"corrupt")
+    with open(root / "labels.csv", "a", encoding="utf-8") as fh:
+        fh.write("missing.dcm,normal,x\n")
+    return root, listed
+
+
+def test_on_error_fail_names_the_file(tiny_dataset, tmp_path):
+    from pipeline.io.errors import ManifestError
+
+    root, _ = _with_bad_rows(tiny_dataset, tmp_path)
+    with pytest.raises(ManifestError, match="missing.dcm"):
+        preprocess_dataset(root, TINY_PREPROCESS)
+
+
+def test_on_error_skip_records_each_skipped_row(tiny_dataset, tmp_path):
+    import dataclasses
+
+    root, corrupt = _with_bad_rows(tiny_dataset, tmp_path)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    cfg = dataclasses.replace(TINY_PREPROCESS, on_error="skip")
+    splits, _, summary = preprocess_dataset(root, cfg)
+    reasons = [s["reason"] for s in summary["skipped"]]
+    assert len(reasons) == 2
+    assert any("missing.dcm" in r for r in reasons) and any("not a readable DICOM" in r for r in reasons)
+    assert summary["n_images"] == 48 - 1  # one corrupt slice left out
+    assert before == {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}  # source untouched
+
+
+def test_ct_window_presets():
+    from pipeline.transforms import ct_window
+
+    assert ct_window("lung", 0, 1) == (-600.0, 1500.0)
+    assert ct_window("custom", -400, 1500) == (-400, 1500)
+    with pytest.raises(ValueError, match="unknown CT window"):
+        ct_window("liver", 0, 1)
+
+
+def test_stage_stops_with_a_message_not_a_traceback(tiny_dataset, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_dataset, root)
+    with open(root / "labels.csv", "a", encoding="utf-8") as fh:
+        fh.write("missing.dcm,normal,x\n")
+    params = yaml.safe_load(open(Path(__file__).resolve().parents[1] / "params.yaml", encoding="utf-8"))
+    params["data"]["root"] = str(root)
+    params["paths"]["processed"] = str(tmp_path / "processed")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.preprocess"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert "preprocess stopped" in done.stderr and "missing.dcm" in done.stderr and "on_error: skip" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "processed").exists()

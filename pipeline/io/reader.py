@@ -22,7 +22,7 @@ from monai.data.utils import affine_to_spacing
 
 from pipeline.io.errors import NonImageDicomError, UnreadableImageError
 
-__all__ = ["LoadedImage", "is_nifti", "load_image", "load_dicom", "load_nifti"]
+__all__ = ["LoadedImage", "is_nifti", "load_image", "load_dicom", "load_nifti", "slice_position"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,37 +56,79 @@ def load_image(path: str | Path) -> LoadedImage:
     return image
 
 
-def load_dicom(path: Path) -> LoadedImage:
-    """Read one DICOM file or a folder holding one series (slices stacked along the last axis)."""
-    # prune_metadata keeps only geometry tags in MONAI's metadata, so no PHI is carried along.
-    reader = PydicomReader(prune_metadata=True)
+def _read_dataset(reader: PydicomReader, path: Path) -> pydicom.Dataset:
     try:
-        datasets = reader.read(str(path))
+        ds = reader.read(str(path))
     except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError, IndexError) as err:
         raise UnreadableImageError(
             f"{path}: not a readable DICOM file ({type(err).__name__}: {err}). "
             "Check that the file is complete, or remove its row from labels.csv."
         ) from err
-    first = datasets[0] if isinstance(datasets, list) else datasets
-    if not any(tag in first for tag in _PIXEL_TAGS):
-        kind = first.get("SOPClassUID", "unknown SOP class")
+    if not any(tag in ds for tag in _PIXEL_TAGS):
+        kind = ds.get("SOPClassUID", "unknown SOP class")
+        if "Image Storage" in str(getattr(kind, "name", "")):
+            raise UnreadableImageError(
+                f"{path}: an image object ({kind.name}) without its pixel data: the file is probably truncated; "
+                "copy it again from the source, or remove its row from labels.csv"
+            )
         raise NonImageDicomError(
             f"{path}: DICOM object without pixel data ({getattr(kind, 'name', kind)}); "
             "only image objects can be used, remove its row from labels.csv"
         )
-    try:
-        array, meta = reader.get_data(datasets)
-    except Exception as err:  # decoders raise many types: missing plugin, truncated stream, bad length
+    return ds
+
+
+def slice_position(ds: pydicom.Dataset, fallback: float) -> float:
+    """Position of a slice along its normal (ImagePositionPatient . (row x column direction)); the
+    InstanceNumber, then ``fallback``, when the geometry tags are missing."""
+    iop, ipp = ds.get("ImageOrientationPatient"), ds.get("ImagePositionPatient")
+    if iop is not None and ipp is not None and len(iop) == 6 and len(ipp) == 3:
+        normal = np.cross(np.asarray(iop[:3], dtype=float), np.asarray(iop[3:], dtype=float))
+        return float(np.dot(normal, np.asarray(ipp, dtype=float)))
+    return float(ds.get("InstanceNumber", fallback))
+
+
+def load_dicom(path: Path) -> LoadedImage:
+    """Read one DICOM file, or a folder holding one series: slices ordered along the slice normal
+    (InstanceNumber as fallback) and stacked on the last axis."""
+    # prune_metadata keeps only geometry tags in MONAI's metadata, so no PHI is carried along.
+    reader = PydicomReader(prune_metadata=True)
+    files = sorted(p for p in path.iterdir() if p.is_file() and pydicom.misc.is_dicom(p)) if path.is_dir() else [path]
+    if not files:
+        raise UnreadableImageError(f"{path}: the folder holds no DICOM file; a series folder needs its slices")
+    datasets = [_read_dataset(reader, f) for f in files]
+    positions = sorted((slice_position(ds, i), i) for i, ds in enumerate(datasets))
+    datasets, files = [datasets[i] for _, i in positions], [files[i] for _, i in positions]
+    shapes = {(ds.get("Rows"), ds.get("Columns")) for ds in datasets}
+    if len(shapes) > 1:
         raise UnreadableImageError(
-            f"{path}: pixel data could not be decoded ({type(err).__name__}: {err}). "
-            "The file may be truncated or use a transfer syntax without an installed decoder."
-        ) from err
+            f"{path}: slices of different sizes {sorted(shapes)}; one folder must hold one series"
+        )
+    arrays = []
+    for f, ds in zip(files, datasets, strict=True):
+        reader.filenames, reader.has_series = [str(f)], False
+        try:
+            array, meta = reader.get_data(ds)
+        except Exception as err:  # decoders raise many types: missing plugin, truncated stream, bad length
+            raise UnreadableImageError(
+                f"{f}: pixel data could not be decoded ({type(err).__name__}: {err}). "
+                "The file may be truncated or use a transfer syntax without an installed decoder."
+            ) from err
+        arrays.append(array)
+        if len(arrays) == 1:
+            first_meta = meta
+    array = np.stack(arrays, axis=-1) if len(arrays) > 1 else arrays[0]
     array = np.asarray(array, dtype=np.float32)
+    first = datasets[0]
     if first.get("PhotometricInterpretation") == "MONOCHROME1":  # bright means low values: invert
         array = array.max() + array.min() - array
-    spacing = tuple(float(s) for s in np.asarray(meta["spacing"]).ravel()[: array.ndim])
+    spacing = [float(s) for s in np.asarray(first_meta["spacing"]).ravel()[:2]]
+    if len(datasets) > 1:
+        steps = np.diff([p for p, _ in positions])
+        steps = steps[steps > 0]
+        spacing.append(float(np.median(steps)) if len(steps) else float(first.get("SliceThickness", 1.0)))
     modality = str(first.get("Modality", "")) or None
-    return LoadedImage(array=array[None], spacing=spacing, modality=modality)
+    return LoadedImage(array=array[None], spacing=tuple(spacing), modality=modality)
 
 
 def load_nifti(path: Path) -> LoadedImage:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -51,7 +52,6 @@ def test_dicom_without_suffix_and_series_folder(tmp_path):
 def test_monochrome1_is_inverted(tmp_path):
     hu = np.arange(64, dtype=float).reshape(8, 8) * 3 - 100
     write_ct_slice(tmp_path / "m1.dcm", hu, IDENTITY, _uids(), 0)
-    import pydicom
 
     ds = pydicom.dcmread(tmp_path / "m1.dcm")
     ds.PhotometricInterpretation = "MONOCHROME1"
@@ -116,10 +116,52 @@ def test_real_jpeg2000_ct_series():
     assert image.array.shape == (1, 512, 512, 20)
     assert image.modality == "CT"
     assert -1100 <= image.array.min() < -900 and 1000 < image.array.max() < 3100  # Hounsfield units
-    assert image.spacing[0] == pytest.approx(0.9765625)
+    assert image.spacing == pytest.approx((0.9765625, 0.9765625, 2.0))  # slices 2 mm apart (3 mm thick)
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "ct_series").is_dir(), reason="../shared/data/ct_series is not present")
 def test_real_mr_nifti():
     image = load_image(SHARED_DATA / "ct_series" / "example_mr_sm.nii.gz")
     assert image.array.shape == (1, 117, 91, 20) and image.spacing == pytest.approx((3.0, 3.0, 3.0))
+
+
+def _series(folder, values, positions, instance_numbers, shape=(8, 8)):
+    folder.mkdir()
+    uids = _uids()
+    for k, (value, z, number) in enumerate(zip(values, positions, instance_numbers, strict=True)):
+        path = folder / f"IM{k}"
+        write_ct_slice(path, np.full(shape, float(value)), IDENTITY, {**uids, "sop": generate_uid()}, 0)
+        ds = pydicom.dcmread(path)
+        ds.ImagePositionPatient = [0, 0, z]
+        ds.InstanceNumber = number
+        ds.save_as(path)
+
+
+def test_series_is_ordered_along_the_slice_normal_not_by_instance_number(tmp_path):
+    # file order, InstanceNumber and position disagree: position along the normal wins
+    _series(tmp_path / "s", values=[300, 100, 200], positions=[30.0, 10.0, 20.0], instance_numbers=[1, 2, 3])
+    image = load_image(tmp_path / "s")
+    np.testing.assert_allclose(image.array[0, 0, 0], [100, 200, 300])
+    assert image.spacing == (2.5, 2.5, 10.0)
+
+
+def test_series_with_a_corrupt_slice_names_it(tmp_path):
+    _series(tmp_path / "s", values=[1, 2, 3], positions=[0.0, 1.0, 2.0], instance_numbers=[1, 2, 3])
+    data = (tmp_path / "s" / "IM1").read_bytes()
+    (tmp_path / "s" / "IM1").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnreadableImageError, match="IM1"):
+        load_image(tmp_path / "s")
+
+
+def test_series_mixing_slice_sizes_is_refused(tmp_path):
+    _series(tmp_path / "s", values=[1, 2], positions=[0.0, 1.0], instance_numbers=[1, 2])
+    write_ct_slice(tmp_path / "s" / "IM9", np.zeros((6, 6)), IDENTITY, _uids(), 5)
+    with pytest.raises(UnreadableImageError, match="different sizes"):
+        load_image(tmp_path / "s")
+
+
+def test_empty_series_folder_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images")
+    with pytest.raises(UnreadableImageError, match="no DICOM file"):
+        load_image(tmp_path / "empty")
