@@ -80,6 +80,7 @@ class PreprocessConfig:
     test_fraction: float  # share of patients for test
     id_salt: str  # salt of the pseudonymous patient IDs
     on_error: Literal["fail", "skip"]  # unreadable or invalid input: stop, or skip it and record why
+    workers: int  # processes reading files in parallel; 0 = one per core
     seed: int  # split seed
 
     def __post_init__(self) -> None:
@@ -88,6 +89,7 @@ class PreprocessConfig:
         _check(0 < self.val_fraction < 0.5, "preprocess.val_fraction", "between 0 and 0.5")
         _check(0 < self.test_fraction < 0.5, "preprocess.test_fraction", "between 0 and 0.5")
         _check(bool(self.id_salt), "preprocess.id_salt", "a non-empty string")
+        _check(self.workers >= 0, "preprocess.workers", "0 (one per core) or a positive number")
 
 
 @dataclass(frozen=True)

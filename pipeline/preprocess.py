@@ -12,9 +12,13 @@ import csv
 import hashlib
 import hmac
 import logging
+import multiprocessing
+import os
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +53,6 @@ class Sample:
     line: int  # labels.csv line of the source row
     modality: str
     split: str | None  # split fixed by the manifest, if any
-    meta: dict = field(default_factory=dict)
 
 
 def pseudonymise(patient_id: str, salt: str) -> str:
@@ -124,17 +127,37 @@ def row_samples(row: ManifestRow, cfg: PreprocessConfig) -> list[Sample]:
     ]
 
 
+def _try_row(row: ManifestRow, cfg: PreprocessConfig) -> list[Sample] | MedaugInputError:
+    """:func:`row_samples`, returning the input error instead of raising it (for worker processes)."""
+    try:
+        return row_samples(row, cfg)
+    except MedaugInputError as err:
+        return err
+
+
 def load_samples(rows: list[ManifestRow], cfg: PreprocessConfig) -> tuple[list[Sample], list[dict]]:
-    """Every row's samples, and the rows skipped with their reason (``on_error: skip``; ``fail`` raises)."""
+    """Every row's samples in manifest order, read by ``cfg.workers`` processes, and the rows skipped with
+    their reason (``on_error: skip``; with ``fail`` the first bad row raises)."""
+    workers = min(cfg.workers or os.cpu_count() or 1, len(rows))
+    if workers > 1:
+        # spawn, not fork: torch's thread pools do not survive a fork safely
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        results = pool.map(partial(_try_row, cfg=cfg), rows, chunksize=max(1, len(rows) // (8 * workers)))
+    else:
+        pool, results = None, (_try_row(row, cfg) for row in rows)
     samples, skipped = [], []
-    for row in tqdm(rows, desc="preprocess", unit="file"):
-        try:
-            samples += row_samples(row, cfg)
-        except MedaugInputError as err:
-            if cfg.on_error == "fail":
-                raise
-            skipped.append({"labels_csv_line": row.line, "path": row.relpath, "reason": str(err)})
-            logger.warning("skipped labels.csv line %d: %s", row.line, err)
+    try:
+        for row, result in zip(rows, tqdm(results, total=len(rows), desc="preprocess", unit="file"), strict=True):
+            if not isinstance(result, MedaugInputError):
+                samples += result
+            elif cfg.on_error == "fail":
+                raise result
+            else:
+                skipped.append({"labels_csv_line": row.line, "path": row.relpath, "reason": str(result)})
+                logger.warning("skipped labels.csv line %d: %s", row.line, result)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return samples, skipped
 
 

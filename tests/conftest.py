@@ -27,6 +27,7 @@ TINY_PREPROCESS = PreprocessConfig(
     test_fraction=0.25,
     id_salt="test-salt",
     on_error="fail",
+    workers=1,
     seed=0,
 )
 

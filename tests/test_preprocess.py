@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.io.errors import DatasetTooSmallError
 from pipeline.preprocess import preprocess_dataset, pseudonymise, split_by_patient
-from tests.conftest import TINY_PREPROCESS
+from tests.conftest import SHARED_DATA, TINY_PREPROCESS
 
 
 def _labels(n_patients=40, per_patient=3, minority_every=5):
@@ -136,3 +136,34 @@ def test_stage_stops_with_a_message_not_a_traceback(tiny_dataset, tmp_path):
     assert "preprocess stopped" in done.stderr and "missing.dcm" in done.stderr and "on_error: skip" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "processed").exists()
+
+
+def test_parallel_reading_gives_the_same_result(tiny_dataset):
+    import dataclasses
+
+    one, _, summary_one = preprocess_dataset(tiny_dataset, TINY_PREPROCESS)
+    two, _, summary_two = preprocess_dataset(tiny_dataset, dataclasses.replace(TINY_PREPROCESS, workers=2))
+    assert summary_one == summary_two
+    for name in one:
+        assert np.array_equal(one[name].images, two[name].images)
+        assert np.array_equal(one[name].patients, two[name].patients)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "ct_series").is_dir(), reason="../shared/data/ct_series is not present")
+def test_real_ct_series_becomes_windowed_slices(tmp_path):
+    import dataclasses
+    import shutil
+
+    from pipeline.io.manifest import read_manifest
+    from pipeline.preprocess import row_samples
+
+    shutil.copytree(SHARED_DATA / "ct_series" / "example_ct_dicom", tmp_path / "ct")
+    (tmp_path / "labels.csv").write_text("path,label,patient_id\nct,chest,anon\n", encoding="utf-8")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "ct").iterdir()}
+    cfg = dataclasses.replace(TINY_PREPROCESS, size=64, ct_window="mediastinum")  # -125..225 HU
+    samples = row_samples(read_manifest(tmp_path)[0], cfg)
+    assert len(samples) == 20 and all(s.image.shape == (1, 64, 64) and s.modality == "CT" for s in samples)
+    middle = samples[10].image
+    assert middle.min() == 0.0 and middle.max() > 0.95  # air below and bone above the window
+    assert 0.05 < (middle == 0.0).mean() < 0.9  # air around the body, tissue inside
+    assert before == {p.name: p.read_bytes() for p in (tmp_path / "ct").iterdir()}
