@@ -49,6 +49,24 @@ def verdict(metrics: dict, baseline: str = "real_only", augmented: str = "real_p
     return head + (" " + "; ".join(recalls) + "." if recalls else "")
 
 
+def _skipped_lines(skipped: list[dict], shown: int = 20) -> list[str]:
+    """Where each skipped manifest row is (line and relative path, no reasons: those name full paths and
+    stay in summary.json)."""
+    if not skipped:
+        return ["No input file was skipped."]
+    where = [
+        f"- labels.csv line {s['labels_csv_line']}: `{s['path']}`" if "path" in s else "- a manifest problem"
+        for s in skipped[:shown]
+    ]
+    more = [f"- ... and {len(skipped) - shown} more"] if len(skipped) > shown else []
+    return [
+        f"**{len(skipped)} input row(s) were skipped** (reasons in the preprocessing summary.json):",
+        "",
+        *where,
+        *more,
+    ]
+
+
 def render_report(summary: dict, synthetic_rows: list[dict], metrics: dict, figures: dict[str, str]) -> str:
     """The Markdown report; ``figures`` maps a caption to a path relative to the report."""
     classes = summary["classes"]
@@ -73,6 +91,8 @@ def render_report(summary: dict, synthetic_rows: list[dict], metrics: dict, figu
     ]
     for split, info in summary["splits"].items():
         lines.append(f"| {split} | {info['patients']} | " + " | ".join(str(info["images"][c]) for c in classes) + " |")
+    lines += ["", f"Splits: {summary.get('split_source', 'patient-level stratified split')}."]
+    lines += _skipped_lines(summary.get("skipped", []))
     generated = Counter(r["label"] for r in synthetic_rows)
     samplers = sorted({r["sampler"] for r in synthetic_rows}) or ["none"]
     lines += [

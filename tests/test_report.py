@@ -43,3 +43,24 @@ def test_report_has_counts_table_and_pictures():
     text = render_report(summary, rows, _metrics(0.7, 0.8), {"Grid": "figures/grid.png"})
     assert "| train | 3 | 1 | 5 |" in text and "nodule: 4" in text and "![Grid](figures/grid.png)" in text
     assert "| real_plus_synthetic | 0.800 ± 0.010" in text
+    assert "No input file was skipped." in text
+
+
+def test_report_lists_skipped_rows_without_reasons():
+    summary = {
+        "classes": ["a", "b"],
+        "n_images": 1,
+        "n_files": 3,
+        "modalities": {"CT": 1},
+        "splits": {},
+        "skipped": [
+            {"labels_csv_line": 4, "path": "x/1.dcm", "reason": "/home/DOE_JANE/x/1.dcm: corrupt"},
+            {"reason": "labels.csv line 9: file 'y.dcm' does not exist"},
+        ],
+    }
+    metrics = _metrics(0.7, 0.8)
+    for m in ("real_only", "real_plus_synthetic"):
+        metrics[m].update({"recall_a": 0.5, "recall_a_std": 0.0, "recall_b": 0.5, "recall_b_std": 0.0})
+    text = render_report(summary, [], metrics, {})
+    assert "2 input row(s) were skipped" in text and "labels.csv line 4: `x/1.dcm`" in text
+    assert "DOE_JANE" not in text
