@@ -30,7 +30,8 @@ def check_data(root: Path) -> list[str]:
         except MedaugInputError as err:
             problems.append(f"labels.csv line {row.line}: {err}")
     labels = Counter(r.label for r in rows)
-    print(f"{root}: {len(rows)} rows, {len({r.patient_id for r in rows})} patients")
+    patients = {r.patient_id for r in rows if r.patient_id}
+    print(f"{root}: {len(rows)} images" + (f", {len(patients)} patients" if patients else ", patients from DICOM"))
     print("classes: " + ", ".join(f"{k} ({v})" for k, v in sorted(labels.items())))
     print("images: " + ", ".join(f"{k} ({v})" for k, v in sorted(shapes.items())))
     if len(labels) < 2:

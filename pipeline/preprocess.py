@@ -120,7 +120,7 @@ def row_samples(row: ManifestRow, cfg: PreprocessConfig) -> list[Sample]:
     modality = loaded.modality or cfg.modality_default
     level, width = ct_window(cfg.ct_window, cfg.ct_window_level, cfg.ct_window_width)
     normalised = normalise_intensity(loaded.array, modality, level, width)
-    patient = pseudonymise(row.patient_id, cfg.id_salt)
+    patient = pseudonymise(row.patient_id or loaded.patient_id or row.relpath, cfg.id_salt)
     return [
         Sample(np.clip(resize_image(sl, cfg.size), 0.0, 1.0), row.label, patient, row.line, modality, row.split)
         for sl in extract_slices(normalised, cfg.slice_policy)

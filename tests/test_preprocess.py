@@ -167,3 +167,28 @@ def test_real_ct_series_becomes_windowed_slices(tmp_path):
     assert middle.min() == 0.0 and middle.max() > 0.95  # air below and bone above the window
     assert 0.05 < (middle == 0.0).mean() < 0.9  # air around the body, tissue inside
     assert before == {p.name: p.read_bytes() for p in (tmp_path / "ct").iterdir()}
+
+
+def test_class_folders_without_manifest_group_by_dicom_patient_id(tiny_dataset, tmp_path):
+    import shutil
+
+    import pydicom
+
+    root = tmp_path / "by_class"
+    with open(tiny_dataset / "labels.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for k, row in enumerate(rows):  # every image into <label>/, named without patient information
+        source = tiny_dataset / row["path"]
+        target = root / row["label"] / f"img{k:03d}{''.join(source.suffixes)}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+    splits, _, summary = preprocess_dataset(root, TINY_PREPROCESS)
+    assert summary["n_images"] == 48 and summary["classes"] == ["nodule", "normal"]
+    # slices of one DICOM patient (same PatientID, different files) never straddle splits
+    by_patient = {}
+    for path in root.rglob("*.dcm"):
+        by_patient.setdefault(str(pydicom.dcmread(path, stop_before_pixels=True).PatientID), []).append(path)
+    assert any(len(files) > 1 for files in by_patient.values())
+    seen = {name: set(data.patients) for name, data in splits.items()}
+    assert not (seen["train"] & seen["test"]) and not (seen["val"] & seen["test"])
+    assert sum(len(s) for s in seen.values()) < 48  # files were grouped into patients

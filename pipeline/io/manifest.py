@@ -1,4 +1,5 @@
-"""Dataset manifests: ``labels.csv`` with columns ``path,label`` and optional ``patient_id`` and ``split``.
+"""Dataset manifests: ``labels.csv`` with columns ``path,label`` and optional ``patient_id`` and ``split``,
+or, without ``labels.csv``, one sub-folder per class.
 
 ``path`` is relative to the dataset folder and may name a DICOM file, a DICOM series folder or a NIfTI
 file. ``split`` (train, val or test), when present, fixes each row's split, so that a published test split
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from pipeline.io.errors import ManifestError, MissingImageError, PathOutsideRootError
 
-__all__ = ["MANIFEST_NAME", "ManifestRow", "check_manifest", "read_manifest", "resolve_inside"]
+__all__ = ["MANIFEST_NAME", "ManifestRow", "check_manifest", "class_folder_rows", "read_manifest", "resolve_inside"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,13 +27,14 @@ SPLIT_VALUES = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class ManifestRow:
-    """One labelled image. ``patient_id`` is the raw identifier: never write it anywhere."""
+    """One labelled image. ``patient_id`` is the raw identifier (never write it anywhere); ``None`` when the
+    dataset does not give one, and the image's DICOM PatientID (or else its path) stands in."""
 
     line: int  # line number in labels.csv, for messages
     relpath: str  # path as written in the manifest
     path: Path  # resolved path, guaranteed inside the dataset root
     label: str
-    patient_id: str
+    patient_id: str | None
     split: str | None = None  # train, val or test when the manifest fixes it
 
 
@@ -51,7 +53,16 @@ def check_manifest(root: str | Path) -> tuple[list[ManifestRow], list[str]]:
     root = Path(root)
     manifest = root / MANIFEST_NAME
     if not manifest.is_file():
-        raise ManifestError(f"{manifest} not found: a dataset folder needs a {MANIFEST_NAME} with columns path,label")
+        if root.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
+            logger.info("%s has no %s: one sub-folder per class", root, MANIFEST_NAME)
+            try:
+                return class_folder_rows(root), []
+            except PathOutsideRootError as err:
+                return [], [str(err)]
+        raise ManifestError(
+            f"{manifest} not found: a dataset folder needs a {MANIFEST_NAME} with columns path,label, "
+            "or one sub-folder per class"
+        )
     try:
         text = manifest.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
@@ -63,7 +74,7 @@ def check_manifest(root: str | Path) -> tuple[list[ManifestRow], list[str]]:
         raise ManifestError(f"{manifest}: missing column(s) {', '.join(absent)}; found {columns or 'no header'}")
     has_patients = "patient_id" in columns
     if not has_patients:
-        logger.warning("%s has no patient_id column: every image is treated as its own patient", manifest)
+        logger.warning("%s has no patient_id column: DICOM PatientID, else the path, identifies patients", manifest)
     rows: list[ManifestRow] = []
     problems: list[str] = []
     seen: dict[Path, int] = {}
@@ -89,11 +100,21 @@ def check_manifest(root: str | Path) -> tuple[list[ManifestRow], list[str]]:
             problems.append(f"{where}: '{relpath}' is listed again (first on line {seen[path]}); delete one row")
             continue
         seen[path] = line
-        patient = raw.get("patient_id", "") if has_patients else relpath
-        rows.append(ManifestRow(line, relpath, path, label, patient or relpath, split))
+        rows.append(ManifestRow(line, relpath, path, label, raw.get("patient_id") or None, split))
     if not rows and not problems:
         problems.append(f"{manifest}: no rows")
     return rows, problems
+
+
+def class_folder_rows(root: Path) -> list[ManifestRow]:
+    """Rows of a dataset without labels.csv: one sub-folder per class, each entry in it (a DICOM or
+    NIfTI file, or a DICOM series folder) one image. Hidden entries are ignored."""
+    rows = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for entry in sorted(p for p in class_dir.iterdir() if not p.name.startswith(".")):
+            relpath = entry.relative_to(root).as_posix()
+            rows.append(ManifestRow(len(rows) + 2, relpath, resolve_inside(root, relpath), class_dir.name, None))
+    return rows
 
 
 def read_manifest(root: str | Path) -> list[ManifestRow]:

@@ -6,7 +6,8 @@ convention (first spatial axis = DICOM columns), with intensities in physical un
 defines them (Hounsfield units for CT after RescaleSlope/Intercept). ``spacing`` has one entry per
 spatial axis in mm; ``modality`` is the DICOM Modality or ``None`` when the file does not say.
 
-No other header field is returned: patient identifiers never leave this module.
+``patient_id`` is the DICOM PatientID, for grouping images by patient when the dataset gives no
+patient column; callers pseudonymise it at once and never write it. No other header field is returned.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class LoadedImage:
     array: np.ndarray  # float32, (C, X, Y) or (C, X, Y, Z)
     spacing: tuple[float, ...]  # mm per spatial axis
     modality: str | None  # DICOM Modality, None if unknown
+    patient_id: str | None = None  # raw DICOM PatientID: hash it, never write it
 
     @property
     def spatial_dims(self) -> int:
@@ -154,7 +156,8 @@ def load_dicom(path: Path) -> LoadedImage:
         steps = steps[steps > 0]
         spacing.append(float(np.median(steps)) if len(steps) else float(first.get("SliceThickness", 1.0)))
     modality = str(first.get("Modality", "")) or None
-    return LoadedImage(array=array[None], spacing=tuple(spacing), modality=modality)
+    patient = str(first.get("PatientID", "")) or None
+    return LoadedImage(array=array[None], spacing=tuple(spacing), modality=modality, patient_id=patient)
 
 
 def load_nifti(path: Path) -> LoadedImage:

@@ -74,3 +74,18 @@ def test_split_column_is_read_and_checked(tmp_path):
     rows, problems = check_manifest(tmp_path)
     assert rows[0].split == "test"
     assert len(problems) == 1 and "split is 'holdout'" in problems[0]
+
+
+def test_class_folders_are_a_manifest(tmp_path):
+    from pipeline.io.manifest import check_manifest
+
+    for name in ("normal/a.dcm", "normal/b.nii.gz", "nodule/series1/IM1", ".hidden/x.dcm"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    rows, problems = check_manifest(tmp_path)
+    assert problems == []
+    assert [(r.relpath, r.label, r.patient_id) for r in rows] == [
+        ("nodule/series1", "nodule", None),
+        ("normal/a.dcm", "normal", None),
+        ("normal/b.nii.gz", "normal", None),
+    ]
