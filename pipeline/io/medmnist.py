@@ -82,7 +82,8 @@ def import_medmnist(npz_path: Path, out_dir: Path, fmt: Literal["dicom", "nifti"
             if fmt == "dicom":
                 _write_dicom(out_dir / rel, image, modality, series_uid)
             else:  # (rows, cols) -> (x, y), as the reader returns DICOM
-                nib.save(nib.Nifti1Image(np.ascontiguousarray(image.T), np.eye(4)), out_dir / rel)
+                lps = np.diag([-1.0, -1.0, 1.0, 1.0])  # DICOM's axes in NIfTI's RAS world
+                nib.save(nib.Nifti1Image(np.ascontiguousarray(image.T), lps), out_dir / rel)
             rows.append((rel, names[label], f"{split}-{i:05d}", split))
     with open(out_dir / "labels.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)

@@ -2,7 +2,9 @@
 
 Contract: :func:`load_image` returns a :class:`LoadedImage` whose ``array`` is float32 of shape
 ``(C, X, Y)`` for 2D images or ``(C, X, Y, Z)`` for volumes (C = 1 for grayscale), in MONAI's axis
-convention (first spatial axis = DICOM columns), with intensities in physical units where the file
+convention (first spatial axis = DICOM columns), reoriented to LPS axes (x to the patient's left, y to
+posterior, z to superior: DICOM's own frame, so the usual axial view is ``array[0, :, :, k].T``) so that
+DICOM and NIfTI files of the same scan give the same array, with intensities in physical units where the file
 defines them (Hounsfield units for CT after RescaleSlope/Intercept). ``spacing`` has one entry per
 spatial axis in mm; ``modality`` is the DICOM Modality or ``None`` when the file does not say.
 
@@ -12,14 +14,17 @@ patient column; callers pseudonymise it at once and never write it. No other hea
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from monai.data import NibabelReader, PydicomReader
+import torch
+from monai.data import MetaTensor, NibabelReader, PydicomReader
 from monai.data.utils import affine_to_spacing
+from monai.transforms import Orientation
 
 from pipeline.io.errors import NonImageDicomError, UnreadableImageError
 
@@ -63,6 +68,7 @@ class LoadedImage:
 
     array: np.ndarray  # float32, (C, X, Y) or (C, X, Y, Z)
     spacing: tuple[float, ...]  # mm per spatial axis
+    affine: np.ndarray  # 4 x 4 voxel-to-world (RAS mm) matrix, after reorientation to LPS axes
     modality: str | None  # DICOM Modality, None if unknown
     patient_id: str | None = None  # raw DICOM PatientID: hash it, never write it
 
@@ -82,7 +88,19 @@ def load_image(path: str | Path) -> LoadedImage:
     image = load_nifti(path) if is_nifti(path) else load_dicom(path)
     if not np.isfinite(image.array).all():
         raise UnreadableImageError(f"{path}: contains NaN or infinite values; fix or drop this image")
-    return image
+    return reorient(image)
+
+
+def reorient(image: LoadedImage, axcodes: str = "LPS") -> LoadedImage:
+    """Flip/permute the array so its axes point to ``axcodes`` (default LPS, DICOM's own frame: x to the
+    patient's left, y to posterior, z to superior), whatever the file's orientation, with MONAI's
+    ``Orientation``. DICOM and NIfTI of the same scan then come out alike."""
+    spatial = image.array.ndim - 1
+    tensor = MetaTensor(torch.from_numpy(np.ascontiguousarray(image.array)), affine=torch.as_tensor(image.affine))
+    out = Orientation(axcodes=axcodes[:spatial])(tensor)
+    affine = np.asarray(out.affine, dtype=np.float64)
+    spacing = tuple(float(s) for s in affine_to_spacing(affine, r=spatial))
+    return dataclasses.replace(image, array=np.ascontiguousarray(out.numpy()), affine=affine, spacing=spacing)
 
 
 def _read_dataset(reader: GeometryPydicomReader, path: Path) -> pydicom.Dataset:
@@ -150,14 +168,20 @@ def load_dicom(path: Path) -> LoadedImage:
     first = datasets[0]
     if first.get("PhotometricInterpretation") == "MONOCHROME1":  # bright means low values: invert
         array = array.max() + array.min() - array
-    spacing = [float(s) for s in np.asarray(first_meta["spacing"]).ravel()[:2]]
-    if len(datasets) > 1:
-        steps = np.diff([p for p, _ in positions])
-        steps = steps[steps > 0]
-        spacing.append(float(np.median(steps)) if len(steps) else float(first.get("SliceThickness", 1.0)))
+    affine = np.array(first_meta["affine"], dtype=np.float64)
+    if "ImageOrientationPatient" not in first or "ImagePositionPatient" not in first:
+        # no geometry in the file (secondary capture, many exports): take DICOM's own axes as they are
+        affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.diag([*affine_to_spacing(affine, r=2), 1.0, 1.0])
+    if len(datasets) > 1:  # third column: the step between slices, LPS positions turned to RAS
+        first_pos, last_pos = (
+            np.asarray(d.get("ImagePositionPatient", (0, 0, 0)), float) for d in (first, datasets[-1])
+        )
+        step = (last_pos - first_pos) / (len(datasets) - 1) * np.array([-1.0, -1.0, 1.0])
+        affine[:3, 2] = step if np.any(step) else (0.0, 0.0, float(first.get("SliceThickness", 1.0)))
+    spacing = tuple(float(s) for s in affine_to_spacing(affine, r=array.ndim))
     modality = str(first.get("Modality", "")) or None
     patient = str(first.get("PatientID", "")) or None
-    return LoadedImage(array=array[None], spacing=tuple(spacing), modality=modality, patient_id=patient)
+    return LoadedImage(array[None], spacing, affine, modality, patient)
 
 
 def load_nifti(path: Path) -> LoadedImage:
@@ -178,5 +202,6 @@ def load_nifti(path: Path) -> LoadedImage:
             f"{path}: NIfTI image of shape {array.shape}; only 2D and 3D images are supported, "
             "extract the volume you want first"
         )
-    spacing = tuple(float(s) for s in affine_to_spacing(np.asarray(meta["affine"]), r=array.ndim))
-    return LoadedImage(array=array[None], spacing=spacing, modality=None)
+    affine = np.asarray(meta["affine"], dtype=np.float64)
+    spacing = tuple(float(s) for s in affine_to_spacing(affine, r=array.ndim))
+    return LoadedImage(array[None], spacing, affine, modality=None)

@@ -66,7 +66,7 @@ def test_nifti_2d_and_3d(tmp_path):
     nib.save(nib.Nifti1Image(vol[..., :1], np.eye(4)), tmp_path / "s.nii")
     image = load_image(tmp_path / "v.nii.gz")
     assert image.array.shape == (1, 6, 5, 4) and image.spacing == (0.5, 0.5, 2.0) and image.modality is None
-    np.testing.assert_allclose(image.array[0], vol)
+    np.testing.assert_allclose(image.array[0], vol[::-1, ::-1])  # RAS file -> LPS axes: x and y flipped
     assert load_image(tmp_path / "s.nii").array.shape == (1, 6, 5)
 
 
@@ -165,3 +165,15 @@ def test_empty_series_folder_is_refused(tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("no images")
     with pytest.raises(UnreadableImageError, match="no DICOM file"):
         load_image(tmp_path / "empty")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "ct_series").is_dir(), reason="../shared/data/ct_series is not present")
+def test_dicom_and_nifti_of_the_same_scan_come_out_alike():
+    # example_seg_dicom.nii.gz labels the DICOM series' voxels but is stored LAS while the DICOM is LPS
+    ct = load_image(SHARED_DATA / "ct_series" / "example_ct_dicom")
+    seg = load_image(SHARED_DATA / "ct_series" / "example_seg_dicom.nii.gz")
+    assert ct.array.shape == seg.array.shape
+    np.testing.assert_allclose(ct.affine, seg.affine, atol=1e-3)
+    labelled = seg.array[0] > 0
+    inside_body = (ct.array[0] > -300)[labelled].mean()  # labelled structures lie inside the body
+    assert inside_body > 0.95
