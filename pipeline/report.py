@@ -91,7 +91,7 @@ def render_report(summary: dict, synthetic_rows: list[dict], metrics: dict, figu
     ]
     for split, info in summary["splits"].items():
         lines.append(f"| {split} | {info['patients']} | " + " | ".join(str(info["images"][c]) for c in classes) + " |")
-    lines += ["", f"Splits: {summary.get('split_source', 'patient-level stratified split')}."]
+    lines += ["", f"Splits: {summary.get('split_source', 'patient-level stratified split')}.", ""]
     lines += _skipped_lines(summary.get("skipped", []))
     generated = Counter(r["label"] for r in synthetic_rows)
     samplers = sorted({r["sampler"] for r in synthetic_rows}) or ["none"]
