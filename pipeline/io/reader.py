@@ -97,7 +97,8 @@ def reorient(image: LoadedImage, axcodes: str = "LPS") -> LoadedImage:
     ``Orientation``. DICOM and NIfTI of the same scan then come out alike."""
     spatial = image.array.ndim - 1
     tensor = MetaTensor(torch.from_numpy(np.ascontiguousarray(image.array)), affine=torch.as_tensor(image.affine))
-    out = Orientation(axcodes=axcodes[:spatial])(tensor)
+    ras_labels = (("L", "R"), ("P", "A"), ("I", "S"))  # the affine maps to RAS world coordinates
+    out = Orientation(axcodes=axcodes[:spatial], labels=ras_labels)(tensor)
     affine = np.asarray(out.affine, dtype=np.float64)
     spacing = tuple(float(s) for s in affine_to_spacing(affine, r=spatial))
     return dataclasses.replace(image, array=np.ascontiguousarray(out.numpy()), affine=affine, spacing=spacing)
