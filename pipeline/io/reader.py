@@ -136,22 +136,19 @@ def slice_position(ds: pydicom.Dataset, fallback: float) -> float:
     return float(ds.get("InstanceNumber", fallback))
 
 
-def load_dicom(path: Path) -> LoadedImage:
-    """Read one DICOM file, or a folder holding one series: slices ordered along the slice normal
-    (InstanceNumber as fallback) and stacked on the last axis."""
-    reader = GeometryPydicomReader(prune_metadata=True)  # no PHI is carried along in the metadata
-    files = sorted(p for p in path.iterdir() if p.is_file() and pydicom.misc.is_dicom(p)) if path.is_dir() else [path]
+def _series_files(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.is_file() and pydicom.misc.is_dicom(p))
     if not files:
         raise UnreadableImageError(f"{path}: the folder holds no DICOM file; a series folder needs its slices")
-    datasets = [_read_dataset(reader, f) for f in files]
-    positions = sorted((slice_position(ds, i), i) for i, ds in enumerate(datasets))
-    datasets, files = [datasets[i] for _, i in positions], [files[i] for _, i in positions]
-    shapes = {(ds.get("Rows"), ds.get("Columns")) for ds in datasets}
-    if len(shapes) > 1:
-        raise UnreadableImageError(
-            f"{path}: slices of different sizes {sorted(shapes)}; one folder must hold one series"
-        )
-    arrays = []
+    return files
+
+
+def _decode(reader: GeometryPydicomReader, files: list[Path], datasets: list) -> tuple[np.ndarray, dict]:
+    """Pixel arrays (X, Y) of each slice through MONAI, stacked on a last axis when there are several,
+    and the first slice's metadata."""
+    arrays, metas = [], []
     for f, ds in zip(files, datasets, strict=True):
         reader.filenames, reader.has_series = [str(f)], False
         try:
@@ -162,23 +159,45 @@ def load_dicom(path: Path) -> LoadedImage:
                 "The file may be truncated or use a transfer syntax without an installed decoder."
             ) from err
         arrays.append(array)
-        if len(arrays) == 1:
-            first_meta = meta
+        metas.append(meta)
     array = np.stack(arrays, axis=-1) if len(arrays) > 1 else arrays[0]
-    array = np.asarray(array, dtype=np.float32)
+    return np.asarray(array, dtype=np.float32), metas[0]
+
+
+def _dicom_affine(first_meta: dict, datasets: list) -> np.ndarray:
+    """The first slice's affine (RAS world), with the step between slices as third column for a series."""
     first = datasets[0]
-    if first.get("PhotometricInterpretation") == "MONOCHROME1":  # bright means low values: invert
-        array = array.max() + array.min() - array
     affine = np.array(first_meta["affine"], dtype=np.float64)
     if "ImageOrientationPatient" not in first or "ImagePositionPatient" not in first:
         # no geometry in the file (secondary capture, many exports): take DICOM's own axes as they are
         affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.diag([*affine_to_spacing(affine, r=2), 1.0, 1.0])
-    if len(datasets) > 1:  # third column: the step between slices, LPS positions turned to RAS
+    if len(datasets) > 1:  # LPS positions turned to RAS
         first_pos, last_pos = (
             np.asarray(d.get("ImagePositionPatient", (0, 0, 0)), float) for d in (first, datasets[-1])
         )
         step = (last_pos - first_pos) / (len(datasets) - 1) * np.array([-1.0, -1.0, 1.0])
         affine[:3, 2] = step if np.any(step) else (0.0, 0.0, float(first.get("SliceThickness", 1.0)))
+    return affine
+
+
+def load_dicom(path: Path) -> LoadedImage:
+    """Read one DICOM file, or a folder holding one series: slices ordered along the slice normal
+    (InstanceNumber as fallback) and stacked on the last axis."""
+    reader = GeometryPydicomReader(prune_metadata=True)  # no PHI is carried along in the metadata
+    files = _series_files(path)
+    datasets = [_read_dataset(reader, f) for f in files]
+    order = [i for _, i in sorted((slice_position(ds, i), i) for i, ds in enumerate(datasets))]
+    datasets, files = [datasets[i] for i in order], [files[i] for i in order]
+    shapes = {(ds.get("Rows"), ds.get("Columns")) for ds in datasets}
+    if len(shapes) > 1:
+        raise UnreadableImageError(
+            f"{path}: slices of different sizes {sorted(shapes)}; one folder must hold one series"
+        )
+    array, first_meta = _decode(reader, files, datasets)
+    first = datasets[0]
+    if first.get("PhotometricInterpretation") == "MONOCHROME1":  # bright means low values: invert
+        array = array.max() + array.min() - array
+    affine = _dicom_affine(first_meta, datasets)
     spacing = tuple(float(s) for s in affine_to_spacing(affine, r=array.ndim))
     modality = str(first.get("Modality", "")) or None
     patient = str(first.get("PatientID", "")) or None
