@@ -164,25 +164,43 @@ def _decode(reader: GeometryPydicomReader, files: list[Path], datasets: list) ->
     return np.asarray(array, dtype=np.float32), metas[0]
 
 
-def _dicom_affine(first_meta: dict, datasets: list) -> np.ndarray:
-    """The first slice's affine (RAS world), with the step between slices as third column for a series."""
+def _decode_multiframe(path: Path, ds: pydicom.Dataset) -> tuple[np.ndarray, dict]:
+    """A multi-frame object as (X, Y, frames): MONAI's reader, without its first-two-axes swap, which would
+    put the frame axis in the wrong place."""
+    reader = GeometryPydicomReader(prune_metadata=True, swap_ij=False)
+    reader.filenames, reader.has_series = [str(path)], False
+    try:
+        array, meta = reader.get_data(ds)  # (frames, rows, columns)
+    except Exception as err:
+        raise UnreadableImageError(
+            f"{path}: pixel data could not be decoded ({type(err).__name__}: {err}). "
+            "The file may be truncated or use a transfer syntax without an installed decoder."
+        ) from err
+    return np.ascontiguousarray(np.transpose(np.asarray(array, dtype=np.float32), (2, 1, 0))), meta
+
+
+def _dicom_affine(first_meta: dict, datasets: list, frames: int = 1) -> np.ndarray:
+    """The first slice's affine (RAS world), with the step between slices (or frames) as third column."""
     first = datasets[0]
     affine = np.array(first_meta["affine"], dtype=np.float64)
     if "ImageOrientationPatient" not in first or "ImagePositionPatient" not in first:
         # no geometry in the file (secondary capture, many exports): take DICOM's own axes as they are
-        affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.diag([*affine_to_spacing(affine, r=2), 1.0, 1.0])
+        row_mm, col_mm = (float(v) for v in first.get("PixelSpacing", (1.0, 1.0)))
+        affine = np.diag([-col_mm, -row_mm, 1.0, 1.0])  # x runs along a row (column spacing), y down the rows
     if len(datasets) > 1:  # LPS positions turned to RAS
         first_pos, last_pos = (
             np.asarray(d.get("ImagePositionPatient", (0, 0, 0)), float) for d in (first, datasets[-1])
         )
         step = (last_pos - first_pos) / (len(datasets) - 1) * np.array([-1.0, -1.0, 1.0])
         affine[:3, 2] = step if np.any(step) else (0.0, 0.0, float(first.get("SliceThickness", 1.0)))
+    elif frames > 1:  # per-frame positions live in functional groups; assume contiguous axial frames
+        affine[:3, 2] = (0.0, 0.0, float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 1.0))))
     return affine
 
 
 def load_dicom(path: Path) -> LoadedImage:
-    """Read one DICOM file, or a folder holding one series: slices ordered along the slice normal
-    (InstanceNumber as fallback) and stacked on the last axis."""
+    """Read one DICOM file (single- or multi-frame), or a folder holding one series: slices ordered along
+    the slice normal (InstanceNumber as fallback) and stacked on the last axis, as are frames."""
     reader = GeometryPydicomReader(prune_metadata=True)  # no PHI is carried along in the metadata
     files = _series_files(path)
     datasets = [_read_dataset(reader, f) for f in files]
@@ -193,11 +211,17 @@ def load_dicom(path: Path) -> LoadedImage:
         raise UnreadableImageError(
             f"{path}: slices of different sizes {sorted(shapes)}; one folder must hold one series"
         )
-    array, first_meta = _decode(reader, files, datasets)
     first = datasets[0]
+    frames = int(first.get("NumberOfFrames", 1) or 1)
+    if frames > 1 and len(datasets) > 1:
+        raise UnreadableImageError(f"{path}: a folder of multi-frame objects; list each file as its own row")
+    if frames > 1:
+        array, first_meta = _decode_multiframe(files[0], first)
+    else:
+        array, first_meta = _decode(reader, files, datasets)
     if first.get("PhotometricInterpretation") == "MONOCHROME1":  # bright means low values: invert
         array = array.max() + array.min() - array
-    affine = _dicom_affine(first_meta, datasets)
+    affine = _dicom_affine(first_meta, datasets, frames)
     spacing = tuple(float(s) for s in affine_to_spacing(affine, r=array.ndim))
     modality = str(first.get("Modality", "")) or None
     patient = str(first.get("PatientID", "")) or None

@@ -177,3 +177,18 @@ def test_dicom_and_nifti_of_the_same_scan_come_out_alike():
     labelled = seg.array[0] > 0
     inside_body = (ct.array[0] > -300)[labelled].mean()  # labelled structures lie inside the body
     assert inside_body > 0.95
+
+
+def test_multiframe_dicom_frames_on_the_last_axis(tmp_path):
+    path = tmp_path / "mf.dcm"
+    write_ct_slice(path, np.zeros((8, 6)), IDENTITY, _uids(), 0)
+    ds = pydicom.dcmread(path)
+    frames = np.stack([np.arange(48).reshape(8, 6) + 1000 * k for k in range(3)]).astype(np.uint16)  # (f, rows, cols)
+    ds.NumberOfFrames, ds.PixelData = 3, frames.tobytes()
+    del ds.ImagePositionPatient, ds.ImageOrientationPatient  # as in most multi-frame exports
+    ds.save_as(path)
+    image = load_image(path)
+    assert image.array.shape == (1, 6, 8, 3)  # (C, X=columns, Y=rows, frames)
+    for k in range(3):
+        np.testing.assert_allclose(image.array[0, :, :, k].T, frames[k].astype(float) - 1024)  # HU rescale applied
+    assert image.spacing == (2.5, 2.5, 5.0)  # pixel spacing and slice thickness
