@@ -75,7 +75,8 @@ class PreprocessConfig:
     ct_window: Literal["custom", "lung", "mediastinum", "abdomen", "brain", "bone"]  # CT window preset
     ct_window_level: float  # CT window centre (HU), used when ct_window is custom
     ct_window_width: float  # CT window width (HU), used when ct_window is custom
-    slice_policy: Literal["all", "middle"]  # how 3D volumes become 2D images
+    slice_policy: Literal["all", "middle", "even"]  # how 3D volumes become 2D images
+    slices_per_volume: int  # number of evenly spaced slices for slice_policy even
     val_fraction: float  # share of patients for validation
     test_fraction: float  # share of patients for test
     id_salt: str  # salt of the pseudonymous patient IDs
@@ -86,6 +87,7 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         _check(self.size >= 16 and self.size % 8 == 0, "preprocess.size", "a multiple of 8, at least 16")
         _check(self.ct_window_width > 0, "preprocess.ct_window_width", "positive")
+        _check(self.slices_per_volume >= 1, "preprocess.slices_per_volume", "at least 1")
         _check(0 < self.val_fraction < 0.5, "preprocess.val_fraction", "between 0 and 0.5")
         _check(0 < self.test_fraction < 0.5, "preprocess.test_fraction", "between 0 and 0.5")
         _check(bool(self.id_salt), "preprocess.id_salt", "a non-empty string")

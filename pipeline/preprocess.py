@@ -123,7 +123,7 @@ def row_samples(row: ManifestRow, cfg: PreprocessConfig) -> list[Sample]:
     patient = pseudonymise(row.patient_id or loaded.patient_id or row.relpath, cfg.id_salt)
     return [
         Sample(np.clip(resize_image(sl, cfg.size), 0.0, 1.0), row.label, patient, row.line, modality, row.split)
-        for sl in extract_slices(normalised, cfg.slice_policy)
+        for sl in extract_slices(normalised, cfg.slice_policy, cfg.slices_per_volume)
     ]
 
 

@@ -48,14 +48,20 @@ def normalise_intensity(array: np.ndarray, modality: str, window_level: float, w
     return np.asarray(out, dtype=np.float32)
 
 
-def extract_slices(array: np.ndarray, policy: Literal["all", "middle"]) -> list[np.ndarray]:
-    """Turn a ``(C, X, Y)`` image into ``[image]`` and a ``(C, X, Y, Z)`` volume into 2D slices along Z."""
+def extract_slices(array: np.ndarray, policy: Literal["all", "middle", "even"], n: int = 1) -> list[np.ndarray]:
+    """Turn a ``(C, X, Y)`` image into ``[image]`` and a ``(C, X, Y, Z)`` volume into 2D slices along Z:
+    ``all`` of them, the ``middle`` one, or ``n`` evenly spaced from first to last (``even``)."""
     if array.ndim == 3:
         return [array]
     if array.ndim != 4:
         raise ValueError(f"expected (C, X, Y) or (C, X, Y, Z), got shape {array.shape}")
     depth = array.shape[-1]
-    indices = [depth // 2] if policy == "middle" else range(depth)
+    if policy == "middle":
+        indices = [depth // 2]
+    elif policy == "even":
+        indices = np.unique(np.round(np.linspace(0, depth - 1, min(n, depth))).astype(int)).tolist()
+    else:
+        indices = list(range(depth))
     return [np.ascontiguousarray(array[..., k]) for k in indices]
 
 

@@ -23,6 +23,7 @@ TINY_PREPROCESS = PreprocessConfig(
     ct_window_level=-400,
     ct_window_width=1500,
     slice_policy="all",
+    slices_per_volume=5,
     val_fraction=0.2,
     test_fraction=0.25,
     id_salt="test-salt",
