@@ -1,8 +1,10 @@
 """Stage ``generate``: synthetic minority-class images from the conditional VAE.
 
 Every class smaller than the majority is filled up to ``target_ratio`` x the majority count of the
-training split. Images are drawn from the prior (z ~ N(0, temperature^2 I)) through the decoder of the
-class, written as NIfTI files marked as synthetic, and listed with their provenance in a manifest.
+training split. Latent codes come from the ``prior`` (z ~ N(0, temperature^2 I)) or the class
+``posterior`` (a Gaussian fitted to the encoded training images of the class, its spread scaled by the
+temperature) and go through the decoder of the class. Images are written as NIfTI files marked as
+synthetic and listed with their provenance in a manifest.
 """
 
 from __future__ import annotations

@@ -99,12 +99,12 @@ def split_by_patient(
 
 def check_given_split(labels: np.ndarray, patients: np.ndarray, split: np.ndarray) -> np.ndarray:
     """Validate a split fixed by the manifest: no patient in two splits, every class in every split."""
-    for patient in np.unique(patients):
-        if len(set(split[patients == patient])) > 1:
-            raise DatasetTooSmallError(
-                "a patient has images in more than one split of labels.csv's split column; "
-                "put all images of a patient in one split"
-            )
+    pairs = set(zip(patients.tolist(), split.tolist(), strict=True))  # one pass, not one scan per patient
+    if len(pairs) > len({patient for patient, _ in pairs}):
+        raise DatasetTooSmallError(
+            "a patient has images in more than one split of labels.csv's split column; "
+            "put all images of a patient in one split"
+        )
     for name in SPLITS:
         missing = set(labels) - set(labels[split == name])
         if missing:
