@@ -6,6 +6,7 @@ __all__ = [
     "MedaugInputError",
     "UnreadableImageError",
     "NonImageDicomError",
+    "UnsupportedTransferSyntaxError",
     "ManifestError",
     "MissingImageError",
     "PathOutsideRootError",
@@ -23,6 +24,10 @@ class UnreadableImageError(MedaugInputError):
 
 class NonImageDicomError(MedaugInputError):
     """A DICOM object without pixel data (structured report, presentation state, ...)."""
+
+
+class UnsupportedTransferSyntaxError(UnreadableImageError):
+    """A DICOM file whose pixel data is compressed in a transfer syntax without an installed decoder."""
 
 
 class ManifestError(MedaugInputError):

@@ -25,8 +25,9 @@ import torch
 from monai.data import MetaTensor, NibabelReader, PydicomReader
 from monai.data.utils import affine_to_spacing
 from monai.transforms import Orientation
+from pydicom.pixels import get_decoder
 
-from pipeline.io.errors import NonImageDicomError, UnreadableImageError
+from pipeline.io.errors import NonImageDicomError, UnreadableImageError, UnsupportedTransferSyntaxError
 
 __all__ = [
     "GeometryPydicomReader",
@@ -123,7 +124,30 @@ def _read_dataset(reader: GeometryPydicomReader, path: Path) -> pydicom.Dataset:
             f"{path}: DICOM object without pixel data ({getattr(kind, 'name', kind)}); "
             "only image objects can be used, remove its row from labels.csv"
         )
+    _check_decoder(ds, path)
     return ds
+
+
+def _check_decoder(ds: pydicom.Dataset, path: Path) -> None:
+    """Refuse, before decoding, pixel data in a transfer syntax pydicom has no working decoder for."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax is None or "PixelData" not in ds:
+        return  # implicit little endian (pydicom's default) or float pixel data: always readable
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        raise UnsupportedTransferSyntaxError(
+            f"{path}: pixel data in transfer syntax {syntax.name} ({syntax}), which medaug cannot decode "
+            "(video and other non-image codecs are not supported); export the images uncompressed or as "
+            "JPEG 2000 / JPEG lossless / RLE, or remove the row from labels.csv"
+        ) from None
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies) or "see pydicom's pixel data handlers"
+        raise UnsupportedTransferSyntaxError(
+            f"{path}: no decoder installed for transfer syntax {syntax.name} ({syntax}); install one of the "
+            f"packages pydicom asks for ({missing}) or reinstall medaug with `make` (requirements.lock)"
+        )
 
 
 def slice_position(ds: pydicom.Dataset, fallback: float) -> float:
