@@ -7,6 +7,7 @@ __all__ = [
     "UnreadableImageError",
     "NonImageDicomError",
     "UnsupportedTransferSyntaxError",
+    "BurnedInAnnotationError",
     "ManifestError",
     "MissingImageError",
     "PathOutsideRootError",
@@ -28,6 +29,10 @@ class NonImageDicomError(MedaugInputError):
 
 class UnsupportedTransferSyntaxError(UnreadableImageError):
     """A DICOM file whose pixel data is compressed in a transfer syntax without an installed decoder."""
+
+
+class BurnedInAnnotationError(MedaugInputError):
+    """A DICOM image whose header says identifying text may be burned into its pixels."""
 
 
 class ManifestError(MedaugInputError):

@@ -9,7 +9,8 @@ defines them (Hounsfield units for CT after RescaleSlope/Intercept). ``spacing``
 spatial axis in mm; ``modality`` is the DICOM Modality or ``None`` when the file does not say.
 
 ``patient_id`` is the DICOM PatientID, for grouping images by patient when the dataset gives no
-patient column; callers pseudonymise it at once and never write it. No other header field is returned.
+patient column; callers pseudonymise it at once and never write it. ``burned_in_annotation`` says the header
+flags text burned into the pixels (BurnedInAnnotation YES). No other header field is returned.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import torch
 from monai.data import MetaTensor, NibabelReader, PydicomReader
-from monai.data.utils import affine_to_spacing
+from monai.data.utils import affine_to_spacing, to_affine_nd
 from monai.transforms import Orientation
 from pydicom.pixels import get_decoder
 
@@ -45,6 +47,7 @@ _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # The geometry tags MONAI keeps with prune_metadata: orientation, position, pixel spacing (and their
 # multi-frame functional-group twins). Nothing else of the header is ever converted.
 _GEOMETRY_TAGS = ("00200037", "00200032", "00280030", "52009229", "52009230")
+_SWAP_IJ = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float64)
 
 
 class GeometryPydicomReader(PydicomReader):
@@ -72,6 +75,7 @@ class LoadedImage:
     affine: np.ndarray  # 4 x 4 voxel-to-world (RAS mm) matrix, after reorientation to LPS axes
     modality: str | None  # DICOM Modality, None if unknown
     patient_id: str | None = None  # raw DICOM PatientID: hash it, never write it
+    burned_in_annotation: bool = False  # the DICOM header says text (possibly identifying) is in the pixels
 
     @property
     def spatial_dims(self) -> int:
@@ -92,29 +96,42 @@ def load_image(path: str | Path) -> LoadedImage:
     return reorient(image)
 
 
+_RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # (negative, positive) ends of the RAS world axes
+
+
 def reorient(image: LoadedImage, axcodes: str = "LPS") -> LoadedImage:
     """Flip/permute the array so its axes point to ``axcodes`` (default LPS, DICOM's own frame: x to the
     patient's left, y to posterior, z to superior), whatever the file's orientation, with MONAI's
     ``Orientation``. DICOM and NIfTI of the same scan then come out alike."""
     spatial = image.array.ndim - 1
-    tensor = MetaTensor(torch.from_numpy(np.ascontiguousarray(image.array)), affine=torch.as_tensor(image.affine))
-    ras_labels = (("L", "R"), ("P", "A"), ("I", "S"))  # the affine maps to RAS world coordinates
-    out = Orientation(axcodes=axcodes[:spatial], labels=ras_labels)(tensor)
+    # the test MONAI's Orientation makes; most DICOMs are already LPS and then nothing needs to move
+    source = nib.orientations.io_orientation(to_affine_nd(spatial, image.affine))
+    target = nib.orientations.axcodes2ornt(axcodes[:spatial], labels=_RAS_LABELS)
+    if np.array_equal(nib.orientations.ornt_transform(source, target), [[k, 1] for k in range(spatial)]):
+        return image
+    # no copy: a DICOM series arrives as a transposed view whose axial slices are contiguous in memory
+    tensor = MetaTensor(torch.from_numpy(image.array), affine=torch.as_tensor(image.affine))
+    out = Orientation(axcodes=axcodes[:spatial], labels=_RAS_LABELS)(tensor)
     affine = np.asarray(out.affine, dtype=np.float64)
     spacing = tuple(float(s) for s in affine_to_spacing(affine, r=spatial))
-    return dataclasses.replace(image, array=np.ascontiguousarray(out.numpy()), affine=affine, spacing=spacing)
+    return dataclasses.replace(image, array=out.numpy(), affine=affine, spacing=spacing)
 
 
 def _read_dataset(reader: GeometryPydicomReader, path: Path) -> pydicom.Dataset:
     try:
         ds = reader.read(str(path))
-    except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError, IndexError) as err:
+    except Exception as err:  # noqa: BLE001 - untrusted bytes: pydicom raises struct.error, BytesLengthException, ...
         raise UnreadableImageError(
             f"{path}: not a readable DICOM file ({type(err).__name__}: {err}). "
             "Check that the file is complete, or remove its row from labels.csv."
         ) from err
     if not any(tag in ds for tag in _PIXEL_TAGS):
-        kind = ds.get("SOPClassUID", "unknown SOP class")
+        kind = ds.get("SOPClassUID")
+        if kind is None:
+            raise UnreadableImageError(
+                f"{path}: DICOM file with neither pixel data nor a SOP class: it is probably truncated; "
+                "copy it again from the source, or remove its row from labels.csv"
+            )
         if "Image Storage" in str(getattr(kind, "name", "")):
             raise UnreadableImageError(
                 f"{path}: an image object ({kind.name}) without its pixel data: the file is probably truncated; "
@@ -170,37 +187,31 @@ def _series_files(path: Path) -> list[Path]:
 
 
 def _decode(reader: GeometryPydicomReader, files: list[Path], datasets: list) -> tuple[np.ndarray, dict]:
-    """Pixel arrays (X, Y) of each slice through MONAI, stacked on a last axis when there are several,
-    and the first slice's metadata."""
+    """Pixels of one multi-frame object or of the slices of a series as float32 ``(X, Y)`` or
+    ``(X, Y, frames/slices)``, through MONAI's reader, and the first object's metadata (affine for ``(X, Y)``).
+
+    The reader runs with ``swap_ij=False`` and the axes are swapped once at the end: MONAI's per-slice swap
+    copies every slice an extra time, and for multi-frame objects it swaps the frame axis into the wrong place.
+    """
     arrays, metas = [], []
     for f, ds in zip(files, datasets, strict=True):
         reader.filenames, reader.has_series = [str(f)], False
         try:
-            array, meta = reader.get_data(ds)
+            array, meta = reader.get_data(ds)  # (rows, columns) or (frames, rows, columns)
         except Exception as err:  # decoders raise many types: missing plugin, truncated stream, bad length
             raise UnreadableImageError(
                 f"{f}: pixel data could not be decoded ({type(err).__name__}: {err}). "
                 "The file may be truncated or use a transfer syntax without an installed decoder."
             ) from err
-        arrays.append(array)
+        arrays.append(np.asarray(array, dtype=np.float32))
         metas.append(meta)
-    array = np.stack(arrays, axis=-1) if len(arrays) > 1 else arrays[0]
-    return np.asarray(array, dtype=np.float32), metas[0]
-
-
-def _decode_multiframe(path: Path, ds: pydicom.Dataset) -> tuple[np.ndarray, dict]:
-    """A multi-frame object as (X, Y, frames): MONAI's reader, without its first-two-axes swap, which would
-    put the frame axis in the wrong place."""
-    reader = GeometryPydicomReader(prune_metadata=True, swap_ij=False)
-    reader.filenames, reader.has_series = [str(path)], False
-    try:
-        array, meta = reader.get_data(ds)  # (frames, rows, columns)
-    except Exception as err:
-        raise UnreadableImageError(
-            f"{path}: pixel data could not be decoded ({type(err).__name__}: {err}). "
-            "The file may be truncated or use a transfer syntax without an installed decoder."
-        ) from err
-    return np.ascontiguousarray(np.transpose(np.asarray(array, dtype=np.float32), (2, 1, 0))), meta
+    if len(arrays) > 1:
+        stacked = np.stack(arrays)  # (slices, rows, columns)
+    else:
+        stacked = arrays[0]  # (rows, columns) or (frames, rows, columns)
+    meta = dict(metas[0])
+    meta["affine"] = np.asarray(meta["affine"]) @ _SWAP_IJ  # what swap_ij=True would have given
+    return np.transpose(stacked, (1, 0) if stacked.ndim == 2 else (2, 1, 0)), meta
 
 
 def _dicom_affine(first_meta: dict, datasets: list, frames: int = 1) -> np.ndarray:
@@ -225,7 +236,7 @@ def _dicom_affine(first_meta: dict, datasets: list, frames: int = 1) -> np.ndarr
 def load_dicom(path: Path) -> LoadedImage:
     """Read one DICOM file (single- or multi-frame), or a folder holding one series: slices ordered along
     the slice normal (InstanceNumber as fallback) and stacked on the last axis, as are frames."""
-    reader = GeometryPydicomReader(prune_metadata=True)  # no PHI is carried along in the metadata
+    reader = GeometryPydicomReader(prune_metadata=True, swap_ij=False)  # no PHI is carried in the metadata
     files = _series_files(path)
     datasets = [_read_dataset(reader, f) for f in files]
     order = [i for _, i in sorted((slice_position(ds, i), i) for i, ds in enumerate(datasets))]
@@ -239,17 +250,15 @@ def load_dicom(path: Path) -> LoadedImage:
     frames = int(first.get("NumberOfFrames", 1) or 1)
     if frames > 1 and len(datasets) > 1:
         raise UnreadableImageError(f"{path}: a folder of multi-frame objects; list each file as its own row")
-    if frames > 1:
-        array, first_meta = _decode_multiframe(files[0], first)
-    else:
-        array, first_meta = _decode(reader, files, datasets)
+    array, first_meta = _decode(reader, files, datasets)
     if first.get("PhotometricInterpretation") == "MONOCHROME1":  # bright means low values: invert
         array = array.max() + array.min() - array
     affine = _dicom_affine(first_meta, datasets, frames)
     spacing = tuple(float(s) for s in affine_to_spacing(affine, r=array.ndim))
     modality = str(first.get("Modality", "")) or None
     patient = str(first.get("PatientID", "")) or None
-    return LoadedImage(array[None], spacing, affine, modality, patient)
+    burned_in = any(str(ds.get("BurnedInAnnotation", "")).upper() == "YES" for ds in datasets)
+    return LoadedImage(array[None], spacing, affine, modality, patient, burned_in)
 
 
 def load_nifti(path: Path) -> LoadedImage:

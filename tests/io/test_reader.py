@@ -192,3 +192,15 @@ def test_multiframe_dicom_frames_on_the_last_axis(tmp_path):
     for k in range(3):
         np.testing.assert_allclose(image.array[0, :, :, k].T, frames[k].astype(float) - 1024)  # HU rescale applied
     assert image.spacing == (2.5, 2.5, 5.0)  # pixel spacing and slice thickness
+
+
+def test_a_file_cut_anywhere_in_its_header_is_a_named_error(tmp_path):
+    from pipeline.io.errors import MedaugInputError
+
+    whole = tmp_path / "whole.dcm"
+    write_ct_slice(whole, np.zeros((8, 8)), IDENTITY, _uids(), 0)
+    data, cut = whole.read_bytes(), tmp_path / "cut.dcm"
+    for end in range(0, len(data) - 8 * 8 * 2, 3):  # every few bytes up to the start of the pixels
+        cut.write_bytes(data[:end])
+        with pytest.raises(MedaugInputError, match=r"cut\.dcm"):
+            load_image(cut)
