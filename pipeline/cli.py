@@ -27,6 +27,11 @@ def check_data(root: Path) -> list[str]:
         try:
             image = load_image(row.path)
             shapes[f"{image.modality or 'unknown modality'} {'x'.join(map(str, image.array.shape[1:]))}"] += 1
+            if image.burned_in_annotation:
+                problems.append(
+                    f"labels.csv line {row.line}: {row.relpath} is flagged BurnedInAnnotation YES (text in the "
+                    "pixels may identify the patient); preprocess refuses it unless preprocess.allow_burned_in: true"
+                )
         except MedaugInputError as err:
             problems.append(f"labels.csv line {row.line}: {err}")
     labels = Counter(r.label for r in rows)

@@ -57,6 +57,7 @@ class DemoDataConfig:
     slices_per_patient: int  # CT slices per patient
     minority_fraction: float  # share of patients with a nodule
     nifti_fraction: float  # share of patients stored as NIfTI volumes
+    layout: Literal["mixed", "volumes"]  # mixed: also single DICOM slices; volumes: every patient one volume
     image_size: int  # in-plane matrix of the generated slices
     seed: int  # generator seed
 
@@ -70,7 +71,9 @@ class DemoDataConfig:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    size: int  # output images are size x size
+    size: int  # output images are size x size (x size for spatial_dims 3)
+    spatial_dims: Literal[2, 3]  # 2: volumes become slices (slice_policy); 3: volumes are kept whole
+    spacing: tuple[float, ...] | None  # target voxel spacing in mm per axis (<= 0 keeps an axis); None: keep
     modality_default: Literal["CT", "MR", "CR", "DX", "US"]  # modality of files that do not state one
     ct_window: Literal["custom", "lung", "mediastinum", "abdomen", "brain", "bone"]  # CT window preset
     ct_window_level: float  # CT window centre (HU), used when ct_window is custom
@@ -81,12 +84,14 @@ class PreprocessConfig:
     test_fraction: float  # share of patients for test
     id_salt: str  # salt of the pseudonymous patient IDs
     on_error: Literal["fail", "skip"]  # unreadable or invalid input: stop, or skip it and record why
+    allow_burned_in: bool  # accept DICOMs flagged BurnedInAnnotation YES (text in the pixels may identify)
     workers: int  # processes reading files in parallel; 0 = one per core
     seed: int  # split seed
 
     def __post_init__(self) -> None:
         _check(self.size >= 16 and self.size % 8 == 0, "preprocess.size", "a multiple of 8, at least 16")
         _check(self.ct_window_width > 0, "preprocess.ct_window_width", "positive")
+        _check(self.spacing is None or 1 <= len(self.spacing) <= 3, "preprocess.spacing", "null or a list of 1 to 3 mm")
         _check(self.slices_per_volume >= 1, "preprocess.slices_per_volume", "at least 1")
         _check(0 < self.val_fraction < 0.5, "preprocess.val_fraction", "between 0 and 0.5")
         _check(0 < self.test_fraction < 0.5, "preprocess.test_fraction", "between 0 and 0.5")
@@ -176,6 +181,11 @@ def _convert(key: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(f"params.yaml: {key} must be a list, got {value!r}")
         return tuple(_convert(f"{key}[{i}]", v, get_args(annotation)[0]) for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        if value is None and len(options) < len(get_args(annotation)):
+            return None
+        if len(options) == 1:
+            return _convert(key, value, options[0])
         return value
     if annotation is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)

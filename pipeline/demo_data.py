@@ -44,15 +44,20 @@ class PatientPlan:
     storage: str  # "dicom_slices", "dicom_series" or "nifti"
 
 
-def plan_patients(n_patients: int, minority_fraction: float, nifti_fraction: float, seed: int) -> list[PatientPlan]:
-    """Decide each patient's class and file format, deterministically from ``seed``."""
+def plan_patients(
+    n_patients: int, minority_fraction: float, nifti_fraction: float, seed: int, volumes_only: bool = False
+) -> list[PatientPlan]:
+    """Decide each patient's class and file format, deterministically from ``seed``. With ``volumes_only``
+    every patient is one volume (a DICOM series folder or a NIfTI file), as 3D runs need."""
     rng = np.random.default_rng(seed)
     n_minority = max(2, round(n_patients * minority_fraction))
     labels = np.array([CLASSES[1]] * n_minority + [CLASSES[0]] * (n_patients - n_minority))
     rng.shuffle(labels)
     draws = rng.random(n_patients)
     storage = np.where(
-        draws < nifti_fraction, "nifti", np.where(draws < nifti_fraction + 0.15, "dicom_series", "dicom_slices")
+        draws < nifti_fraction,
+        "nifti",
+        np.where(volumes_only | (draws < nifti_fraction + 0.15), "dicom_series", "dicom_slices"),
     )
     return [PatientPlan(i, str(lab), str(st)) for i, (lab, st) in enumerate(zip(labels, storage, strict=True))]
 
@@ -176,7 +181,7 @@ def write_demo_dataset(out_dir: Path, cfg: DemoDataConfig) -> dict[str, int]:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    plans = plan_patients(cfg.n_patients, cfg.minority_fraction, cfg.nifti_fraction, cfg.seed)
+    plans = plan_patients(cfg.n_patients, cfg.minority_fraction, cfg.nifti_fraction, cfg.seed, cfg.layout == "volumes")
     rows, counts = [], dict.fromkeys(CLASSES, 0)
     for plan in tqdm(plans, desc="demo patients", unit="patient"):
         rng = np.random.default_rng([cfg.seed, plan.index])

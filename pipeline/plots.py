@@ -15,13 +15,15 @@ __all__ = ["image_grid", "training_curves"]
 
 
 def image_grid(path: str | Path, rows: Sequence[tuple[str, np.ndarray]], columns: int = 8) -> None:
-    """One row per ``(title, images)`` pair; images are ``(N, 1, X, Y)`` in [0, 1], shown radiologically."""
+    """One row per ``(title, images)`` pair; images are ``(N, 1, X, Y)`` in [0, 1], shown radiologically;
+    volumes ``(N, 1, X, Y, Z)`` show their middle axial slice."""
     fig, axes = plt.subplots(len(rows), columns, figsize=(1.4 * columns, 1.6 * len(rows)), squeeze=False)
     for (title, images), ax_row in zip(rows, axes, strict=True):
         for k, ax in enumerate(ax_row):
             ax.axis("off")
             if k < len(images):
-                ax.imshow(images[k, 0].T, cmap="gray", vmin=0, vmax=1)  # (X, Y) -> rows = Y
+                image = images[k, 0] if images.ndim == 4 else images[k, 0, :, :, images.shape[-1] // 2]
+                ax.imshow(image.T, cmap="gray", vmin=0, vmax=1)  # (X, Y) -> rows = Y
         ax_row[0].set_title(title, loc="left", fontsize=9)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

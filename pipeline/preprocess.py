@@ -22,15 +22,23 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
 from pipeline.config import PreprocessConfig, load_section
 from pipeline.io.arrays import SPLITS, SplitData, save_split, write_json
-from pipeline.io.errors import DatasetTooSmallError, MedaugInputError
+from pipeline.io.errors import BurnedInAnnotationError, DatasetTooSmallError, MedaugInputError, UnreadableImageError
 from pipeline.io.manifest import ManifestRow, check_manifest, read_manifest
 from pipeline.io.reader import load_image
-from pipeline.transforms import ct_window, extract_slices, normalise_intensity, resize_image
+from pipeline.transforms import (
+    ct_window,
+    extract_slices,
+    fit_to_size,
+    normalise_intensity,
+    resample_to_spacing,
+    resize_image,
+)
 
 __all__ = [
     "Sample",
@@ -47,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Sample:
-    image: np.ndarray  # (1, S, S) float32 in [0, 1]
+    image: np.ndarray  # (1, S, S) or, for spatial_dims 3, (1, S, S, S); float32 in [0, 1]
     label: str
     patient: str  # pseudonymous ID
     line: int  # labels.csv line of the source row
@@ -115,15 +123,41 @@ def check_given_split(labels: np.ndarray, patients: np.ndarray, split: np.ndarra
 
 
 def row_samples(row: ManifestRow, cfg: PreprocessConfig) -> list[Sample]:
-    """Read, normalise and resize one manifest row; a volume yields one sample per kept slice."""
+    """Read, normalise, resample and resize one manifest row. With ``spatial_dims: 2`` a volume yields one
+    sample per kept slice; with ``spatial_dims: 3`` every row must be a volume and stays whole."""
     loaded = load_image(row.path)
+    if loaded.burned_in_annotation and not cfg.allow_burned_in:
+        raise BurnedInAnnotationError(
+            f"{row.path}: the DICOM header flags burned-in annotation (BurnedInAnnotation YES): text in the "
+            "pixels may identify the patient. Remove the row, blank the text first, or set "
+            "preprocess.allow_burned_in: true if you have checked that it does not."
+        )
+    if cfg.spatial_dims == 3 and loaded.spatial_dims != 3:
+        raise UnreadableImageError(
+            f"{row.path}: a 2D image ({'x'.join(map(str, loaded.array.shape[1:]))}) in a 3D run "
+            "(preprocess.spatial_dims: 3); list only volumes, or set spatial_dims: 2 to work on slices"
+        )
     modality = loaded.modality or cfg.modality_default
+    image = loaded.array
+    if cfg.spacing is not None:
+        image = resample_to_spacing(image, loaded.affine, cfg.spacing)
+    parts = [image] if cfg.spatial_dims == 3 else extract_slices(image, cfg.slice_policy, cfg.slices_per_volume)
+    if cfg.spacing is None:  # shrink in the file's units first: windowing 64 x 64 pixels, not 512 x 512
+        parts = [resize_image(part, cfg.size) for part in parts]
     level, width = ct_window(cfg.ct_window, cfg.ct_window_level, cfg.ct_window_width)
-    normalised = normalise_intensity(loaded.array, modality, level, width)
+    # one intensity mapping for the whole row, so percentile scaling treats a volume's slices alike
+    normalised = normalise_intensity(np.stack(parts, axis=-1), modality, level, width)
     patient = pseudonymise(row.patient_id or loaded.patient_id or row.relpath, cfg.id_salt)
     return [
-        Sample(np.clip(resize_image(sl, cfg.size), 0.0, 1.0), row.label, patient, row.line, modality, row.split)
-        for sl in extract_slices(normalised, cfg.slice_policy, cfg.slices_per_volume)
+        Sample(
+            np.clip(fit_to_size(normalised[..., k], cfg.size, cfg.spacing is not None), 0.0, 1.0),
+            row.label,
+            patient,
+            row.line,
+            modality,
+            row.split,
+        )
+        for k in range(len(parts))
     ]
 
 
@@ -135,13 +169,20 @@ def _try_row(row: ManifestRow, cfg: PreprocessConfig) -> list[Sample] | MedaugIn
         return err
 
 
+def _one_thread_per_worker() -> None:
+    """Worker processes already use every core between them; torch's own thread pool would oversubscribe."""
+    torch.set_num_threads(1)
+
+
 def load_samples(rows: list[ManifestRow], cfg: PreprocessConfig) -> tuple[list[Sample], list[dict]]:
     """Every row's samples in manifest order, read by ``cfg.workers`` processes, and the rows skipped with
     their reason (``on_error: skip``; with ``fail`` the first bad row raises)."""
     workers = min(cfg.workers or os.cpu_count() or 1, len(rows))
     if workers > 1:
         # spawn, not fork: torch's thread pools do not survive a fork safely
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread_per_worker
+        )
         results = pool.map(partial(_try_row, cfg=cfg), rows, chunksize=max(1, len(rows) // (8 * workers)))
     else:
         pool, results = None, (_try_row(row, cfg) for row in rows)
@@ -194,7 +235,8 @@ def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, Spl
         "n_files": len(rows),
         "n_images": len(samples),
         "classes": list(classes),
-        "image_size": [1, cfg.size, cfg.size],
+        "image_size": [1] + [cfg.size] * cfg.spatial_dims,
+        "spacing_mm": list(cfg.spacing) if cfg.spacing is not None else "as in the files (resized to image_size)",
         "modalities": dict(Counter(s.modality for s in samples)),
         "splits": {
             name: {"images": splits[name].counts(), "patients": len(set(splits[name].patients))} for name in SPLITS

@@ -53,7 +53,8 @@ def train_vae(
 ) -> tuple[ConditionalVAE, list[dict]]:
     """Train on ``train``, select the epoch on ``val``; return the best model and per-epoch history."""
     seed_everything(cfg.seed)
-    model = ConditionalVAE(2, train.images.shape[1:], len(train.classes), cfg.latent_size, cfg.channels, cfg.strides)
+    shape = train.images.shape[1:]  # (C, X, Y) or (C, X, Y, Z): the VAE is 2D or 3D like the data
+    model = ConditionalVAE(len(shape) - 1, shape, len(train.classes), cfg.latent_size, cfg.channels, cfg.strides)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     train_loader = _loader(train, cfg.batch_size, True, cfg.seed)

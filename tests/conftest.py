@@ -14,10 +14,18 @@ from pipeline.io.arrays import SplitData
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 TINY_DEMO = DemoDataConfig(
-    n_patients=24, slices_per_patient=2, minority_fraction=0.25, nifti_fraction=0.25, image_size=64, seed=0
+    n_patients=24,
+    slices_per_patient=2,
+    minority_fraction=0.25,
+    nifti_fraction=0.25,
+    layout="mixed",
+    image_size=64,
+    seed=0,
 )
 TINY_PREPROCESS = PreprocessConfig(
     size=32,
+    spatial_dims=2,
+    spacing=None,
     modality_default="CT",
     ct_window="custom",
     ct_window_level=-400,
@@ -28,6 +36,7 @@ TINY_PREPROCESS = PreprocessConfig(
     test_fraction=0.25,
     id_salt="test-salt",
     on_error="fail",
+    allow_burned_in=False,
     workers=1,
     seed=0,
 )

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.io.errors import DatasetTooSmallError
 from pipeline.preprocess import preprocess_dataset, pseudonymise, split_by_patient
-from tests.conftest import SHARED_DATA, TINY_PREPROCESS
+from tests.conftest import SHARED_DATA, TINY_DEMO, TINY_PREPROCESS
 
 
 def _labels(n_patients=40, per_patient=3, minority_every=5):
@@ -192,3 +192,61 @@ def test_class_folders_without_manifest_group_by_dicom_patient_id(tiny_dataset, 
     seen = {name: set(data.patients) for name, data in splits.items()}
     assert not (seen["train"] & seen["test"]) and not (seen["val"] & seen["test"])
     assert sum(len(s) for s in seen.values()) < 48  # files were grouped into patients
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "ct_series").is_dir(), reason="../shared/data/ct_series is not present")
+def test_target_spacing_gives_pixels_of_that_size(tmp_path):
+    import dataclasses
+    import shutil
+
+    from pipeline.io.manifest import read_manifest
+    from pipeline.preprocess import row_samples
+
+    (tmp_path / "labels.csv").write_text("path,label,patient_id\nct,chest,anon\n", encoding="utf-8")
+    shutil.copytree(SHARED_DATA / "ct_series" / "example_ct_dicom", tmp_path / "ct")
+    row = read_manifest(tmp_path)[0]
+    cfg = dataclasses.replace(TINY_PREPROCESS, size=128, slice_policy="middle")
+    resized = row_samples(row, cfg)[0].image[0]  # whole 500 mm field of view squeezed into 128 pixels
+    at_4mm = row_samples(row, dataclasses.replace(cfg, spacing=(4.0, 4.0)))[0].image[0]
+    assert at_4mm.shape == resized.shape == (128, 128)
+    body = [(img > 0.3).any(axis=1).sum() * mm for img, mm in ((resized, 512 * 0.98 / 128), (at_4mm, 4.0))]
+    assert 250 < body[0] and abs(body[0] - body[1]) < 12  # the body (above -700 HU) is as wide in mm either way
+    assert (at_4mm[0] == 0).all() and (at_4mm[-1] == 0).all()  # 500 mm < 128 x 4 mm: zero margins, no crop
+
+
+def test_3d_run_keeps_volumes_whole_and_refuses_2d_rows(tmp_path, tiny_dataset):
+    import dataclasses
+
+    from pipeline.config import DemoDataConfig
+    from pipeline.demo_data import write_demo_dataset
+    from pipeline.io.errors import UnreadableImageError
+
+    write_demo_dataset(tmp_path / "vol", DemoDataConfig(**{**TINY_DEMO.__dict__, "layout": "volumes"}))
+    cfg = dataclasses.replace(TINY_PREPROCESS, spatial_dims=3, size=16)
+    splits, _, summary = preprocess_dataset(tmp_path / "vol", cfg)
+    assert summary["n_images"] == 24 and summary["image_size"] == [1, 16, 16, 16]
+    assert all(data.images.shape[1:] == (1, 16, 16, 16) for data in splits.values())
+    with pytest.raises(UnreadableImageError, match=r"slice_000\.dcm: a 2D image .*spatial_dims: 3"):
+        preprocess_dataset(tiny_dataset, cfg)  # the mixed layout lists single DICOM slices
+
+
+def test_burned_in_annotation_is_refused_unless_allowed(tmp_path):
+    import dataclasses
+
+    import pydicom
+
+    from pipeline.demo_data import write_demo_dataset
+    from pipeline.io.errors import BurnedInAnnotationError
+
+    root = tmp_path / "data"
+    write_demo_dataset(root, TINY_DEMO)
+    flagged = sorted((root / "dicom").rglob("*.dcm"))[0]
+    ds = pydicom.dcmread(flagged)
+    ds.BurnedInAnnotation = "YES"
+    ds.save_as(flagged)
+    with pytest.raises(BurnedInAnnotationError, match=rf"{flagged.name}: .*burned-in annotation"):
+        preprocess_dataset(root, TINY_PREPROCESS)
+    _, _, summary = preprocess_dataset(root, dataclasses.replace(TINY_PREPROCESS, on_error="skip"))
+    assert [s["path"] for s in summary["skipped"]] == [flagged.relative_to(root).as_posix()]
+    _, _, summary = preprocess_dataset(root, dataclasses.replace(TINY_PREPROCESS, allow_burned_in=True))
+    assert summary["skipped"] == [] and summary["n_images"] == 48
