@@ -1,0 +1,321 @@
+"""No PHI from DICOM headers or labels.csv reaches anything the ``preprocess`` stage writes or prints.
+
+Every attribute of the DICOM basic application-level confidentiality profile (PS3.15 Annex E, Table E.1-1,
+listed in ``tests/data/ps3_15_basic_profile.csv``; the source is named in that file's ``#`` header) that has a
+text, date, time, UID, person-name or number-string VR is set to a unique marker in every DICOM file of a small
+demo dataset, sequences of the profile get an item holding a marker, and a private block holds more. The stage
+then runs as a user runs it (``python -m pipeline.preprocess`` in a project folder with its own params.yaml),
+and every file it writes, its stdout and its stderr are searched for every marker: raw bytes, the decompressed
+members of zip files (``.npz``), the text of string arrays, in UTF-8, UTF-16 and UTF-32, and for dates and
+times their usual reformatted spellings.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import gzip
+import io
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import yaml
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from pipeline.demo_data import write_demo_dataset
+from tests.conftest import TINY_DEMO
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILE_CSV = Path(__file__).parent / "data" / "ps3_15_basic_profile.csv"
+DEMO = dataclasses.replace(
+    TINY_DEMO, n_patients=16, slices_per_patient=2, minority_fraction=0.4, nifti_fraction=0.0, image_size=32, seed=0
+)
+# VRs whose value is text a marker can be written into
+TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+# groups left alone: the command set (0000), the image pixel module (0028: decoding and geometry), digital
+# signatures (FFFA) and trailing padding (FFFC)
+SKIP_GROUPS = {0x0000, 0x0028, 0xFFFA, 0xFFFC}
+FILE_META_GROUP = 0x0002
+PER_PATIENT = {0x00100010, 0x00100020, 0x0020000D, 0x0020000E}  # PatientName, PatientID, Study/Series UIDs
+PER_FILE = {0x00080018, 0x00020003}  # SOPInstanceUID, MediaStorageSOPInstanceUID (kept equal)
+UID_ROOT = "1.2.826.0.1.3680043.10.999"
+
+
+def read_profile() -> list[tuple[int, str, str]]:
+    """(tag, keyword, action) rows of the profile CSV, its ``#`` lines skipped."""
+    with open(PROFILE_CSV, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    return [(int(r["tag"], 16), r["keyword"], r["action"]) for r in rows]
+
+
+class Markers:
+    """Hands out unique marker values fitting a VR and remembers every searchable spelling of each."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.per_vr: dict[str, int] = {}
+        self.spellings: dict[str, str] = {}  # text to search for -> which marker it stands for
+
+    def _record(self, marker: str, what: str, *variants: str) -> None:
+        label = f"{marker} ({what})"
+        for text in (marker, *variants):
+            assert text not in self.spellings, f"marker spelling {text} used twice"
+            self.spellings[text] = label
+
+    def new(self, vr: str, what: str) -> str:
+        self.n += 1
+        n, k = self.n, self.per_vr.get(vr, 0)
+        self.per_vr[vr] = k + 1
+        # dates in 1901 (DA) or 1902 (DT) with day > 12, so day/month and month/day spellings never coincide
+        day = date(1901 + (vr == "DT"), 1 + k // 16, 13 + k % 16)
+        hh, mm, ss = (21 if vr == "DT" else 13) + k // 60, k % 60, (7 * k + 11) % 60
+        frac = f"{424200 + k}"
+        if vr == "PN":
+            family, given = f"PHIMARK{n:04d}F", f"PHIMARK{n:04d}G"
+            self._record(family, f"{what} family name")
+            self._record(given, f"{what} given name")
+            return f"{family}^{given}"
+        if vr == "DA":
+            value = day.strftime("%Y%m%d")
+            formats = ("%Y-%m-%d", "%Y/%m/%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y")
+            self._record(value, what, *(day.strftime(f) for f in formats))
+        elif vr == "TM":
+            value = f"{hh:02d}{mm:02d}{ss:02d}.{frac}"
+            self._record(value, what, f"{hh:02d}:{mm:02d}:{ss:02d}", f"{hh:02d}{mm:02d}{ss:02d}")
+        elif vr == "DT":
+            value = f"{day:%Y%m%d}{hh:02d}{mm:02d}{ss:02d}.{frac}"
+            iso = f"{day:%Y-%m-%d}T{hh:02d}:{mm:02d}:{ss:02d}"
+            self._record(value, what, iso, iso.replace("T", " "), f"{day:%Y%m%d}{hh:02d}{mm:02d}{ss:02d}")
+        elif vr == "AS":
+            value = f"{n % 1000:03d}Y"
+            self._record(value, what)
+        elif vr == "DS":
+            value = f"9{n:04d}.{n:04d}3"
+            self._record(value, what)
+        elif vr == "IS":
+            value = f"9{n:05d}7"
+            self._record(value, what)
+        elif vr == "UI":
+            value = f"{UID_ROOT}.{10000 + n}"
+            self._record(value, what)
+        elif vr == "UR":
+            value = f"http://phimark{n:04d}.example/"
+            self._record(f"phimark{n:04d}", what)
+        else:  # AE, CS, SH (16 characters at most, CS upper case), LO, LT, ST, UC, UT
+            value = f"PHIMARK{n:04d}"
+            self._record(value, what)
+        return value
+
+    def needles(self) -> list[tuple[bytes, str]]:
+        return [
+            (text.encode(encoding), label)
+            for text, label in self.spellings.items()
+            for encoding in ("utf-8", "utf-16-le", "utf-32-le")
+        ]
+
+
+def fillable_attributes() -> list[tuple[int, str, str]]:
+    """(tag, keyword, VR) of the profile attributes that get a marker: text VRs and sequences."""
+    kept = []
+    for tag, keyword, _ in read_profile():
+        vr = dictionary_VR(tag)
+        if tag >> 16 not in SKIP_GROUPS and (vr in TEXT_VRS or vr == "SQ"):
+            kept.append((tag, keyword, vr))
+    return kept
+
+
+def _set(ds: Dataset, tag: int, vr: str, value) -> None:
+    target = ds.file_meta if tag >> 16 == FILE_META_GROUP else ds
+    target.add_new(tag, vr, value)
+
+
+def private_values(markers: Markers) -> dict[int, tuple[str, object]]:
+    """Elements of a private creator block (0011,00xx) 'ACME PHI': LO, SH, PN and a sequence holding markers."""
+    item = Dataset()
+    item.add_new(0x00100020, "LO", markers.new("LO", "PatientID in a private sequence item"))
+    item.add_new(0x00100030, "DA", markers.new("DA", "PatientBirthDate in a private sequence item"))
+    return {
+        0x01: ("LO", markers.new("LO", "private LO")),
+        0x02: ("SH", markers.new("SH", "private SH")),
+        0x03: ("PN", markers.new("PN", "private PN")),
+        0x10: ("SQ", Sequence([item])),
+    }
+
+
+def build_marker_dataset(root: Path) -> tuple[Markers, int]:
+    """Write the demo dataset to ``root`` and put a marker into every fillable attribute of every DICOM file
+    and into labels.csv's patient_id column; return the markers and the number of attributes filled."""
+    write_demo_dataset(root, DEMO)
+    markers = Markers()
+    attributes = fillable_attributes()
+    shared = {
+        tag: (vr, markers.new(vr, f"{keyword} ({tag:08X})"))
+        for tag, keyword, vr in attributes
+        if tag not in PER_PATIENT | PER_FILE
+    }
+    private = private_values(markers)
+    patient_ids = {}
+    for case in sorted((root / "dicom").iterdir()):
+        per_patient = {
+            tag: (vr, markers.new(vr, f"{kw} of {case.name}")) for tag, kw, vr in attributes if tag in PER_PATIENT
+        }
+        patient_ids[case.name] = per_patient[0x00100020][1]
+        for path in sorted(case.glob("*.dcm")):
+            ds = pydicom.dcmread(path)
+            sop = markers.new("UI", f"SOPInstanceUID of {case.name}/{path.name}")
+            values = {**shared, **per_patient, **dict.fromkeys(PER_FILE, ("UI", sop))}
+            for tag, (vr, value) in values.items():
+                if vr == "SQ":
+                    item = Dataset()
+                    item.CodeMeaning = value
+                    value = Sequence([item])
+                _set(ds, tag, vr, value)
+            block = ds.private_block(0x0011, "ACME PHI", create=True)
+            for offset, (vr, value) in private.items():
+                block.add_new(offset, vr, copy.deepcopy(value))
+            ds.BurnedInAnnotation = "NO"
+            ds.save_as(path, enforce_file_format=True)
+    rewrite_labels(root, lambda row: {**row, "patient_id": patient_ids[Path(row["path"]).parts[1]]})
+    return markers, len(attributes)
+
+
+def rewrite_labels(root: Path, change) -> None:
+    with open(root / "labels.csv", newline="", encoding="utf-8") as fh:
+        rows = [change(row) for row in csv.DictReader(fh)]
+    with open(root / "labels.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _blobs(path: Path) -> list[tuple[str, bytes]]:
+    """The bytes of a file and, for zip (npz) and gzip files, of what they hold, with string arrays as text."""
+    raw = path.read_bytes()
+    blobs = [(str(path), raw)]
+    if raw[:2] == b"\x1f\x8b":
+        blobs.append((f"{path} (gunzipped)", gzip.decompress(raw)))
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                member = zf.read(name)
+                blobs.append((f"{path}:{name}", member))
+                if name.endswith(".npy"):
+                    array = np.load(io.BytesIO(member), allow_pickle=False)
+                    blobs.append((f"{path}:{name} (array bytes)", array.tobytes()))
+                    if array.dtype.kind in "SU":
+                        text = "\n".join(array.ravel().astype(str).tolist())
+                        blobs.append((f"{path}:{name} (as text)", text.encode("utf-8")))
+    return blobs
+
+
+def find_markers(blobs: list[tuple[str, bytes]], markers: Markers) -> dict[str, set[str]]:
+    """{where: markers found there}, empty when no marker is found anywhere."""
+    needles = markers.needles()
+    found: dict[str, set[str]] = {}
+    for where, blob in blobs:
+        hits = {label for needle, label in needles if needle in blob}
+        if hits:
+            found[where] = hits
+    return found
+
+
+@pytest.fixture(scope="module")
+def marker_dataset(tmp_path_factory) -> tuple[Path, Markers, int]:
+    root = tmp_path_factory.mktemp("phi") / "dataset"
+    markers, n_attributes = build_marker_dataset(root)
+    return root, markers, n_attributes
+
+
+def run_preprocess(tmp_path: Path, dataset: Path, on_error: str) -> tuple[Path, subprocess.CompletedProcess]:
+    """Run the stage in a fresh project folder whose params.yaml points at ``dataset`` and every output path
+    inside the project folder; check that it wrote nothing into the dataset folder."""
+    before = sorted(dataset.rglob("*"))
+    project = tmp_path / "project"
+    project.mkdir()
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["data"]["root"] = str(dataset)
+    params["paths"] = {k: str(project / Path(v)) for k, v in params["paths"].items()}
+    params["preprocess"].update(size=32, on_error=on_error, workers=1, val_fraction=0.2, test_fraction=0.25)
+    (project / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "pipeline.preprocess"], cwd=project, capture_output=True)
+    assert done.returncode == 0, f"preprocess failed:\n{done.stdout.decode()[-3000:]}\n{done.stderr.decode()[-3000:]}"
+    assert sorted(dataset.rglob("*")) == before, "preprocess wrote into the dataset folder"
+    return project, done
+
+
+def read_summary(project: Path) -> dict:
+    processed = Path(yaml.safe_load((project / "params.yaml").read_text())["paths"]["processed"])
+    return json.loads((processed / "summary.json").read_text(encoding="utf-8"))
+
+
+def n_rows(root: Path) -> int:
+    with open(root / "labels.csv", newline="", encoding="utf-8") as fh:
+        return len(list(csv.DictReader(fh)))
+
+
+def assert_no_marker(project: Path, done: subprocess.CompletedProcess, markers: Markers) -> None:
+    outputs = [p for p in project.rglob("*") if p.is_file()]
+    processed = Path(yaml.safe_load((project / "params.yaml").read_text())["paths"]["processed"])
+    assert {p.name for p in processed.iterdir()} >= {"train.npz", "val.npz", "test.npz", "summary.json"}
+    blobs = [b for p in outputs for b in _blobs(p)] + [("stdout", done.stdout), ("stderr", done.stderr)]
+    found = find_markers(blobs, markers)
+    assert not found, "PHI markers in the stage's outputs:\n" + "\n".join(
+        f"  {where}: {', '.join(sorted(hits)[:10])}" + (f" and {len(hits) - 10} more" if len(hits) > 10 else "")
+        for where, hits in found.items()
+    )
+
+
+def test_marker_scan_finds_markers_in_dicom_and_npz(marker_dataset, tmp_path):
+    """The search itself works: it sees the markers in the input files and in a string array of an npz."""
+    root, markers, n_attributes = marker_dataset
+    assert n_attributes >= 150 and len(markers.spellings) > 300
+    first = next((root / "dicom").rglob("*.dcm"))
+    in_dicom = set().union(*find_markers(_blobs(first), markers).values())
+    ds = pydicom.dcmread(first)
+    name = str(ds.PatientName).split("^")[0]
+    assert any(hit.startswith(name) for hit in in_dicom)
+    assert any("ReferringPhysicianName" in hit for hit in in_dicom) and any("private LO" in hit for hit in in_dicom)
+    assert ds.BurnedInAnnotation == "NO" and ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    np.savez(tmp_path / "leak.npz", patients=np.array(["P1", ds.PatientID]))
+    assert find_markers(_blobs(tmp_path / "leak.npz"), markers)
+
+
+def test_preprocess_outputs_hold_no_phi(marker_dataset, tmp_path):
+    root, markers, _ = marker_dataset
+    project, done = run_preprocess(tmp_path, root, on_error="fail")
+    summary = read_summary(project)
+    assert summary["n_files"] == n_rows(root) and not summary["skipped"]
+    assert_no_marker(project, done, markers)
+
+
+def test_skipped_file_reason_holds_no_phi(marker_dataset, tmp_path):
+    """on_error: skip with a truncated file: the reason recorded in summary.json and logged names the file
+    by its path, never by a header value. labels.csv has no patient_id column here, so patients are grouped
+    by the DICOM PatientID the reader returns."""
+    root, markers, _ = marker_dataset
+    dataset = tmp_path / "dataset"
+    shutil.copytree(root, dataset)
+    with open(dataset / "labels.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    bad = next(r["path"] for r in rows if r["path"].endswith(".dcm") and r["label"] == "normal")
+    blob = (dataset / bad).read_bytes()
+    (dataset / bad).write_bytes(blob[: len(blob) - 1500])  # header with all its markers kept, pixel data cut
+    assert len(find_markers(_blobs(dataset / bad), markers)[str(dataset / bad)]) > 200
+    rewrite_labels(dataset, lambda row: {k: v for k, v in row.items() if k != "patient_id"})
+    project, done = run_preprocess(tmp_path, dataset, on_error="skip")
+    summary = read_summary(project)
+    assert [s["path"] for s in summary["skipped"]] == [bad], summary["skipped"]
+    assert summary["n_files"] == n_rows(dataset) and summary["n_images"] > 0
+    assert bad in summary["skipped"][0]["reason"] or Path(bad).name in summary["skipped"][0]["reason"]
+    assert_no_marker(project, done, markers)
