@@ -101,19 +101,25 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class TrainVAEConfig:
+    mode: Literal["conditional", "per_class"]  # one conditional VAE, or one VAE per class
     latent_size: int  # latent dimension
     channels: tuple[int, ...]  # encoder channels per level
     strides: tuple[int, ...]  # downsampling per level
     reconstruction: Literal["bce", "mse", "l1"]  # reconstruction loss
     beta: float  # KL weight after warm-up
     kl_warmup_epochs: int  # epochs of linear KL warm-up (0 = none)
-    epochs: int  # training epochs
+    free_bits: float  # minimum KL per latent dimension in the loss, in nats (0 = off)
+    epochs: int  # maximum training epochs
+    patience: int  # stop after this many epochs without a better validation loss (0 = never)
     batch_size: int  # minibatch size
     learning_rate: float  # Adam learning rate
+    amp: bool  # mixed precision on CUDA (ignored on CPU)
     seed: int  # initialisation and shuffling seed
 
     def __post_init__(self) -> None:
         _check(self.latent_size >= 1, "train_vae.latent_size", "at least 1")
+        _check(self.free_bits >= 0, "train_vae.free_bits", "non-negative")
+        _check(self.patience >= 0, "train_vae.patience", "0 (off) or a positive number of epochs")
         _check(len(self.channels) >= 2, "train_vae.channels", "at least two levels")
         _check(len(self.strides) == len(self.channels), "train_vae.strides", "as many entries as channels")
         _check(self.beta >= 0, "train_vae.beta", "non-negative")
@@ -125,13 +131,20 @@ class TrainVAEConfig:
 @dataclass(frozen=True)
 class GenerateConfig:
     target_ratio: float  # minority classes are filled to target_ratio * majority count
-    sampler: Literal["prior", "posterior"]  # where latent codes come from
+    sampler: Literal["prior", "posterior", "interpolate", "bootstrap"]  # where latent codes come from
     temperature: float  # scale of the sampling spread
+    mixture_components: int  # Gaussians in the posterior sampler's mixture (fewer if the class is small)
+    bootstrap_noise: float  # standard deviation of the noise the bootstrap sampler adds to a real latent
+    filter: Literal["none", "consistency"]  # drop samples the VAE cannot reproduce (see generate.py)
+    filter_quantile: float  # consistency filter: keep samples below this quantile of the real images' error
     seed: int  # sampling seed
 
     def __post_init__(self) -> None:
         _check(0 <= self.target_ratio <= 10, "generate.target_ratio", "between 0 and 10")
         _check(self.temperature > 0, "generate.temperature", "positive")
+        _check(self.mixture_components >= 1, "generate.mixture_components", "at least 1")
+        _check(self.bootstrap_noise >= 0, "generate.bootstrap_noise", "non-negative")
+        _check(0 < self.filter_quantile <= 1, "generate.filter_quantile", "in (0, 1]")
 
 
 @dataclass(frozen=True)

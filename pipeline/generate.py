@@ -1,32 +1,57 @@
-"""Stage ``generate``: synthetic minority-class images from the conditional VAE.
+"""Stage ``generate``: synthetic minority-class images from the VAE(s).
 
 Every class smaller than the majority is filled up to ``target_ratio`` x the majority count of the
-training split. Latent codes come from the ``prior`` (z ~ N(0, temperature^2 I)) or the class
-``posterior`` (a Gaussian fitted to the encoded training images of the class, its spread scaled by the
-temperature) and go through the decoder of the class. Images are written as NIfTI files marked as
-synthetic and listed with their provenance in a manifest.
+training split. Latent codes come from one of four samplers and go through the decoder of the class:
+
+- ``prior``: z ~ N(0, temperature^2 I);
+- ``posterior``: a Gaussian mixture (scikit-learn) fitted to the posterior means of the class's training
+  images, its components' spread scaled by the temperature;
+- ``interpolate``: a random point on the segment between the codes of two real images of the class;
+- ``bootstrap``: the code of a random real image of the class plus N(0, (bootstrap_noise * temperature)^2 I).
+
+With ``filter: consistency`` a sample is kept only if decoding, re-encoding and decoding it again changes it
+no more than the same round trip changes real images of the class (their ``filter_quantile`` quantile); the
+numbers kept and dropped go to ``summary.json``. Images are written as NIfTI files marked as synthetic and,
+when the source data was DICOM, also as DICOM Secondary Capture files marked SYNTHETIC with new UIDs
+(:mod:`pipeline.io.synthetic`); all are listed with their provenance in a manifest. Pictures compare real and
+synthetic images for every sampler, and interpolation strips walk between two real images of a class.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+from pydicom.uid import generate_uid
+from sklearn.mixture import GaussianMixture
 from tqdm import tqdm
 
 from pipeline.config import GenerateConfig, load_section
-from pipeline.io.arrays import load_split
-from pipeline.io.synthetic import write_manifest, write_synthetic_nifti
-from pipeline.models.vae import ConditionalVAE, load_vae
+from pipeline.io.arrays import load_split, read_json
+from pipeline.io.synthetic import new_synthetic_uids, write_manifest, write_synthetic_dicom, write_synthetic_nifti
+from pipeline.models.vae import ClassVAEs, load_vae
 from pipeline.plots import image_grid
 from pipeline.runtime import file_sha256, select_device
 
-__all__ = ["synthetic_counts", "latent_gaussian", "sample_images", "main"]
+__all__ = [
+    "SAMPLERS",
+    "synthetic_counts",
+    "class_latents",
+    "sample_latents",
+    "round_trip_error",
+    "sample_images",
+    "interpolation_strip",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
+
+SAMPLERS = ("prior", "posterior", "interpolate", "bootstrap")
+_BATCH = 256
 
 
 def synthetic_counts(class_counts: dict[str, int], target_ratio: float) -> dict[str, int]:
@@ -39,35 +64,109 @@ def synthetic_counts(class_counts: dict[str, int], target_ratio: float) -> dict[
     }
 
 
-@torch.no_grad()
-def latent_gaussian(model: ConditionalVAE, images: np.ndarray, label: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and Cholesky factor of a Gaussian fitted to the posterior means of ``images`` of class ``label``."""
-    device = next(model.parameters()).device
-    x = torch.from_numpy(images).to(device)
-    mu, _ = model.encode_forward(x, torch.full((len(x),), label, device=device))
-    mu = mu.double().cpu()
-    cov = torch.cov(mu.T).reshape(mu.shape[1], mu.shape[1]) if len(mu) > 1 else torch.zeros(mu.shape[1], mu.shape[1])
-    cov = cov + 1e-4 * torch.eye(mu.shape[1], dtype=mu.dtype)  # ridge: fewer images than latent dimensions
-    return mu.mean(0), torch.linalg.cholesky(cov)
+def _device(vaes: ClassVAEs) -> torch.device:
+    return next(vaes.parameters()).device
 
 
 @torch.no_grad()
-def sample_images(
-    model: ConditionalVAE, label: int, n: int, seed: int, temperature: float, sampler: str, class_images: np.ndarray
+def class_latents(vaes: ClassVAEs, images: np.ndarray, label: int) -> np.ndarray:
+    """Posterior means (float64, ``(n, latent_size)``) of ``images`` of class ``label``."""
+    device = _device(vaes)
+    out = [
+        vaes.encode(torch.from_numpy(images[i : i + _BATCH]).to(device), label)[0].double().cpu()
+        for i in range(0, len(images), _BATCH)
+    ]
+    return torch.cat(out).numpy() if out else np.zeros((0, vaes.latent_size))
+
+
+@torch.no_grad()
+def _decode(vaes: ClassVAEs, z: np.ndarray, label: int) -> np.ndarray:
+    device = _device(vaes)
+    if len(z) == 0:
+        return np.zeros((0, *vaes.image_shape), np.float32)
+    parts = [
+        vaes.decode(torch.from_numpy(z[i : i + _BATCH]).float().to(device), label).cpu().numpy()
+        for i in range(0, len(z), _BATCH)
+    ]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def sample_latents(
+    sampler: str, latents: np.ndarray, n: int, rng: np.random.Generator, cfg: GenerateConfig
 ) -> np.ndarray:
-    """``n`` images of class ``label`` as float32 ``(n, 1, X, Y)`` in [0, 1]; the same seed gives the same images."""
-    if n == 0:
-        return np.zeros((0, *model.image_shape), np.float32)
-    generator = torch.Generator().manual_seed(seed)
-    eps = torch.randn(n, model.latent_size, generator=generator, dtype=torch.float64) * temperature
+    """``n`` latent codes from ``sampler`` (see the module docstring), given the real codes ``latents`` of the
+    class; the draws come from ``rng`` only, so the same generator state gives the same codes."""
+    d = latents.shape[1]
+    eps = rng.standard_normal((n, d))
+    if sampler == "prior":
+        return eps * cfg.temperature
+    if len(latents) == 0:
+        raise ValueError(f"the {sampler} sampler needs encoded real images of the class; there are none")
     if sampler == "posterior":
-        mean, chol = latent_gaussian(model, class_images, label)
-        z = mean + eps @ chol.T
-    else:
-        z = eps
-    device = next(model.parameters()).device
-    labels = torch.full((n,), label, device=device)
-    return model.decode_forward(z.float().to(device), labels).cpu().numpy().astype(np.float32)
+        k = max(1, min(cfg.mixture_components, len(latents) // 5))
+        gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=int(rng.integers(2**31)))
+        gmm.fit(latents)
+        component = rng.choice(k, size=n, p=gmm.weights_ / gmm.weights_.sum())
+        chol = np.linalg.cholesky(gmm.covariances_)  # (k, d, d)
+        return gmm.means_[component] + cfg.temperature * np.einsum("nij,nj->ni", chol[component], eps)
+    if sampler == "interpolate":
+        first = rng.integers(len(latents), size=n)
+        second = (first + rng.integers(1, max(len(latents), 2), size=n)) % len(latents)  # another image if any
+        t = rng.uniform(size=(n, 1))
+        return (1 - t) * latents[first] + t * latents[second]
+    if sampler == "bootstrap":
+        return latents[rng.integers(len(latents), size=n)] + eps * cfg.bootstrap_noise * cfg.temperature
+    raise ValueError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+
+
+@torch.no_grad()
+def round_trip_error(vaes: ClassVAEs, images: np.ndarray, label: int) -> np.ndarray:
+    """Mean squared difference between each image and its reconstruction through the posterior mean."""
+    if len(images) == 0:
+        return np.zeros(0)
+    recon = _decode(vaes, class_latents(vaes, images, label), label)
+    return ((recon - images) ** 2).reshape(len(images), -1).mean(1).astype(np.float64)
+
+
+def sample_images(
+    vaes: ClassVAEs,
+    label: int,
+    n: int,
+    seed: int,
+    cfg: GenerateConfig,
+    class_images: np.ndarray,
+    sampler: str | None = None,
+) -> tuple[np.ndarray, dict]:
+    """``n`` images of class ``label`` as float32 ``(n, C, *spatial)`` in [0, 1] and the filter's counts
+    (``kept``, ``dropped``); the same seed gives the same images. ``sampler`` overrides ``cfg.sampler``."""
+    sampler = sampler or cfg.sampler
+    rng = np.random.default_rng(seed)
+    latents = class_latents(vaes, class_images, label) if sampler != "prior" else np.zeros((0, vaes.latent_size))
+    if cfg.filter == "none" or n == 0:
+        return _decode(vaes, sample_latents(sampler, latents, n, rng, cfg), label), {"kept": n, "dropped": 0}
+    threshold = float(np.quantile(round_trip_error(vaes, class_images, label), cfg.filter_quantile))
+    kept, dropped = [], 0
+    for _ in range(20):  # rounds of candidates; a VAE that fails its own check this often is reported short
+        missing = n - sum(len(k) for k in kept)
+        if missing <= 0:
+            break
+        candidates = _decode(vaes, sample_latents(sampler, latents, max(2 * missing, 8), rng, cfg), label)
+        ok = round_trip_error(vaes, candidates, label) <= threshold
+        kept.append(candidates[ok][:missing])
+        dropped += int((~ok).sum())
+    images = np.concatenate(kept)[:n]
+    if len(images) < n:
+        logger.warning("class %d: only %d of %d samples passed the consistency filter", label, len(images), n)
+    return images, {"kept": len(images), "dropped": dropped, "threshold_mse": threshold}
+
+
+def interpolation_strip(
+    vaes: ClassVAEs, label: int, first: np.ndarray, second: np.ndarray, steps: int = 8
+) -> np.ndarray:
+    """Decoded images on the straight line between the latent codes of two real images of class ``label``."""
+    codes = class_latents(vaes, np.stack([first, second]), label)
+    t = np.linspace(0, 1, steps)[:, None]
+    return _decode(vaes, (1 - t) * codes[0] + t * codes[1], label)
 
 
 def main() -> None:
@@ -75,7 +174,7 @@ def main() -> None:
     cfg: GenerateConfig = load_section("generate")
     paths = load_section("paths")
     train = load_split(paths.processed, "train")
-    model, checkpoint = load_vae(paths.vae, select_device())
+    vaes, checkpoint = load_vae(paths.vae, select_device())
     if tuple(checkpoint["classes"]) != train.classes:
         raise ValueError(f"{paths.vae} was trained on classes {checkpoint['classes']}, data has {train.classes}")
     checkpoint_sha = file_sha256(paths.vae)
@@ -84,17 +183,38 @@ def main() -> None:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    rows, grid = [], []
+    source = read_json(Path(paths.processed) / "summary.json")
+    as_dicom = source.get("formats", {}).get("dicom", 0) > 0  # DICOM in, DICOM out (NIfTI always)
+    modality = max(source["modalities"], key=source["modalities"].get) if source["modalities"] else "OT"
+    spacing = source.get("spacing_mm") if isinstance(source.get("spacing_mm"), list) else None
+    rows, grid, by_sampler, strips, filtering = [], [], [], [], {}
     for label, name in enumerate(train.classes):
         seed = cfg.seed * 1000 + label  # one stream per class
         real = train.images[train.labels == label]
-        images = sample_images(model, label, max(counts[name], 8), seed, cfg.temperature, cfg.sampler, real)
-        for k, image in enumerate(tqdm(images[: counts[name]], desc=f"write {name}", unit="image")):
+        images, filtering[name] = sample_images(vaes, label, counts[name], seed, cfg, real)
+        # new UIDs, derived from the checkpoint and seed so that a re-run writes identical files
+        study_uid, series_uid = new_synthetic_uids(checkpoint_sha, name, str(seed), cfg.sampler)
+        for k, image in enumerate(tqdm(images, desc=f"write {name}", unit="image")):
             rel = f"{name}/synthetic_{name}_{k:05d}.nii.gz"
             write_synthetic_nifti(out_dir / rel, image)
+            dicom_rel = f"{name}/synthetic_{name}_{k:05d}.dcm" if as_dicom else ""
+            if as_dicom:
+                write_synthetic_dicom(
+                    out_dir / dicom_rel,
+                    image,
+                    label=name,
+                    sampler=cfg.sampler,
+                    modality=modality,
+                    series_uid=series_uid,
+                    study_uid=study_uid,
+                    instance_number=k + 1,
+                    spacing=tuple(spacing[: image.ndim - 1]) if spacing and len(spacing) >= image.ndim - 1 else None,
+                    sop_instance_uid=str(generate_uid(entropy_srcs=[series_uid, str(k)])),
+                )
             rows.append(
                 {
                     "path": rel,
+                    "dicom_path": dicom_rel,
                     "label": name,
                     "sampler": cfg.sampler,
                     "seed": seed,
@@ -102,10 +222,27 @@ def main() -> None:
                     "checkpoint_sha256": checkpoint_sha,
                 }
             )
-        grid += [(f"real {name}", real[:8]), (f"synthetic {name}", images[:8])]
+        # pictures: eight samples of every sampler (a separate stream, so the files above do not depend on it)
+        shown = {s: sample_images(vaes, label, 8, seed + 500, cfg, real, sampler=s)[0] for s in SAMPLERS}
+        grid += [(f"real {name}", real[:8]), (f"synthetic {name} ({cfg.sampler})", shown[cfg.sampler])]
+        by_sampler += [(f"real {name}", real[:8])] + [(f"{s} {name}", shown[s]) for s in SAMPLERS]
+        if len(real) >= 2:
+            strips.append((f"{name}: real #0 -> real #1", interpolation_strip(vaes, label, real[0], real[1])))
     write_manifest(out_dir, rows)
-    image_grid(Path(paths.reports) / "figures" / "real_vs_synthetic.png", grid)
-    logger.info("generated %s synthetic images into %s", counts, out_dir)
+    summary = {
+        "mode": checkpoint["mode"],
+        "sampler": cfg.sampler,
+        "requested": counts,
+        "written": {name: sum(r["label"] == name for r in rows) for name in train.classes},
+        "filter": cfg.filter,
+        "filtering": filtering,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    figures = Path(paths.reports) / "figures"
+    image_grid(figures / "real_vs_synthetic.png", grid)
+    image_grid(figures / "synthetic_by_sampler.png", by_sampler)
+    image_grid(figures / "interpolation.png", strips)
+    logger.info("generated %s synthetic images into %s", summary["written"], out_dir)
 
 
 if __name__ == "__main__":

@@ -31,15 +31,20 @@ def image_grid(path: str | Path, rows: Sequence[tuple[str, np.ndarray]], columns
     plt.close(fig)
 
 
-def training_curves(path: str | Path, history: Sequence[dict], keys: Sequence[str], title: str) -> None:
-    """Line plot of ``keys`` of each history record against its ``epoch``."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    epochs = [h["epoch"] for h in history]
-    for key in keys:
-        ax.plot(epochs, [h[key] for h in history], label=key)
-    ax.set_xlabel("epoch")
-    ax.set_title(title)
-    ax.legend()
+def training_curves(path: str | Path, history: Sequence[dict], panels: dict[str, Sequence[str]]) -> None:
+    """One panel per ``title: keys`` entry, each key of the history records plotted against ``epoch``; one
+    line per key and per ``model`` when the records name several models (per-class VAEs)."""
+    models = list(dict.fromkeys(h.get("model", "") for h in history))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.5), squeeze=False)
+    for ax, (title, keys) in zip(axes[0], panels.items(), strict=True):
+        for model in models:
+            records = [h for h in history if h.get("model", "") == model]
+            for key in keys:
+                label = f"{model} {key}" if len(models) > 1 else key
+                ax.plot([h["epoch"] for h in records], [h[key] for h in records], label=label)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)

@@ -30,7 +30,7 @@ from pipeline.config import PreprocessConfig, load_section
 from pipeline.io.arrays import SPLITS, SplitData, save_split, write_json
 from pipeline.io.errors import BurnedInAnnotationError, DatasetTooSmallError, MedaugInputError, UnreadableImageError
 from pipeline.io.manifest import ManifestRow, check_manifest, read_manifest
-from pipeline.io.reader import load_image
+from pipeline.io.reader import is_nifti, load_image
 from pipeline.transforms import (
     ct_window,
     extract_slices,
@@ -209,6 +209,7 @@ def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, Spl
     else:
         rows, problems = check_manifest(root)
     samples, skipped = load_samples(rows, cfg)
+    read_lines = {s.line for s in samples}
     skipped = [{"reason": p} for p in problems] + skipped
     labels = np.array([s.label for s in samples])
     patients = np.array([s.patient for s in samples])
@@ -238,6 +239,7 @@ def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, Spl
         "image_size": [1] + [cfg.size] * cfg.spatial_dims,
         "spacing_mm": list(cfg.spacing) if cfg.spacing is not None else "as in the files (resized to image_size)",
         "modalities": dict(Counter(s.modality for s in samples)),
+        "formats": dict(Counter("nifti" if is_nifti(r.path) else "dicom" for r in rows if r.line in read_lines)),
         "splits": {
             name: {"images": splits[name].counts(), "patients": len(set(splits[name].patients))} for name in SPLITS
         },

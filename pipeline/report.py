@@ -67,8 +67,24 @@ def _skipped_lines(skipped: list[dict], shown: int = 20) -> list[str]:
     ]
 
 
-def render_report(summary: dict, synthetic_rows: list[dict], metrics: dict, figures: dict[str, str]) -> str:
-    """The Markdown report; ``figures`` maps a caption to a path relative to the report."""
+def _generation_lines(generation: dict) -> list[str]:
+    if not generation:
+        return []
+    lines = [f"VAE mode: {generation['mode']}; filter: {generation['filter']}."]
+    if generation["filter"] != "none":
+        lines += [
+            "Consistency filter (samples kept / dropped): "
+            + ", ".join(f"{c}: {f['kept']} / {f['dropped']}" for c, f in generation["filtering"].items() if f["kept"])
+            + "."
+        ]
+    return lines + [""]
+
+
+def render_report(
+    summary: dict, synthetic_rows: list[dict], metrics: dict, figures: dict[str, str], generation: dict | None = None
+) -> str:
+    """The Markdown report; ``figures`` maps a caption to a path relative to the report; ``generation`` is the
+    generate stage's summary.json."""
     classes = summary["classes"]
     lines = [
         "# medaug augmentation report",
@@ -106,6 +122,7 @@ def render_report(summary: dict, synthetic_rows: list[dict], metrics: dict, figu
         + ".",
         "",
     ]
+    lines += _generation_lines(generation or {})
     lines += [
         "## Classifier on the test split",
         "",
@@ -130,12 +147,15 @@ def main() -> None:
     metrics = read_json(reports / "metrics.json")
     with open(Path(paths.synthetic) / MANIFEST_NAME, encoding="utf-8") as fh:
         synthetic_rows = list(csv.DictReader(fh))
+    generation = read_json(Path(paths.synthetic) / "summary.json")
     figures = {
         "Real vs synthetic images per class": "figures/real_vs_synthetic.png",
+        "Every sampler, per class (8 samples each)": "figures/synthetic_by_sampler.png",
+        "Interpolation between two real images of each class": "figures/interpolation.png",
         "VAE training curves": "figures/vae_training.png",
     }
     out = reports / "augmentation_report.md"
-    out.write_text(render_report(summary, synthetic_rows, metrics, figures), encoding="utf-8")
+    out.write_text(render_report(summary, synthetic_rows, metrics, figures, generation), encoding="utf-8")
     logger.info("report written to %s", out)
 
 

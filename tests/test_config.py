@@ -3,15 +3,19 @@ import pytest
 from pipeline.config import ConfigError, GenerateConfig, TrainVAEConfig, load_section, parse_section
 
 VAE = {
+    "mode": "conditional",
     "latent_size": 8,
     "channels": [8, 16],
     "strides": [2, 2],
     "reconstruction": "bce",
     "beta": 1.0,
     "kl_warmup_epochs": 2,
+    "free_bits": 0.0,
     "epochs": 2,
+    "patience": 0,
     "batch_size": 4,
     "learning_rate": 0.001,
+    "amp": True,
     "seed": 0,
 }
 
@@ -34,6 +38,7 @@ def test_lists_become_tuples_and_ints_become_floats():
         ({"strides": [2]}, "train_vae.strides must be as many entries as channels"),  # inconsistent lengths
         ({"beta": -1}, "train_vae.beta must be non-negative"),  # out of range
         ({"unknown": 1}, "unknown key(s) train_vae.unknown"),  # typo in a key
+        ({"mode": "both"}, "allowed values: conditional, per_class"),
     ],
 )
 def test_validation_names_the_key(change, message):

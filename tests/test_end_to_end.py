@@ -37,10 +37,13 @@ def _dvc(project: Path, *args: str) -> str:
     return done.stdout + done.stderr
 
 
-# The same pipeline on whole volumes: demo patients as DICOM series / NIfTI volumes, 3D VAE and classifier.
+# The same pipeline on whole volumes: demo patients as DICOM series / NIfTI volumes, 3D VAEs (one per class,
+# bootstrap sampler, consistency filter) and classifier.
 TINY_3D = {
     "demo_data": {"layout": "volumes", "slices_per_patient": 8},
     "preprocess": {"spatial_dims": 3, "size": 16},
+    "train_vae": {"mode": "per_class"},
+    "generate": {"sampler": "bootstrap", "filter": "consistency"},
 }
 
 
@@ -95,6 +98,7 @@ def test_no_test_patient_in_train_and_generated_count_matches_target(project):
     for name, n in counts.items():
         assert sum(r["label"] == name for r in rows) == (majority - n)  # target_ratio 1.0: balanced
     assert len(list((project / "data/synthetic").rglob("*.nii.gz"))) == len(rows)
+    assert len(list((project / "data/synthetic").rglob("*.dcm"))) == len(rows)  # DICOM in, DICOM out
     assert np.array_equal(np.unique([r["checkpoint_sha256"] for r in rows]).size, 1)
 
 
@@ -137,5 +141,8 @@ def test_3d_volumes_run_through_every_stage(tmp_path):
     assert summary["n_images"] == summary["n_files"] == 24  # one image per patient
     synthetic = sorted((project / "data/synthetic").rglob("*.nii.gz"))
     assert synthetic and nib.load(synthetic[0]).shape == (16, 16, 16)
+    generation = json.loads((project / "data/synthetic/summary.json").read_text())
+    assert generation["mode"] == "per_class" and generation["filter"] == "consistency"
+    assert sum(generation["written"].values()) == len(synthetic)
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert 0 <= metrics["real_plus_synthetic"]["balanced_accuracy"] <= 1

@@ -1,16 +1,34 @@
-"""Class-conditional variational autoencoder built on MONAI's :class:`~monai.networks.nets.VarAutoEncoder`."""
+"""Variational autoencoders built on MONAI's :class:`~monai.networks.nets.VarAutoEncoder`.
+
+:class:`ConditionalVAE` is one VAE whose encoder and decoder see the class label. :class:`ClassVAEs` is what a
+run trains and saves: either one conditional VAE for all classes (``mode: conditional``) or one VAE per class
+(``mode: per_class``, each a ConditionalVAE with a single class), behind one ``encode``/``decode`` by label.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import VarAutoEncoder
 from torch import nn
 
-__all__ = ["ConditionalVAE", "kl_divergence", "reconstruction_loss", "kl_weight", "save_vae", "load_vae"]
+__all__ = [
+    "ConditionalVAE",
+    "ClassVAEs",
+    "kl_divergence",
+    "kl_per_dimension",
+    "reconstruction_loss",
+    "kl_weight",
+    "save_vae",
+    "load_vae",
+]
+
+CHECKPOINT_FORMAT = "medaug-vae-2"
 
 
 class ConditionalVAE(VarAutoEncoder):
@@ -54,6 +72,12 @@ class ConditionalVAE(VarAutoEncoder):
         if latent_size < 1:
             raise ValueError(f"latent_size must be at least 1, got {latent_size}")
         in_channels, *spatial = in_shape
+        factor = math.prod(strides)
+        if any(size % factor for size in spatial):
+            raise ValueError(
+                f"image size {tuple(spatial)} is not divisible by the product of the strides {tuple(strides)} "
+                f"(= {factor}): the decoder could not give back the input size. Change the strides or preprocess.size"
+            )
         super().__init__(
             spatial_dims=spatial_dims,
             in_shape=(in_channels + num_classes, *spatial),
@@ -98,6 +122,51 @@ class ConditionalVAE(VarAutoEncoder):
         return self.decode_forward(z, y.to(device))
 
 
+class ClassVAEs(nn.Module):
+    """The VAE(s) of a run, addressed by class label.
+
+    ``mode="conditional"``: ``models`` holds one :class:`ConditionalVAE` over all classes.
+    ``mode="per_class"``: ``models[k]`` is a single-class VAE trained on class ``k`` only.
+    """
+
+    def __init__(self, mode: Literal["conditional", "per_class"], models: Sequence[ConditionalVAE]) -> None:
+        super().__init__()
+        if mode not in ("conditional", "per_class"):
+            raise ValueError(f"mode must be conditional or per_class, got {mode!r}")
+        if mode == "conditional" and len(models) != 1:
+            raise ValueError("mode conditional takes exactly one model")
+        self.mode = mode
+        self.models = nn.ModuleList(models)
+
+    @property
+    def num_classes(self) -> int:
+        return self.models[0].num_classes if self.mode == "conditional" else len(self.models)
+
+    @property
+    def latent_size(self) -> int:
+        return self.models[0].latent_size
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return tuple(self.models[0].image_shape)
+
+    def model_for(self, label: int) -> tuple[ConditionalVAE, int]:
+        """The network that handles class ``label`` and the label value that network expects."""
+        if not 0 <= label < self.num_classes:
+            raise ValueError(f"class label {label} out of range 0..{self.num_classes - 1}")
+        return (self.models[0], label) if self.mode == "conditional" else (self.models[label], 0)
+
+    def encode(self, x: torch.Tensor, label: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and log-variance of images ``x`` that all belong to class ``label``."""
+        model, y = self.model_for(label)
+        return model.encode_forward(x, torch.full((len(x),), y, device=x.device))
+
+    def decode(self, z: torch.Tensor, label: int) -> torch.Tensor:
+        """Images in [0, 1] decoded from latent codes ``z`` by the decoder of class ``label``."""
+        model, y = self.model_for(label)
+        return model.decode_forward(z, torch.full((len(z),), y, device=z.device))
+
+
 def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
     """Per-image reconstruction loss summed over pixels, averaged over the batch."""
     if kind == "bce":
@@ -111,9 +180,19 @@ def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, kind: str) -> torc
     return loss / x.shape[0]
 
 
-def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(q(z|x) || N(0, I)) summed over latent dimensions, averaged over the batch."""
-    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / mu.shape[0]
+def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) of each latent dimension, averaged over the batch: shape ``(latent_size,)``."""
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).mean(0)
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float = 0.0) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) summed over latent dimensions, averaged over the batch. With ``free_bits`` > 0
+    each dimension's KL counts as at least ``free_bits`` nats (Kingma et al. 2016), so the optimiser gains
+    nothing by pushing a dimension below it and the latent space does not collapse."""
+    per_dim = kl_per_dimension(mu, logvar)
+    if free_bits > 0:
+        per_dim = torch.clamp(per_dim, min=free_bits)
+    return per_dim.sum()
 
 
 def kl_weight(epoch: int, beta: float, warmup_epochs: int) -> float:
@@ -123,35 +202,47 @@ def kl_weight(epoch: int, beta: float, warmup_epochs: int) -> float:
     return beta * min(1.0, (epoch + 1) / warmup_epochs)
 
 
-def save_vae(path: str | Path, model: ConditionalVAE, classes: Sequence[str], config: dict, extra: dict) -> None:
-    """Write a self-describing checkpoint: weights, constructor arguments, class names, config, versions."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "format": "medaug-cvae-1",
-            "state_dict": model.state_dict(),
-            "model_args": {
-                "spatial_dims": len(model.image_shape) - 1,
-                "in_shape": list(model.image_shape),
-                "num_classes": model.num_classes,
-                "latent_size": model.latent_size,
-                "channels": list(model.channels),
-                "strides": list(model.strides),
-                "norm": model.norm_name,
-            },
-            "classes": list(classes),
-            "config": config,
-            **extra,
-        },
-        path,
-    )
+def _model_args(model: ConditionalVAE) -> dict:
+    return {
+        "spatial_dims": len(model.image_shape) - 1,
+        "in_shape": list(model.image_shape),
+        "num_classes": model.num_classes,
+        "latent_size": model.latent_size,
+        "channels": list(model.channels),
+        "strides": list(model.strides),
+        "norm": model.norm_name,
+    }
 
 
-def load_vae(path: str | Path, device: torch.device | str = "cpu") -> tuple[ConditionalVAE, dict]:
-    """Rebuild a model saved by :func:`save_vae`; returns it in eval mode with the checkpoint dict."""
+def save_vae(path: str | Path, vaes: ClassVAEs, classes: Sequence[str], config: dict, extra: dict) -> None:
+    """Write a self-describing checkpoint: mode, each network's weights and constructor arguments, class
+    names, training config, plus ``extra`` (versions, best epochs, ...). Written to a temporary name first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT,
+        "mode": vaes.mode,
+        "models": [{"model_args": _model_args(m), "state_dict": m.state_dict()} for m in vaes.models],
+        "classes": list(classes),
+        "config": config,
+        **extra,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(checkpoint, tmp)
+    tmp.replace(path)
+
+
+def load_vae(path: str | Path, device: torch.device | str = "cpu") -> tuple[ClassVAEs, dict]:
+    """Rebuild the VAE(s) saved by :func:`save_vae`; returns them in eval mode with the checkpoint dict."""
     checkpoint = torch.load(path, map_location=device, weights_only=True)
-    if checkpoint.get("format") != "medaug-cvae-1":
-        raise ValueError(f"{path} is not a medaug VAE checkpoint (format {checkpoint.get('format')!r})")
-    model = ConditionalVAE(**checkpoint["model_args"]).to(device)
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), checkpoint
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{path} is not a medaug VAE checkpoint of format {CHECKPOINT_FORMAT} "
+            f"(found {checkpoint.get('format')!r}); re-run the train_vae stage"
+        )
+    models = []
+    for entry in checkpoint["models"]:
+        model = ConditionalVAE(**entry["model_args"]).to(device)
+        model.load_state_dict(entry["state_dict"])
+        models.append(model)
+    return ClassVAEs(checkpoint["mode"], models).eval(), checkpoint

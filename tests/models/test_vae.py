@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from pipeline.models.vae import ConditionalVAE, kl_divergence, kl_weight, load_vae, reconstruction_loss, save_vae
+from pipeline.models.vae import (
+    ClassVAEs,
+    ConditionalVAE,
+    kl_divergence,
+    kl_weight,
+    load_vae,
+    reconstruction_loss,
+    save_vae,
+)
 
 
 def _vae(spatial_dims=2, size=16):
@@ -26,15 +34,46 @@ def test_class_conditioning_changes_the_output():
     assert not torch.allclose(vae.decode_forward(z, torch.tensor([0])), vae.decode_forward(z, torch.tensor([1])))
 
 
-def test_save_reload_gives_identical_samples(tmp_path):
-    vae = _vae().eval()
-    save_vae(tmp_path / "vae.pt", vae, ["a", "b", "c"], {"k": 1}, {"best_epoch": 3})
+def _per_class(spatial_dims=2, size=16, n=3):
+    torch.manual_seed(0)
+    shape = (1, *[size] * spatial_dims)
+    models = [ConditionalVAE(spatial_dims, shape, 1, latent_size=4, channels=(4, 8), strides=(2, 2)) for _ in range(n)]
+    return ClassVAEs("per_class", models).eval()
+
+
+@pytest.mark.parametrize("mode", ["conditional", "per_class"])
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_save_reload_gives_identical_samples(tmp_path, mode, spatial_dims):
+    size = 8 if spatial_dims == 3 else 16
+    vaes = (
+        ClassVAEs("conditional", [_vae(spatial_dims, size)]).eval()
+        if mode == "conditional"
+        else _per_class(spatial_dims, size)
+    )
+    save_vae(tmp_path / "vae.pt", vaes, ["a", "b", "c"], {"k": 1}, {"best_epochs": {"a": 3}})
     loaded, checkpoint = load_vae(tmp_path / "vae.pt")
-    assert checkpoint["classes"] == ["a", "b", "c"] and checkpoint["best_epoch"] == 3
-    y = torch.tensor([1, 2])
-    a = vae.sample(y, torch.Generator().manual_seed(5))
-    b = loaded.sample(y, torch.Generator().manual_seed(5))
-    assert torch.equal(a, b)
+    assert checkpoint["classes"] == ["a", "b", "c"] and checkpoint["best_epochs"] == {"a": 3}
+    assert loaded.mode == mode and loaded.num_classes == 3 and loaded.image_shape == (1, *[size] * spatial_dims)
+    z = torch.randn(2, 4, generator=torch.Generator().manual_seed(5))
+    for label in range(3):
+        assert torch.equal(vaes.decode(z, label), loaded.decode(z, label))
+    assert not list(tmp_path.glob("*.tmp"))  # written under a temporary name, then renamed
+
+
+def test_per_class_mode_uses_each_class_network():
+    vaes = _per_class()
+    z = torch.randn(1, 4)
+    outputs = [vaes.decode(z, label) for label in range(3)]
+    assert not torch.allclose(outputs[0], outputs[1]) and not torch.allclose(outputs[1], outputs[2])
+    assert vaes.model_for(2) == (vaes.models[2], 0)
+    with pytest.raises(ValueError, match="out of range"):
+        vaes.decode(z, 3)
+
+
+def test_checkpoint_of_another_format_is_refused(tmp_path):
+    torch.save({"format": "something-else"}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="re-run the train_vae stage"):
+        load_vae(tmp_path / "old.pt")
 
 
 @pytest.mark.parametrize(
@@ -44,6 +83,7 @@ def test_save_reload_gives_identical_samples(tmp_path):
         ({"in_shape": (16, 16)}, "in_shape"),  # channel axis missing
         ({"num_classes": 0}, "num_classes"),
         ({"latent_size": 0}, "latent_size"),
+        ({"in_shape": (1, 28, 28), "strides": (2, 2, 2), "channels": (4, 8, 8)}, "not divisible"),  # 28 / 8
     ],
 )
 def test_bad_arguments(kwargs, message):
@@ -68,3 +108,10 @@ def test_loss_terms():
     assert reconstruction_loss(x + 0.25, x, "l1").item() == pytest.approx(1.0)  # 4 pixels * 0.25
     assert [kl_weight(e, 2.0, 4) for e in range(5)] == [0.5, 1.0, 1.5, 2.0, 2.0]
     assert kl_weight(0, 2.0, 0) == 2.0
+
+
+def test_free_bits_floor_each_latent_dimension():
+    mu, logvar = torch.zeros(3, 4), torch.zeros(3, 4)
+    mu[:, 0] = 2.0  # one informative dimension: KL 2 nats; three collapsed ones: 0
+    assert kl_divergence(mu, logvar).item() == pytest.approx(2.0)
+    assert kl_divergence(mu, logvar, free_bits=0.5).item() == pytest.approx(2.0 + 3 * 0.5)

@@ -1,0 +1,67 @@
+"""Training images per second of the ``train_vae`` loop against a bare PyTorch loop that trains the same MONAI
+network (same shapes, batch size, optimiser and loss) on the same tensors.
+
+Usage: .venv/bin/python bench/bench_train_vae.py [PROCESSED_DIR] [EPOCHS]
+
+PROCESSED_DIR defaults to data/processed (run `dvc repro` first); the stage's loop is timed as the stage runs
+it, validation pass after every epoch included, and images/s counts training images only, so the ratio is
+what the stage's extras (validation, best-checkpoint copies, loss logging, progress bar) cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from pipeline.config import load_section
+from pipeline.io.arrays import load_split
+from pipeline.models.vae import kl_divergence, reconstruction_loss
+from pipeline.runtime import select_device
+from pipeline.train_vae import _network, fit_vae
+
+
+def bare_loop(images: torch.Tensor, labels: torch.Tensor, cfg, device: torch.device, epochs: int) -> float:
+    """Seconds for ``epochs`` epochs of the plainest training loop of the same network."""
+    torch.manual_seed(cfg.seed)
+    model = _network(tuple(images.shape[1:]), int(labels.max()) + 1, cfg).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    images, labels = images.to(device), labels.to(device)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(images), device=device)
+        for i in range(0, len(images), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            x, y = images[idx], labels[idx]
+            recon, mu, logvar, _ = model(x, y)
+            loss = reconstruction_loss(recon, x, cfg.reconstruction) + cfg.beta * kl_divergence(mu, logvar)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main(processed: Path, epochs: int) -> None:
+    cfg = dataclasses.replace(load_section("train_vae"), mode="conditional", epochs=epochs, patience=0)
+    device = select_device()
+    train, val = load_split(processed, "train"), load_split(processed, "val")
+    print(f"{device}, {torch.get_num_threads()} threads; train {train.images.shape}, val {len(val)}, {epochs} epochs")
+    images, labels = torch.from_numpy(train.images), torch.from_numpy(train.labels)
+    bare_loop(images, labels, dataclasses.replace(cfg), device, 1)  # warm-up (allocator, kernels)
+    bare = len(train) * epochs / bare_loop(images, labels, cfg, device, epochs)
+    print(f"bare PyTorch loop:  {bare:8.1f} training images/s")
+    model = _network(tuple(train.images.shape[1:]), len(train.classes), cfg)
+    start = time.perf_counter()
+    fit_vae(model, train, val, cfg, device, "conditional")
+    stage = len(train) * epochs / (time.perf_counter() - start)
+    print(f"train_vae's loop:   {stage:8.1f} training images/s = {stage / bare:.2f}x the bare loop")
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    main(Path(args[0]) if args else Path("data/processed"), int(args[1]) if len(args) > 1 else 5)
