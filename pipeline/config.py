@@ -106,6 +106,7 @@ class TrainVAEConfig:
     latent_size: int  # latent dimension
     channels: tuple[int, ...]  # encoder channels per level
     strides: tuple[int, ...]  # downsampling per level
+    res_units: int  # residual units per level (0 = plain convolutions)
     reconstruction: Literal["bce", "mse", "l1"]  # reconstruction loss
     beta: float  # KL weight after warm-up
     kl_warmup_epochs: int  # epochs of linear KL warm-up (0 = none)
@@ -120,6 +121,7 @@ class TrainVAEConfig:
     def __post_init__(self) -> None:
         _check(self.latent_size >= 1, "train_vae.latent_size", "at least 1")
         _check(self.free_bits >= 0, "train_vae.free_bits", "non-negative")
+        _check(self.res_units >= 0, "train_vae.res_units", "0 or more")
         _check(self.patience >= 0, "train_vae.patience", "0 (off) or a positive number of epochs")
         _check(len(self.channels) >= 2, "train_vae.channels", "at least two levels")
         _check(len(self.strides) == len(self.channels), "train_vae.strides", "as many entries as channels")

@@ -120,7 +120,9 @@ def fit_vae(
 
 def _network(shape: tuple[int, ...], num_classes: int, cfg: TrainVAEConfig) -> ConditionalVAE:
     # (C, X, Y) or (C, X, Y, Z): the VAE is 2D or 3D like the data
-    return ConditionalVAE(len(shape) - 1, shape, num_classes, cfg.latent_size, cfg.channels, cfg.strides)
+    return ConditionalVAE(
+        len(shape) - 1, shape, num_classes, cfg.latent_size, cfg.channels, cfg.strides, res_units=cfg.res_units
+    )
 
 
 def _one_class(data: SplitData, label: int) -> SplitData:

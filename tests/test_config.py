@@ -7,6 +7,7 @@ VAE = {
     "latent_size": 8,
     "channels": [8, 16],
     "strides": [2, 2],
+    "res_units": 0,
     "reconstruction": "bce",
     "beta": 1.0,
     "kl_warmup_epochs": 2,

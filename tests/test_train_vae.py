@@ -13,6 +13,7 @@ CFG = TrainVAEConfig(
     latent_size=4,
     channels=(8, 16),
     strides=(2, 2),
+    res_units=0,
     reconstruction="bce",
     beta=1.0,
     kl_warmup_epochs=2,

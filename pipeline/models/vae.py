@@ -45,6 +45,7 @@ class ConditionalVAE(VarAutoEncoder):
         channels: encoder channels per level; the decoder mirrors them.
         strides: downsampling stride per level.
         norm: MONAI normalisation layer name ("batch", "instance", ...) or None for none.
+        res_units: residual units per level (MONAI's ``num_res_units``); 0 = plain convolutions.
 
     Example::
 
@@ -62,6 +63,7 @@ class ConditionalVAE(VarAutoEncoder):
         channels: Sequence[int],
         strides: Sequence[int],
         norm: str | None = "batch",
+        res_units: int = 0,
     ) -> None:
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -88,7 +90,9 @@ class ConditionalVAE(VarAutoEncoder):
             use_sigmoid=True,
             use_mean_at_inference=True,
             norm=norm if norm is not None else (),
+            num_res_units=res_units,
         )
+        self.res_units = res_units
         self.num_classes = num_classes
         self.norm_name = norm
         self.image_shape = (in_channels, *spatial)
@@ -211,6 +215,7 @@ def _model_args(model: ConditionalVAE) -> dict:
         "channels": list(model.channels),
         "strides": list(model.strides),
         "norm": model.norm_name,
+        "res_units": model.res_units,
     }
 
 
