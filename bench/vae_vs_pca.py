@@ -1,20 +1,25 @@
 """Validation reconstruction MSE of the trained VAE against PCA with as many components as the VAE has latent
 dimensions (scikit-learn, fitted on the same training split).
 
-Usage: .venv/bin/python bench/vae_vs_pca.py [PROCESSED_DIR] [VAE_CHECKPOINT]
+Usage: .venv/bin/python bench/vae_vs_pca.py [PROCESSED_DIR] [VAE_CHECKPOINT] [--sweep 2,4,8,16]
 
-Defaults are the pipeline's outputs (data/processed, models/vae.pt). The VAE reconstructs each validation image
-from its posterior mean through the decoder of the image's class; PCA projects onto its components and back.
+Defaults are the pipeline's outputs (data/processed, models/vae.pt). With ``--sweep`` it instead trains a VAE
+with params.yaml's ``train_vae`` settings at each listed latent size and compares each with PCA of that size.
+The VAE reconstructs each validation image from its posterior mean through the decoder of the image's class;
+PCA projects onto its components and back.
 For BreastMNIST at 28 x 28 (as in the closing note of the VAE issue):
 
     medaug import-medmnist ../shared/data/breastmnist/breastmnist.npz /tmp/breast --format nifti
-    dvc exp run -S data.root=/tmp/breast -S preprocess.size=28 -S 'train_vae.channels=[16,32]' \\
-        -S 'train_vae.strides=[2,2]' -S preprocess.modality_default=US
+    dvc exp run -S data.root=/tmp/breast -S preprocess.size=28 -S preprocess.modality_default=US \\
+        -S 'train_vae.channels=[32,64]' -S 'train_vae.strides=[2,2]' -S train_vae.res_units=2 \\
+        -S train_vae.beta=0.05 -S train_vae.epochs=100
     .venv/bin/python bench/vae_vs_pca.py
+    .venv/bin/python bench/vae_vs_pca.py --sweep 2,4,8,16
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -22,9 +27,12 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
+from pipeline.config import load_section
 from pipeline.generate import class_latents
 from pipeline.io.arrays import load_split
 from pipeline.models.vae import load_vae
+from pipeline.runtime import select_device
+from pipeline.train_vae import train_vae
 
 
 @torch.no_grad()
@@ -37,20 +45,40 @@ def vae_reconstructions(vaes, images: np.ndarray, labels: np.ndarray) -> np.ndar
     return out
 
 
-def main(processed: Path, checkpoint: Path) -> None:
-    train, val = load_split(processed, "train"), load_split(processed, "val")
-    vaes, _ = load_vae(checkpoint)
+def compare(vaes, train, val) -> None:
     k = vaes.latent_size
     flat_train, flat_val = train.images.reshape(len(train), -1), val.images.reshape(len(val), -1)
     pca = PCA(n_components=k, random_state=0).fit(flat_train)
     pca_mse = float(((pca.inverse_transform(pca.transform(flat_val)) - flat_val) ** 2).mean())
     vae_mse = float(((vae_reconstructions(vaes, val.images, val.labels) - val.images) ** 2).mean())
-    print(f"train {train.images.shape}, val {val.images.shape}; VAE mode {vaes.mode}, {k} latent dimensions")
-    print(f"validation reconstruction MSE per pixel: VAE {vae_mse:.5f}, PCA({k}) {pca_mse:.5f}")
-    print(f"VAE / PCA = {vae_mse / pca_mse:.2f} ({'VAE better' if vae_mse < pca_mse else 'PCA better'})")
-    print(f"PCA({k}) explains {pca.explained_variance_ratio_.sum():.1%} of the training variance")
+    print(
+        f"{k:3d} dimensions: validation MSE per pixel VAE {vae_mse:.5f}, PCA {pca_mse:.5f}, VAE/PCA "
+        f"{vae_mse / pca_mse:.2f} ({'VAE better' if vae_mse < pca_mse else 'PCA better'}); "
+        f"PCA explains {pca.explained_variance_ratio_.sum():.1%} of the training variance"
+    )
+
+
+def main(processed: Path, checkpoint: Path, sweep: list[int]) -> None:
+    train, val = load_split(processed, "train"), load_split(processed, "val")
+    print(f"train {train.images.shape}, val {val.images.shape}")
+    if not sweep:
+        vaes, _ = load_vae(checkpoint)
+        print(f"VAE {checkpoint}, mode {vaes.mode}")
+        compare(vaes, train, val)
+        return
+    cfg = load_section("train_vae")
+    print(f"train_vae settings from params.yaml: {cfg}")
+    for k in sweep:
+        vaes, _ = train_vae(train, val, dataclasses.replace(cfg, latent_size=k), select_device())
+        compare(vaes.cpu(), train, val)
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    main(Path(args[0]) if args else Path("data/processed"), Path(args[1]) if len(args) > 1 else Path("models/vae.pt"))
+    sweep = [int(k) for k in args[args.index("--sweep") + 1].split(",")] if "--sweep" in args else []
+    paths = [a for i, a in enumerate(args) if a != "--sweep" and (i == 0 or args[i - 1] != "--sweep")]
+    main(
+        Path(paths[0]) if paths else Path("data/processed"),
+        Path(paths[1]) if len(paths) > 1 else Path("models/vae.pt"),
+        sweep,
+    )
