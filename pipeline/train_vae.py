@@ -63,7 +63,7 @@ def fit_vae(
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     train_loader = _loader(train, cfg.batch_size, True, cfg.seed)
-    val_loader = _loader(val, cfg.batch_size, False, cfg.seed)
+    val_loader = _loader(val, max(cfg.batch_size, 256), False, cfg.seed)  # no gradients: bigger batches are cheaper
     history, best_state, best_val, best_epoch = [], None, math.inf, -1
     for epoch in (bar := tqdm(range(cfg.epochs), desc=f"train_vae {name}", unit="epoch")):
         weight = kl_weight(epoch, cfg.beta, cfg.kl_warmup_epochs)
