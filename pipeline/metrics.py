@@ -1,13 +1,29 @@
-"""Classification metrics on fixed predictions (scikit-learn), and their summary over seeds."""
+"""Classification metrics on fixed predictions (scikit-learn), decision thresholds chosen on validation, and
+summaries over seeds with bootstrap confidence intervals."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score, roc_auc_score
+from scipy.stats import rankdata
+from sklearn.metrics import (
+    average_precision_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+)
 
-__all__ = ["classification_metrics", "summarise_runs", "minority_classes"]
+__all__ = [
+    "classification_metrics",
+    "choose_threshold",
+    "predict_labels",
+    "bootstrap_ci",
+    "summarise_runs",
+    "minority_classes",
+]
 
 
 def minority_classes(counts: dict[str, int]) -> list[str]:
@@ -16,31 +32,117 @@ def minority_classes(counts: dict[str, int]) -> list[str]:
     return [name for name, n in counts.items() if n < majority]
 
 
-def classification_metrics(labels: np.ndarray, proba: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
-    """Balanced accuracy, macro-F1, AUROC (one-vs-rest macro for several classes) and per-class recall of the
-    arg-max prediction of ``proba`` (N, K) against integer ``labels`` (N,)."""
-    pred = proba.argmax(axis=1)
+def choose_threshold(labels: np.ndarray, proba: np.ndarray, positive: int) -> float | None:
+    """For two classes: the cut-off on P(class ``positive``) that maximises balanced accuracy on these
+    (validation) predictions; the midpoint between neighbouring scores, the lower one on ties. ``None`` for
+    more classes, which are decided by arg-max."""
+    if proba.shape[1] != 2 or len(np.unique(labels)) < 2:
+        return None
+    scores = proba[:, positive]
+    candidates = np.unique(scores)
+    cuts = np.concatenate([[0.0], (candidates[:-1] + candidates[1:]) / 2, [1.0]])
+    is_positive = labels == positive
+    best, best_cut = -1.0, 0.5
+    for cut in cuts:
+        predicted = scores > cut
+        score = (np.mean(predicted[is_positive]) + np.mean(~predicted[~is_positive])) / 2
+        if score > best:
+            best, best_cut = score, float(cut)
+    return best_cut
+
+
+def predict_labels(proba: np.ndarray, threshold: float | None, positive: int) -> np.ndarray:
+    """Arg-max, or for two classes with a ``threshold``: ``positive`` when its probability exceeds it."""
+    if threshold is None:
+        return proba.argmax(axis=1)
+    return np.where(proba[:, positive] > threshold, positive, 1 - positive)
+
+
+def classification_metrics(
+    labels: np.ndarray, proba: np.ndarray, classes: Sequence[str], threshold: float | None = None, positive: int = 1
+) -> dict:
+    """Metrics of the predictions ``proba`` (N, K) against integer ``labels`` (N,): balanced accuracy, macro-F1,
+    per-class precision/recall/F1, AUROC (one-vs-rest macro for several classes), AUPRC per class (one-vs-rest
+    average precision) and the confusion matrix (rows: true class). Labels come from :func:`predict_labels`."""
+    pred = predict_labels(proba, threshold, positive)
     ks = list(range(len(classes)))
-    out = {
+    out: dict = {
         "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
         "macro_f1": float(f1_score(labels, pred, labels=ks, average="macro", zero_division=0)),
     }
-    if len(np.unique(labels)) == len(classes):
-        if len(classes) == 2:
-            out["auroc"] = float(roc_auc_score(labels, proba[:, 1]))
-        else:
-            out["auroc"] = float(roc_auc_score(labels, proba, multi_class="ovr", average="macro", labels=ks))
+    every_class = len(np.unique(labels)) == len(classes)
+    if every_class and len(classes) == 2:
+        out["auroc"] = float(roc_auc_score(labels, proba[:, 1]))
+    elif every_class:
+        out["auroc"] = float(roc_auc_score(labels, proba, multi_class="ovr", average="macro", labels=ks))
     else:
         out["auroc"] = float("nan")
-    recalls = recall_score(labels, pred, labels=ks, average=None, zero_division=0)
-    out.update({f"recall_{name}": float(r) for name, r in zip(classes, recalls, strict=True)})
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, pred, labels=ks, zero_division=0)
+    for k, name in enumerate(classes):
+        out[f"precision_{name}"] = float(precision[k])
+        out[f"recall_{name}"] = float(recall[k])
+        out[f"f1_{name}"] = float(f1[k])
+        present = (labels == k).any()
+        out[f"auprc_{name}"] = float(average_precision_score(labels == k, proba[:, k])) if present else float("nan")
+    out["confusion_matrix"] = confusion_matrix(labels, pred, labels=ks).tolist()
     return out
 
 
-def summarise_runs(runs: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Mean of each metric over runs, and its sample standard deviation as ``<metric>_std``."""
+def _resample_metrics(labels: np.ndarray, pred: np.ndarray, proba: np.ndarray, classes: Sequence[str]) -> dict:
+    """The scalar metrics of :func:`classification_metrics` from a confusion matrix in numpy (and rank-based
+    AUROC for two classes): a hundred times faster, for the thousands of bootstrap resamples."""
+    k = len(classes)
+    cm = np.bincount(labels * k + pred, minlength=k * k).reshape(k, k).astype(float)
+    support, predicted, hits = cm.sum(1), cm.sum(0), np.diag(cm)
+    recall = np.divide(hits, support, out=np.zeros(k), where=support > 0)
+    precision = np.divide(hits, predicted, out=np.zeros(k), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
+    out = {"balanced_accuracy": float(recall[support > 0].mean()), "macro_f1": float(f1.mean())}
+    if k == 2:
+        ranks = rankdata(proba[:, 1])
+        n1 = support[1]
+        out["auroc"] = float((ranks[labels == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * support[0]))
+    else:
+        out["auroc"] = float(roc_auc_score(labels, proba, multi_class="ovr", average="macro", labels=list(range(k))))
+    for i, name in enumerate(classes):
+        out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = precision[i], recall[i], f1[i]
+    return out
+
+
+def bootstrap_ci(
+    labels: np.ndarray,
+    proba_per_run: Sequence[np.ndarray],
+    thresholds: Sequence[float | None],
+    classes: Sequence[str],
+    keys: Sequence[str],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    positive: int = 1,
+) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals of the seed-mean of each metric in ``keys`` (any scalar of
+    :func:`classification_metrics` except AUPRC), resampling the test images with replacement; every run gets
+    the same resample, so the interval is about test-set sampling, with the seeds averaged inside it."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    preds = [predict_labels(p, t, positive) for p, t in zip(proba_per_run, thresholds, strict=True)]
+    draws: dict[str, list[float]] = {key: [] for key in keys}
+    for _ in range(n_resamples):
+        idx = rng.integers(n, size=n)
+        if len(np.unique(labels[idx])) < len(classes):
+            continue  # a resample without some class has no balanced accuracy or AUROC
+        pairs = zip(preds, proba_per_run, strict=True)
+        runs = [_resample_metrics(labels[idx], pred[idx], p[idx], classes) for pred, p in pairs]
+        for key in keys:
+            draws[key].append(float(np.mean([r[key] for r in runs])))
+    return {key: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for key, v in draws.items()}
+
+
+def summarise_runs(runs: Sequence[dict]) -> dict[str, float]:
+    """Mean of each numeric metric over runs, and its sample standard deviation as ``<metric>_std``."""
     out: dict[str, float] = {}
-    for key in runs[0]:
+    for key, first in runs[0].items():
+        if not isinstance(first, int | float):
+            continue  # the confusion matrices stay in the per-run records
         values = np.array([r[key] for r in runs], dtype=float)
         out[key] = float(values.mean())
         out[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0

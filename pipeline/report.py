@@ -24,7 +24,11 @@ METRICS = ("balanced_accuracy", "macro_f1", "auroc")
 
 
 def _fmt(summary: dict, key: str) -> str:
-    return f"{summary[key]:.3f} ± {summary[key + '_std']:.3f}"
+    """Mean ± standard deviation over seeds, and the 95% bootstrap interval when the summary has one."""
+    text = f"{summary[key]:.3f} ± {summary[key + '_std']:.3f}"
+    if f"{key}_ci_low" in summary:
+        text += f" [{summary[key + '_ci_low']:.3f}, {summary[key + '_ci_high']:.3f}]"
+    return text
 
 
 def verdict(metrics: dict, baseline: str = "real_only", augmented: str = "real_plus_synthetic") -> str:
@@ -46,7 +50,13 @@ def verdict(metrics: dict, baseline: str = "real_only", augmented: str = "real_p
         f"recall of minority class '{c}' {base[f'recall_{c}']:.3f} → {aug[f'recall_{c}']:.3f}"
         for c in metrics["minority_classes"]
     ]
-    return head + (" " + "; ".join(recalls) + "." if recalls else "")
+    intervals = [
+        f"{name} [{m['balanced_accuracy_ci_low']:.3f}, {m['balanced_accuracy_ci_high']:.3f}]"
+        for name, m in ((baseline, base), (augmented, aug))
+        if "balanced_accuracy_ci_low" in m
+    ]
+    ci = f" 95% bootstrap intervals of balanced accuracy: {', '.join(intervals)}." if len(intervals) == 2 else ""
+    return head + (" " + "; ".join(recalls) + "." if recalls else "") + ci
 
 
 def _skipped_lines(skipped: list[dict], shown: int = 20) -> list[str]:
@@ -93,8 +103,9 @@ def render_report(
         "",
         verdict(metrics),
         "",
-        f"Means ± standard deviations over {metrics['seeds']} seed(s), evaluated on the held-out test split "
-        "(patients never seen in training or validation).",
+        f"Means ± standard deviations over {metrics['seeds']} seed(s) [95% bootstrap interval over test images], "
+        "evaluated once on the held-out test split (patients never seen in training or validation); epoch and "
+        f"decision threshold ({metrics.get('threshold', 'argmax')}) chosen on the validation split.",
         "",
         "## Data",
         "",

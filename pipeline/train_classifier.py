@@ -1,7 +1,9 @@
 """Stage ``train_classifier``: the same classifier trained on real data only and on real + synthetic.
 
-Both strategies share architecture, epochs, optimiser and seeds; the epoch is chosen on the validation
-split (balanced accuracy) and each chosen model is evaluated once on the untouched test split.
+Both strategies share architecture, epochs, optimiser and seeds. On the validation split only: the epoch
+(best balanced accuracy) and, for two classes, the decision threshold on the minority class's probability
+(best balanced accuracy). Each chosen model then sees the untouched test split once. The summary gives mean and
+standard deviation over seeds and 95% bootstrap confidence intervals over test images.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from tqdm import tqdm
 from pipeline.config import TrainClassifierConfig, load_section
 from pipeline.io.arrays import SplitData, load_split, write_json
 from pipeline.io.synthetic import read_synthetic
-from pipeline.metrics import classification_metrics, minority_classes, summarise_runs
+from pipeline.metrics import bootstrap_ci, choose_threshold, classification_metrics, minority_classes, summarise_runs
 from pipeline.models.classifier import build_classifier
 from pipeline.runtime import seed_everything, select_device
 
@@ -89,24 +91,37 @@ def compare_strategies(
     if set(test.patients) & set(train.patients) or set(test.patients) & set(val.patients):
         raise ValueError("test patients also appear in train or val: refusing to evaluate on leaked data")
     data = {"real_only": train, "real_plus_synthetic": combine(train, synthetic)}
-    runs = []
+    counts = train.counts()
+    positive = train.classes.index(min(counts, key=counts.get))  # the smallest class, for a binary threshold
+    ci_keys = ["balanced_accuracy", "macro_f1", "auroc"] + [f"recall_{c}" for c in minority_classes(counts)]
+    runs, summary = [], {}
     for strategy in STRATEGIES:
+        probas, thresholds = [], []
         for seed in cfg.seeds:
             model, epoch = fit_classifier(data[strategy], val, cfg, seed, device, desc=f"{strategy} seed {seed}")
-            metrics = classification_metrics(test.labels, predict_proba(model, test.images, device), test.classes)
+            threshold = choose_threshold(val.labels, predict_proba(model, val.images, device), positive)
+            proba = predict_proba(model, test.images, device)  # the one look at the test split
+            metrics = classification_metrics(test.labels, proba, test.classes, threshold, positive)
+            probas.append(proba)
+            thresholds.append(threshold)
             runs.append(
                 {
                     "strategy": strategy,
                     "seed": seed,
                     "best_epoch": epoch,
+                    "threshold": threshold,
                     "train_images": data[strategy].counts(),
                     "test": metrics,
                 }
             )
             logger.info("%s seed %d: test balanced accuracy %.3f", strategy, seed, metrics["balanced_accuracy"])
-    summary = {s: summarise_runs([r["test"] for r in runs if r["strategy"] == s]) for s in STRATEGIES}
-    summary["minority_classes"] = minority_classes(train.counts())
+        summary[strategy] = summarise_runs([r["test"] for r in runs if r["strategy"] == strategy])
+        intervals = bootstrap_ci(test.labels, probas, thresholds, test.classes, ci_keys, positive=positive)
+        for key, (low, high) in intervals.items():
+            summary[strategy][f"{key}_ci_low"], summary[strategy][f"{key}_ci_high"] = low, high
+    summary["minority_classes"] = minority_classes(counts)
     summary["seeds"] = len(cfg.seeds)
+    summary["threshold"] = f"chosen on validation for class {train.classes[positive]}" if len(counts) == 2 else "argmax"
     return summary, runs
 
 

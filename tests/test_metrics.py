@@ -27,3 +27,51 @@ def test_summary_and_minorities():
     s = summarise_runs([{"x": 1.0}, {"x": 3.0}])
     assert s == {"x": 2.0, "x_std": pytest.approx(np.sqrt(2))}
     assert minority_classes({"a": 10, "b": 3, "c": 10}) == ["b"]
+
+
+def test_per_class_metrics_auprc_and_confusion_match_scikit_learn():
+    from sklearn.metrics import average_precision_score, confusion_matrix, precision_recall_fscore_support
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(3, size=60)
+    proba = rng.dirichlet(np.ones(3), size=60) + np.eye(3)[labels] * 0.3
+    proba /= proba.sum(1, keepdims=True)
+    m = classification_metrics(labels, proba, ("a", "b", "c"))
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, proba.argmax(1), zero_division=0)
+    for k, name in enumerate("abc"):
+        assert m[f"precision_{name}"] == pytest.approx(precision[k]) and m[f"f1_{name}"] == pytest.approx(f1[k])
+        assert m[f"recall_{name}"] == pytest.approx(recall[k])
+        assert m[f"auprc_{name}"] == pytest.approx(average_precision_score(labels == k, proba[:, k]))
+    assert m["confusion_matrix"] == confusion_matrix(labels, proba.argmax(1)).tolist()
+
+
+def test_threshold_is_chosen_for_balanced_accuracy_and_applied_to_the_minority_class():
+    from pipeline.metrics import choose_threshold, predict_labels
+
+    labels = np.array([0, 0, 1, 1, 1, 1, 1, 1])  # class 0 is the minority and the "positive" one
+    p0 = np.array([0.35, 0.30, 0.2, 0.1, 0.25, 0.05, 0.15, 0.1])  # the minority never reaches 0.5
+    proba = np.stack([p0, 1 - p0], 1)
+    assert classification_metrics(labels, proba, ("m", "n"))["recall_m"] == 0.0  # argmax misses it
+    threshold = choose_threshold(labels, proba, positive=0)
+    assert 0.25 < threshold < 0.30  # between the highest majority score and the lowest minority score
+    assert predict_labels(proba, threshold, 0).tolist() == labels.tolist()
+    assert classification_metrics(labels, proba, ("m", "n"), threshold, 0)["balanced_accuracy"] == 1.0
+    assert choose_threshold(np.array([0, 1, 2]), np.eye(3), positive=0) is None  # several classes: argmax
+
+
+def test_bootstrap_intervals_use_the_fast_metrics_faithfully():
+    from pipeline.metrics import _resample_metrics, bootstrap_ci, predict_labels
+
+    rng = np.random.default_rng(1)
+    labels = (rng.random(120) > 0.2).astype(int)
+    runs = [np.stack([1 - q, q], 1) for q in (np.clip(labels * 0.4 + rng.random(120) * 0.6, 0, 1) for _ in range(3))]
+    full = classification_metrics(labels, runs[0], ("a", "b"), 0.5, 0)
+    fast = _resample_metrics(labels, predict_labels(runs[0], 0.5, 0), runs[0], ("a", "b"))
+    assert fast == pytest.approx({k: full[k] for k in fast})
+    keys = ["balanced_accuracy", "auroc", "recall_a"]
+    ci = bootstrap_ci(labels, runs, [0.5] * 3, ("a", "b"), keys, n_resamples=300, positive=0)
+    means = {k: np.mean([classification_metrics(labels, p, ("a", "b"), 0.5, 0)[k] for p in runs]) for k in keys}
+    for k in keys:
+        low, high = ci[k]
+        assert low < means[k] < high and high - low < 0.3
+    assert ci == bootstrap_ci(labels, runs, [0.5] * 3, ("a", "b"), keys, n_resamples=300, positive=0)  # seeded

@@ -33,3 +33,18 @@ def test_comparison_is_seeded_and_refuses_leaked_test_patients():
     leaked = dataclasses.replace(test, patients=train.patients[:8])
     with pytest.raises(ValueError, match="test patients"):
         compare_strategies(train, val, leaked, synthetic, short, torch.device("cpu"))
+
+
+def test_thresholds_come_from_validation_and_intervals_are_reported():
+    train, val, test = make_split(16, seed=0), make_split(8, seed=1), make_split(12, seed=2)
+    val = dataclasses.replace(val, patients=np.array([f"V{i}" for i in range(8)]))
+    test = dataclasses.replace(test, patients=np.array([f"T{i}" for i in range(12)]))
+    short = dataclasses.replace(CFG, epochs=1)
+    summary, runs = compare_strategies(train, val, test, make_split(4, seed=3), short, torch.device("cpu"))
+    flipped = dataclasses.replace(test, labels=1 - test.labels)  # other test labels must not move a threshold
+    _, runs_flipped = compare_strategies(train, val, flipped, make_split(4, seed=3), short, torch.device("cpu"))
+    assert [r["threshold"] for r in runs] == [r["threshold"] for r in runs_flipped]
+    assert all(r["threshold"] is not None for r in runs)  # two classes: a threshold, not argmax
+    for strategy in ("real_only", "real_plus_synthetic"):
+        s = summary[strategy]
+        assert s["balanced_accuracy_ci_low"] <= s["balanced_accuracy"] <= s["balanced_accuracy_ci_high"]
