@@ -152,6 +152,7 @@ class GenerateConfig:
 
 @dataclass(frozen=True)
 class TrainClassifierConfig:
+    strategies: tuple[Literal["real_only", "class_weight", "oversample", "classical", "vae", "vae_classical"], ...]
     channels: tuple[int, ...]  # channels of the four ResNet levels
     blocks_per_level: int  # residual blocks per level
     epochs: int  # training epochs, the same for every strategy
@@ -165,6 +166,7 @@ class TrainClassifierConfig:
         _check(self.epochs >= 1 and self.batch_size >= 1, "train_classifier.epochs/batch_size", "at least 1")
         _check(self.learning_rate > 0, "train_classifier.learning_rate", "positive")
         _check(len(self.seeds) >= 1, "train_classifier.seeds", "a non-empty list")
+        _check("real_only" in self.strategies, "train_classifier.strategies", "a list that includes real_only")
 
 
 SECTIONS: dict[str, type] = {

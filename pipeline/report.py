@@ -31,21 +31,35 @@ def _fmt(summary: dict, key: str) -> str:
     return text
 
 
-def verdict(metrics: dict, baseline: str = "real_only", augmented: str = "real_plus_synthetic") -> str:
-    """A plain-words comparison of ``augmented`` against ``baseline`` (means over seeds, with their spread)."""
+def _strategies(metrics: dict) -> list[str]:
+    return [name for name, value in metrics.items() if isinstance(value, dict) and "balanced_accuracy" in value]
+
+
+def _comparison(metrics: dict, baseline: str, augmented: str, what: str) -> str:
+    """One sentence: ``augmented`` against ``baseline`` on balanced accuracy, called a difference only when it
+    exceeds the larger spread between seeds."""
     base, aug = metrics[baseline], metrics[augmented]
     delta = aug["balanced_accuracy"] - base["balanced_accuracy"]
     noise = max(base["balanced_accuracy_std"], aug["balanced_accuracy_std"])
-    spread = f"(spread between seeds ±{noise:.3f})"
     if abs(delta) <= noise:
-        head = (
-            f"VAE augmentation made **no clear difference**: balanced accuracy changed by {delta:+.3f}, "
+        return (
+            f"{what} made **no clear difference**: balanced accuracy changed by {delta:+.3f}, "
             f"within the spread between seeds (±{noise:.3f})."
         )
-    elif delta > 0:
-        head = f"VAE augmentation **helped**: balanced accuracy rose by {delta:+.3f} {spread}."
-    else:
-        head = f"VAE augmentation **did not help**: balanced accuracy fell by {delta:+.3f} {spread}."
+    if delta > 0:
+        return f"{what} **helped**: balanced accuracy rose by {delta:+.3f} (spread between seeds ±{noise:.3f})."
+    return f"{what} **did not help**: balanced accuracy fell by {delta:+.3f} (spread between seeds ±{noise:.3f})."
+
+
+def verdict(metrics: dict, baseline: str = "real_only", augmented: str = "vae") -> str:
+    """Plain words: VAE augmentation against ``baseline`` (and against random oversampling when it ran), the
+    minority recalls, the intervals, and which strategy came out best."""
+    if augmented not in metrics:
+        return "No VAE strategy was run (train_classifier.strategies), so there is no verdict on VAE augmentation."
+    base, aug = metrics[baseline], metrics[augmented]
+    head = _comparison(metrics, baseline, augmented, f"VAE augmentation (against {baseline})")
+    if "oversample" in metrics:
+        head += " " + _comparison(metrics, "oversample", augmented, "Against random oversampling, VAE augmentation")
     recalls = [
         f"recall of minority class '{c}' {base[f'recall_{c}']:.3f} → {aug[f'recall_{c}']:.3f}"
         for c in metrics["minority_classes"]
@@ -56,7 +70,14 @@ def verdict(metrics: dict, baseline: str = "real_only", augmented: str = "real_p
         if "balanced_accuracy_ci_low" in m
     ]
     ci = f" 95% bootstrap intervals of balanced accuracy: {', '.join(intervals)}." if len(intervals) == 2 else ""
-    return head + (" " + "; ".join(recalls) + "." if recalls else "") + ci
+    ranked = sorted(_strategies(metrics), key=lambda name: -metrics[name]["balanced_accuracy"])
+    best = (
+        f" Best balanced accuracy: **{ranked[0]}** ({metrics[ranked[0]]['balanced_accuracy']:.3f}), "
+        f"then {ranked[1]} ({metrics[ranked[1]]['balanced_accuracy']:.3f})."
+        if len(ranked) > 2
+        else ""
+    )
+    return head + (" " + "; ".join(recalls) + "." if recalls else "") + ci + best
 
 
 def _skipped_lines(skipped: list[dict], shown: int = 20) -> list[str]:
@@ -140,7 +161,7 @@ def render_report(
         "| strategy | " + " | ".join(METRICS) + " | " + " | ".join(f"recall {c}" for c in classes) + " |",
         "|---|" + "---|" * (len(METRICS) + len(classes)),
     ]
-    for strategy in ("real_only", "real_plus_synthetic"):
+    for strategy in _strategies(metrics):
         cells = [_fmt(metrics[strategy], k) for k in METRICS] + [
             _fmt(metrics[strategy], f"recall_{c}") for c in classes
         ]

@@ -1,6 +1,10 @@
-"""Stage ``train_classifier``: the same classifier trained on real data only and on real + synthetic.
+"""Stage ``train_classifier``: the same classifier trained with each remedy for class imbalance.
 
-Both strategies share architecture, epochs, optimiser and seeds. On the validation split only: the epoch
+Strategies (``train_classifier.strategies``): ``real_only``; ``class_weight`` (cross-entropy weighted by inverse
+class frequency); ``oversample`` (minority images repeated at random up to the majority count); ``classical``
+(MONAI random flips, rotations/scaling, intensity changes and, in 2D, elastic deformation, applied on the fly);
+``vae`` (real + the generate stage's synthetic images); ``vae_classical`` (both). All share architecture,
+epochs, optimiser and seeds. On the validation split only: the epoch
 (best balanced accuracy) and, for two classes, the decision threshold on the minority class's probability
 (best balanced accuracy). Each chosen model then sees the untouched test split once. The summary gives mean and
 standard deviation over seeds and 95% bootstrap confidence intervals over test images.
@@ -9,11 +13,14 @@ standard deviation over seeds and 95% bootstrap confidence intervals over test i
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.data import get_track_meta, set_track_meta
+from monai.transforms import Compose, Rand2DElastic, RandAdjustContrast, RandAffine, RandFlip, RandGaussianNoise
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
@@ -24,11 +31,60 @@ from pipeline.metrics import bootstrap_ci, choose_threshold, classification_metr
 from pipeline.models.classifier import build_classifier
 from pipeline.runtime import seed_everything, select_device
 
-__all__ = ["STRATEGIES", "combine", "fit_classifier", "predict_proba", "compare_strategies", "main"]
+__all__ = [
+    "STRATEGIES",
+    "combine",
+    "oversample",
+    "class_weights",
+    "classical_augmentation",
+    "fit_classifier",
+    "predict_proba",
+    "compare_strategies",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("real_only", "real_plus_synthetic")
+STRATEGIES = ("real_only", "class_weight", "oversample", "classical", "vae", "vae_classical")
+
+
+def oversample(data: SplitData, seed: int) -> SplitData:
+    """Every class filled up to the majority count with images of its own drawn at random (with replacement)."""
+    rng = np.random.default_rng(seed)
+    majority = np.bincount(data.labels).max()
+    index = [np.arange(len(data))]
+    for k in np.unique(data.labels):
+        members = np.flatnonzero(data.labels == k)
+        index.append(rng.choice(members, majority - len(members), replace=True))
+    index = np.concatenate(index)
+    return SplitData(data.images[index], data.labels[index], data.patients[index], data.classes)
+
+
+def class_weights(data: SplitData) -> torch.Tensor:
+    """Inverse-frequency weights n / (K * n_k) for the cross-entropy (scikit-learn's "balanced")."""
+    counts = np.bincount(data.labels, minlength=len(data.classes)).astype(np.float32)
+    return torch.from_numpy(len(data) / (len(data.classes) * np.maximum(counts, 1)))
+
+
+def classical_augmentation(spatial_dims: int, seed: int) -> Compose:
+    """The classical remedy, from MONAI: random flip, rotation and scaling, contrast and noise, and in 2D an
+    elastic deformation; seeded. Applied to one ``(C, *spatial)`` image at a time."""
+    transforms = [
+        RandFlip(prob=0.5, spatial_axis=0),
+        RandAffine(
+            prob=0.5,
+            rotate_range=[0.26] * (1 if spatial_dims == 2 else 3),
+            scale_range=[0.1] * spatial_dims,
+            padding_mode="border",
+        ),
+        RandAdjustContrast(prob=0.3, gamma=(0.8, 1.25)),
+        RandGaussianNoise(prob=0.2, std=0.02),
+    ]
+    if spatial_dims == 2:
+        transforms.append(Rand2DElastic(spacing=(16, 16), magnitude_range=(0.5, 1.5), prob=0.2, padding_mode="border"))
+    augment = Compose(transforms)
+    augment.set_random_state(seed)
+    return augment
 
 
 def combine(real: SplitData, synthetic: SplitData) -> SplitData:
@@ -39,6 +95,17 @@ def combine(real: SplitData, synthetic: SplitData) -> SplitData:
         patients=np.concatenate([real.patients, synthetic.patients]),
         classes=real.classes,
     )
+
+
+@contextmanager
+def _plain_tensors():
+    """MONAI transforms without MetaTensor bookkeeping (the images carry no metadata here)."""
+    previous = get_track_meta()
+    set_track_meta(False)
+    try:
+        yield
+    finally:
+        set_track_meta(previous)
 
 
 @torch.no_grad()
@@ -52,10 +119,20 @@ def predict_proba(model: torch.nn.Module, images: np.ndarray, device: torch.devi
 
 
 def fit_classifier(
-    train: SplitData, val: SplitData, cfg: TrainClassifierConfig, seed: int, device: torch.device, desc: str = "fit"
+    train: SplitData,
+    val: SplitData,
+    cfg: TrainClassifierConfig,
+    seed: int,
+    device: torch.device,
+    desc: str = "fit",
+    weighted: bool = False,
+    augment: bool = False,
 ) -> tuple[torch.nn.Module, int]:
-    """Train for ``cfg.epochs``; return the model of the epoch with the best validation balanced accuracy."""
+    """Train for ``cfg.epochs`` (with class-weighted loss and/or classical augmentation when asked); return the
+    model of the epoch with the best validation balanced accuracy."""
     seed_everything(seed)
+    weight = class_weights(train).to(device) if weighted else None
+    transform = classical_augmentation(train.images.ndim - 2, seed) if augment else None
     model = build_classifier(train.images.shape[1:], len(train.classes), cfg.channels, cfg.blocks_per_level).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     dataset = TensorDataset(torch.from_numpy(train.images), torch.from_numpy(train.labels))
@@ -64,7 +141,10 @@ def fit_classifier(
     for epoch in tqdm(range(cfg.epochs), desc=desc, unit="epoch", leave=False):
         model.train()
         for x, y in loader:
-            loss = F.cross_entropy(model(x.to(device)), y.to(device))
+            if transform is not None:
+                with _plain_tensors():
+                    x = torch.stack([torch.as_tensor(transform(image), dtype=torch.float32) for image in x])
+            loss = F.cross_entropy(model(x.to(device)), y.to(device), weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -90,15 +170,27 @@ def compare_strategies(
     """Train every strategy with every seed; return the per-strategy summary and the per-run records."""
     if set(test.patients) & set(train.patients) or set(test.patients) & set(val.patients):
         raise ValueError("test patients also appear in train or val: refusing to evaluate on leaked data")
-    data = {"real_only": train, "real_plus_synthetic": combine(train, synthetic)}
     counts = train.counts()
     positive = train.classes.index(min(counts, key=counts.get))  # the smallest class, for a binary threshold
     ci_keys = ["balanced_accuracy", "macro_f1", "auroc"] + [f"recall_{c}" for c in minority_classes(counts)]
     runs, summary = [], {}
-    for strategy in STRATEGIES:
+    for strategy in cfg.strategies:
         probas, thresholds = [], []
         for seed in cfg.seeds:
-            model, epoch = fit_classifier(data[strategy], val, cfg, seed, device, desc=f"{strategy} seed {seed}")
+            if strategy in ("vae", "vae_classical"):
+                data = combine(train, synthetic)
+            else:
+                data = oversample(train, seed) if strategy == "oversample" else train
+            model, epoch = fit_classifier(
+                data,
+                val,
+                cfg,
+                seed,
+                device,
+                desc=f"{strategy} seed {seed}",
+                weighted=strategy == "class_weight",
+                augment=strategy in ("classical", "vae_classical"),
+            )
             threshold = choose_threshold(val.labels, predict_proba(model, val.images, device), positive)
             proba = predict_proba(model, test.images, device)  # the one look at the test split
             metrics = classification_metrics(test.labels, proba, test.classes, threshold, positive)
@@ -110,7 +202,7 @@ def compare_strategies(
                     "seed": seed,
                     "best_epoch": epoch,
                     "threshold": threshold,
-                    "train_images": data[strategy].counts(),
+                    "train_images": data.counts(),
                     "test": metrics,
                 }
             )

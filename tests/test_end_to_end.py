@@ -73,10 +73,10 @@ def test_outputs_exist_with_declared_shapes_and_ranges(project):
         data = load_split(project / "data/processed", split)
         assert data.images.shape[1:] == (1, 32, 32) and 0 <= data.images.min() and data.images.max() <= 1
     metrics = json.loads((project / "reports/metrics.json").read_text())
-    for strategy in ("real_only", "real_plus_synthetic"):
+    for strategy in ("real_only", "vae"):
         assert 0 <= metrics[strategy]["balanced_accuracy"] <= 1
     report = (project / "reports/augmentation_report.md").read_text()
-    assert "## Verdict" in report and "real_plus_synthetic" in report
+    assert "## Verdict" in report and "vae" in report
     assert (project / "reports/figures/real_vs_synthetic.png").stat().st_size > 1000
 
 
@@ -145,4 +145,4 @@ def test_3d_volumes_run_through_every_stage(tmp_path):
     assert generation["mode"] == "per_class" and generation["filter"] == "consistency"
     assert sum(generation["written"].values()) == len(synthetic)
     metrics = json.loads((project / "reports/metrics.json").read_text())
-    assert 0 <= metrics["real_plus_synthetic"]["balanced_accuracy"] <= 1
+    assert 0 <= metrics["vae"]["balanced_accuracy"] <= 1

@@ -18,7 +18,7 @@ def _metrics(base, aug, std=0.01):
 
     return {
         "real_only": row(base, 0.2),
-        "real_plus_synthetic": row(aug, 0.5),
+        "vae": row(aug, 0.5),
         "minority_classes": ["nodule"],
         "seeds": 3,
     }
@@ -42,7 +42,7 @@ def test_report_has_counts_table_and_pictures():
     rows = [{"label": "nodule", "sampler": "posterior"}] * 4
     text = render_report(summary, rows, _metrics(0.7, 0.8), {"Grid": "figures/grid.png"})
     assert "| train | 3 | 1 | 5 |" in text and "nodule: 4" in text and "![Grid](figures/grid.png)" in text
-    assert "| real_plus_synthetic | 0.800 ± 0.010" in text
+    assert "| vae | 0.800 ± 0.010" in text
     assert "No input file was skipped." in text
 
 
@@ -59,7 +59,7 @@ def test_report_lists_skipped_rows_without_reasons():
         ],
     }
     metrics = _metrics(0.7, 0.8)
-    for m in ("real_only", "real_plus_synthetic"):
+    for m in ("real_only", "vae"):
         metrics[m].update({"recall_a": 0.5, "recall_a_std": 0.0, "recall_b": 0.5, "recall_b_std": 0.0})
     text = render_report(summary, [], metrics, {})
     assert "2 input row(s) were skipped" in text and "labels.csv line 4: `x/1.dcm`" in text

@@ -9,7 +9,13 @@ from pipeline.train_classifier import compare_strategies, fit_classifier, predic
 from tests.conftest import make_split
 
 CFG = TrainClassifierConfig(
-    channels=(4, 8, 8, 8), blocks_per_level=1, epochs=8, batch_size=8, learning_rate=0.003, seeds=(0,)
+    strategies=("real_only", "vae"),
+    channels=(4, 8, 8, 8),
+    blocks_per_level=1,
+    epochs=8,
+    batch_size=8,
+    learning_rate=0.003,
+    seeds=(0,),
 )
 
 
@@ -45,6 +51,35 @@ def test_thresholds_come_from_validation_and_intervals_are_reported():
     _, runs_flipped = compare_strategies(train, val, flipped, make_split(4, seed=3), short, torch.device("cpu"))
     assert [r["threshold"] for r in runs] == [r["threshold"] for r in runs_flipped]
     assert all(r["threshold"] is not None for r in runs)  # two classes: a threshold, not argmax
-    for strategy in ("real_only", "real_plus_synthetic"):
+    for strategy in ("real_only", "vae"):
         s = summary[strategy]
         assert s["balanced_accuracy_ci_low"] <= s["balanced_accuracy"] <= s["balanced_accuracy_ci_high"]
+
+
+def test_every_strategy_trains_on_what_it_says():
+    from pipeline.train_classifier import STRATEGIES, class_weights, classical_augmentation, oversample
+
+    train = dataclasses.replace(make_split(12, seed=0), labels=np.array([0] * 9 + [1] * 3))  # 9 : 3
+    balanced = oversample(train, seed=0)
+    assert balanced.counts() == {"a": 9, "b": 9} and np.array_equal(balanced.images[:12], train.images)
+    assert set(map(bytes, balanced.images[12:])) <= set(map(bytes, train.images[train.labels == 1]))  # copies only
+    assert class_weights(train).tolist() == pytest.approx([12 / (2 * 9), 12 / (2 * 3)])
+    augment = classical_augmentation(2, seed=0)
+    image = train.images[0]
+    outputs = [np.asarray(augment(image)) for _ in range(4)]
+    assert all(o.shape == image.shape for o in outputs) and any(not np.allclose(o, image) for o in outputs)
+    val = dataclasses.replace(make_split(8, seed=1), patients=np.array([f"V{i}" for i in range(8)]))
+    test = dataclasses.replace(make_split(8, seed=2), patients=np.array([f"T{i}" for i in range(8)]))
+    cfg = dataclasses.replace(CFG, epochs=1, strategies=STRATEGIES)
+    summary, runs = compare_strategies(make_split(16), val, test, make_split(4, seed=3), cfg, torch.device("cpu"))
+    assert [r["strategy"] for r in runs] == list(STRATEGIES)
+    sizes = {r["strategy"]: sum(r["train_images"].values()) for r in runs}
+    assert sizes == {
+        "real_only": 16,
+        "class_weight": 16,
+        "oversample": 16,
+        "classical": 16,
+        "vae": 20,
+        "vae_classical": 20,
+    }
+    assert all(0 <= summary[s]["balanced_accuracy"] <= 1 for s in STRATEGIES)
