@@ -186,7 +186,10 @@ def main() -> None:
     source = read_json(Path(paths.processed) / "summary.json")
     as_dicom = source.get("formats", {}).get("dicom", 0) > 0  # DICOM in, DICOM out (NIfTI always)
     modality = max(source["modalities"], key=source["modalities"].get) if source["modalities"] else "OT"
-    spacing = source.get("spacing_mm") if isinstance(source.get("spacing_mm"), list) else None
+    # the pixel size in mm when preprocess resampled to a fixed spacing on every axis; else none is claimed
+    dims, spacing = train.images.ndim - 2, source.get("spacing_mm")
+    complete = isinstance(spacing, list) and len(spacing) >= dims and all(v > 0 for v in spacing[:dims])
+    dicom_spacing = tuple(float(v) for v in spacing[:dims]) if complete else None
     rows, grid, by_sampler, strips, filtering = [], [], [], [], {}
     for label, name in enumerate(train.classes):
         seed = cfg.seed * 1000 + label  # one stream per class
@@ -208,7 +211,7 @@ def main() -> None:
                     series_uid=series_uid,
                     study_uid=study_uid,
                     instance_number=k + 1,
-                    spacing=tuple(spacing[: image.ndim - 1]) if spacing and len(spacing) >= image.ndim - 1 else None,
+                    spacing=dicom_spacing,
                     sop_instance_uid=str(generate_uid(entropy_srcs=[series_uid, str(k)])),
                 )
             rows.append(

@@ -13,13 +13,11 @@ standard deviation over seeds and 95% bootstrap confidence intervals over test i
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.data import get_track_meta, set_track_meta
 from monai.transforms import Compose, Rand2DElastic, RandAdjustContrast, RandAffine, RandFlip, RandGaussianNoise
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
@@ -30,6 +28,7 @@ from pipeline.io.synthetic import read_synthetic
 from pipeline.metrics import bootstrap_ci, choose_threshold, classification_metrics, minority_classes, summarise_runs
 from pipeline.models.classifier import build_classifier
 from pipeline.runtime import seed_everything, select_device
+from pipeline.transforms import plain_tensors
 
 __all__ = [
     "STRATEGIES",
@@ -97,17 +96,6 @@ def combine(real: SplitData, synthetic: SplitData) -> SplitData:
     )
 
 
-@contextmanager
-def _plain_tensors():
-    """MONAI transforms without MetaTensor bookkeeping (the images carry no metadata here)."""
-    previous = get_track_meta()
-    set_track_meta(False)
-    try:
-        yield
-    finally:
-        set_track_meta(previous)
-
-
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 256) -> np.ndarray:
     model.eval()
@@ -142,7 +130,7 @@ def fit_classifier(
         model.train()
         for x, y in loader:
             if transform is not None:
-                with _plain_tensors():
+                with plain_tensors():
                     x = torch.stack([torch.as_tensor(transform(image), dtype=torch.float32) for image in x])
             loss = F.cross_entropy(model(x.to(device)), y.to(device), weight=weight)
             optimizer.zero_grad(set_to_none=True)

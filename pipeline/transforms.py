@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -23,6 +24,7 @@ from monai.transforms import (
 )
 
 __all__ = [
+    "plain_tensors",
     "CT_WINDOWS",
     "ct_window",
     "intensity_transform",
@@ -37,18 +39,26 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., np.ndarray])
 
 
+@contextmanager
+def plain_tensors():
+    """Run MONAI transforms on plain tensors, without MetaTensor bookkeeping: for arrays that carry no
+    metadata worth keeping it made resizing and windowing a small image four times slower
+    (bench/bench_preprocess.py)."""
+    previous = get_track_meta()
+    set_track_meta(False)
+    try:
+        yield
+    finally:
+        set_track_meta(previous)
+
+
 def _without_metadata(func: F) -> F:
-    """Run MONAI transforms on plain tensors: these functions return bare arrays, and building MetaTensors
-    for them made resizing and windowing a small image four times slower (bench/bench_preprocess.py)."""
+    """:func:`plain_tensors` around ``func`` (these functions return bare arrays)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        previous = get_track_meta()
-        set_track_meta(False)
-        try:
+        with plain_tensors():
             return func(*args, **kwargs)
-        finally:
-            set_track_meta(previous)
 
     return wrapper  # type: ignore[return-value]
 
