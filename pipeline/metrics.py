@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import (
+    accuracy_score,
     average_precision_score,
     balanced_accuracy_score,
     confusion_matrix,
@@ -61,12 +62,14 @@ def predict_labels(proba: np.ndarray, threshold: float | None, positive: int) ->
 def classification_metrics(
     labels: np.ndarray, proba: np.ndarray, classes: Sequence[str], threshold: float | None = None, positive: int = 1
 ) -> dict:
-    """Metrics of the predictions ``proba`` (N, K) against integer ``labels`` (N,): balanced accuracy, macro-F1,
+    """Metrics of the predictions ``proba`` (N, K) against integer ``labels`` (N,): accuracy (for comparison with
+    published baselines; misleading alone under imbalance), balanced accuracy, macro-F1,
     per-class precision/recall/F1, AUROC (one-vs-rest macro for several classes), AUPRC per class (one-vs-rest
     average precision) and the confusion matrix (rows: true class). Labels come from :func:`predict_labels`."""
     pred = predict_labels(proba, threshold, positive)
     ks = list(range(len(classes)))
     out: dict = {
+        "accuracy": float(accuracy_score(labels, pred)),
         "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
         "macro_f1": float(f1_score(labels, pred, labels=ks, average="macro", zero_division=0)),
     }
@@ -97,7 +100,11 @@ def _resample_metrics(labels: np.ndarray, pred: np.ndarray, proba: np.ndarray, c
     recall = np.divide(hits, support, out=np.zeros(k), where=support > 0)
     precision = np.divide(hits, predicted, out=np.zeros(k), where=predicted > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
-    out = {"balanced_accuracy": float(recall[support > 0].mean()), "macro_f1": float(f1.mean())}
+    out = {
+        "accuracy": float(hits.sum() / cm.sum()),
+        "balanced_accuracy": float(recall[support > 0].mean()),
+        "macro_f1": float(f1.mean()),
+    }
     if k == 2:
         ranks = rankdata(proba[:, 1])
         n1 = support[1]

@@ -20,7 +20,7 @@ __all__ = ["verdict", "render_report", "main"]
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("balanced_accuracy", "macro_f1", "auroc")
+METRICS = ("balanced_accuracy", "macro_f1", "auroc", "accuracy")
 
 
 def _fmt(summary: dict, key: str) -> str:

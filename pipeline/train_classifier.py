@@ -160,7 +160,7 @@ def compare_strategies(
         raise ValueError("test patients also appear in train or val: refusing to evaluate on leaked data")
     counts = train.counts()
     positive = train.classes.index(min(counts, key=counts.get))  # the smallest class, for a binary threshold
-    ci_keys = ["balanced_accuracy", "macro_f1", "auroc"] + [f"recall_{c}" for c in minority_classes(counts)]
+    ci_keys = ["balanced_accuracy", "macro_f1", "auroc", "accuracy"] + [f"recall_{c}" for c in minority_classes(counts)]
     runs, summary = [], {}
     for strategy in cfg.strategies:
         probas, thresholds = [], []

@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from pipeline.metrics import classification_metrics, minority_classes, summarise_runs
 
@@ -11,6 +11,7 @@ def test_binary_metrics_match_scikit_learn():
     m = classification_metrics(labels, proba, ("normal", "nodule"))
     pred = proba.argmax(1)
     assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(labels, pred)) == pytest.approx(0.625)
+    assert m["accuracy"] == pytest.approx(accuracy_score(labels, pred)) == pytest.approx(4 / 6)
     assert m["macro_f1"] == pytest.approx(f1_score(labels, pred, average="macro"))
     assert m["auroc"] == pytest.approx(roc_auc_score(labels, proba[:, 1]))
     assert m["recall_nodule"] == 0.5 and m["recall_normal"] == 0.75

@@ -10,6 +10,8 @@ def _metrics(base, aug, std=0.01):
             "macro_f1_std": std,
             "auroc": ba,
             "auroc_std": std,
+            "accuracy": ba,
+            "accuracy_std": std,
             "recall_nodule": rec,
             "recall_nodule_std": std,
             "recall_normal": 0.9,
