@@ -25,6 +25,7 @@ __all__ = [
     "TrainVAEConfig",
     "GenerateConfig",
     "TrainClassifierConfig",
+    "STRATEGY_NAMES",
     "SECTIONS",
     "load_section",
     "parse_section",
@@ -133,7 +134,8 @@ class TrainVAEConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    target_ratio: float  # minority classes are filled to target_ratio * majority count
+    pool_ratio: float  # images per minority class as a multiple of its gap to the majority (the classifier's pool)
+    every_class: bool  # also as many images of every class as its real training split (synthetic_only)
     sampler: Literal["prior", "posterior", "interpolate", "bootstrap"]  # where latent codes come from
     temperature: float  # scale of the sampling spread
     mixture_components: int  # Gaussians in the posterior sampler's mixture (fewer if the class is small)
@@ -143,19 +145,26 @@ class GenerateConfig:
     seed: int  # sampling seed
 
     def __post_init__(self) -> None:
-        _check(0 <= self.target_ratio <= 10, "generate.target_ratio", "between 0 and 10")
+        _check(0 <= self.pool_ratio <= 10, "generate.pool_ratio", "between 0 and 10")
         _check(self.temperature > 0, "generate.temperature", "positive")
         _check(self.mixture_components >= 1, "generate.mixture_components", "at least 1")
         _check(self.bootstrap_noise >= 0, "generate.bootstrap_noise", "non-negative")
         _check(0 < self.filter_quantile <= 1, "generate.filter_quantile", "in (0, 1]")
 
 
+STRATEGY_NAMES = ("real_only", "class_weight", "oversample", "classical", "vae", "vae_classical", "synthetic_only")
+
+
 @dataclass(frozen=True)
 class TrainClassifierConfig:
-    strategies: tuple[Literal["real_only", "class_weight", "oversample", "classical", "vae", "vae_classical"], ...]
-    channels: tuple[int, ...]  # channels of the four ResNet levels
-    blocks_per_level: int  # residual blocks per level
-    epochs: int  # training epochs, the same for every strategy
+    strategies: tuple[Literal[STRATEGY_NAMES], ...]  # remedies compared, one DVC stage each
+    synthetic_ratio: float  # vae strategies: synthetic images per minority class, as a multiple of its gap
+    ablation_ratios: tuple[float, ...]  # the vae strategy also trained at these ratios (the ablation curve)
+    network: Literal["resnet_small", "resnet18", "densenet121"]  # classifier architecture (MONAI networks)
+    channels: tuple[int, ...]  # resnet_small: channels of the four ResNet levels
+    blocks_per_level: int  # resnet_small: residual blocks per level
+    epochs: int  # maximum training epochs, the same for every strategy
+    patience: int  # early stopping: epochs without a better validation score (0 = train all epochs)
     batch_size: int  # minibatch size
     learning_rate: float  # Adam learning rate
     seeds: tuple[int, ...]  # one training run per seed and strategy
@@ -164,9 +173,18 @@ class TrainClassifierConfig:
         _check(len(self.channels) == 4, "train_classifier.channels", "a list of 4 channel counts")
         _check(self.blocks_per_level >= 1, "train_classifier.blocks_per_level", "at least 1")
         _check(self.epochs >= 1 and self.batch_size >= 1, "train_classifier.epochs/batch_size", "at least 1")
+        _check(self.patience >= 0, "train_classifier.patience", "0 (off) or a positive number of epochs")
         _check(self.learning_rate > 0, "train_classifier.learning_rate", "positive")
         _check(len(self.seeds) >= 1, "train_classifier.seeds", "a non-empty list")
+        _check(len(set(self.seeds)) == len(self.seeds), "train_classifier.seeds", "a list without repeats")
         _check("real_only" in self.strategies, "train_classifier.strategies", "a list that includes real_only")
+        _check(len(set(self.strategies)) == len(self.strategies), "train_classifier.strategies", "without repeats")
+        _check(0 < self.synthetic_ratio <= 10, "train_classifier.synthetic_ratio", "in (0, 10]")
+        _check(
+            all(0 < r <= 10 for r in self.ablation_ratios),
+            "train_classifier.ablation_ratios",
+            "a list of ratios in (0, 10] (0 is real_only, already in the curve)",
+        )
 
 
 SECTIONS: dict[str, type] = {

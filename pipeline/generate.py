@@ -1,7 +1,9 @@
 """Stage ``generate``: synthetic minority-class images from the VAE(s).
 
-Every class smaller than the majority is filled up to ``target_ratio`` x the majority count of the
-training split. Latent codes come from one of four samplers and go through the decoder of the class:
+Every class smaller than the majority gets ``pool_ratio`` x its gap to the majority count of the training split
+(the pool the classifier stages draw from) and, with ``every_class``, at least as many images as it has real ones
+(for training on synthetic images only). Latent codes come from one of four samplers and go through the decoder
+of the class:
 
 - ``prior``: z ~ N(0, temperature^2 I);
 - ``posterior``: a Gaussian mixture (scikit-learn) fitted to the posterior means of the class's training
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -54,12 +57,12 @@ SAMPLERS = ("prior", "posterior", "interpolate", "bootstrap")
 _BATCH = 256
 
 
-def synthetic_counts(class_counts: dict[str, int], target_ratio: float) -> dict[str, int]:
-    """How many images to generate per class: ``round(target_ratio * majority) - count``, never negative;
-    the majority class gets none."""
+def synthetic_counts(class_counts: dict[str, int], pool_ratio: float, every_class: bool = False) -> dict[str, int]:
+    """How many images to generate per class: ``ceil(pool_ratio * gap)``, the gap being the class's distance to
+    the majority count (so the majority gets none), or, with ``every_class``, at least the class's own count."""
     majority = max(class_counts.values())
     return {
-        name: max(0, round(target_ratio * majority) - count) if count < majority else 0
+        name: max(math.ceil(pool_ratio * (majority - count) - 1e-9), count if every_class else 0)
         for name, count in class_counts.items()
     }
 
@@ -178,7 +181,7 @@ def main() -> None:
     if tuple(checkpoint["classes"]) != train.classes:
         raise ValueError(f"{paths.vae} was trained on classes {checkpoint['classes']}, data has {train.classes}")
     checkpoint_sha = file_sha256(paths.vae)
-    counts = synthetic_counts(train.counts(), cfg.target_ratio)
+    counts = synthetic_counts(train.counts(), cfg.pool_ratio, cfg.every_class)
     out_dir = Path(paths.synthetic)
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -239,6 +242,7 @@ def main() -> None:
         "written": {name: sum(r["label"] == name for r in rows) for name in train.classes},
         "filter": cfg.filter,
         "filtering": filtering,
+        "vae_patients": checkpoint.get("patients", []),  # pseudonyms the VAE learnt from (leak checks downstream)
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     figures = Path(paths.reports) / "figures"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import rankdata
+from scipy.stats import rankdata, ttest_rel
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -21,7 +21,9 @@ __all__ = [
     "classification_metrics",
     "choose_threshold",
     "predict_labels",
+    "bootstrap_draws",
     "bootstrap_ci",
+    "paired_difference",
     "summarise_runs",
     "minority_classes",
 ]
@@ -116,7 +118,7 @@ def _resample_metrics(labels: np.ndarray, pred: np.ndarray, proba: np.ndarray, c
     return out
 
 
-def bootstrap_ci(
+def bootstrap_draws(
     labels: np.ndarray,
     proba_per_run: Sequence[np.ndarray],
     thresholds: Sequence[float | None],
@@ -125,10 +127,11 @@ def bootstrap_ci(
     n_resamples: int = 1000,
     seed: int = 0,
     positive: int = 1,
-) -> dict[str, tuple[float, float]]:
-    """95% percentile intervals of the seed-mean of each metric in ``keys`` (any scalar of
-    :func:`classification_metrics` except AUPRC), resampling the test images with replacement; every run gets
-    the same resample, so the interval is about test-set sampling, with the seeds averaged inside it."""
+) -> dict[str, np.ndarray]:
+    """The seed-mean of each metric in ``keys`` (any scalar of :func:`classification_metrics` except AUPRC) on
+    ``n_resamples`` resamples of the test images with replacement; every run gets the same resample. The
+    resamples depend only on ``labels``, ``n_resamples`` and ``seed``, so the draws of two strategies evaluated on
+    the same test split are paired element by element. Resamples missing a class are left out."""
     rng = np.random.default_rng(seed)
     n = len(labels)
     preds = [predict_labels(p, t, positive) for p, t in zip(proba_per_run, thresholds, strict=True)]
@@ -141,7 +144,47 @@ def bootstrap_ci(
         runs = [_resample_metrics(labels[idx], pred[idx], p[idx], classes) for pred, p in pairs]
         for key in keys:
             draws[key].append(float(np.mean([r[key] for r in runs])))
+    return {key: np.array(v) for key, v in draws.items()}
+
+
+def bootstrap_ci(
+    labels: np.ndarray,
+    proba_per_run: Sequence[np.ndarray],
+    thresholds: Sequence[float | None],
+    classes: Sequence[str],
+    keys: Sequence[str],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    positive: int = 1,
+) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals of the seed-mean of each metric, from :func:`bootstrap_draws`: the interval is
+    about test-set sampling, with the seeds averaged inside it."""
+    draws = bootstrap_draws(labels, proba_per_run, thresholds, classes, keys, n_resamples, seed, positive)
     return {key: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for key, v in draws.items()}
+
+
+def paired_difference(draws: np.ndarray, base_draws: np.ndarray, per_seed: np.ndarray, base_per_seed: np.ndarray):
+    """A strategy against a baseline on one metric, paired twice:
+
+    - over test images: ``draws`` and ``base_draws`` come from :func:`bootstrap_draws` on the same test split
+      (same resamples); the 95% interval of their difference and a two-sided bootstrap p-value
+      (twice the smaller share of differences on either side of zero);
+    - over seeds: ``per_seed`` and ``base_per_seed`` are the metric of each seed's model (same seeds, same
+      order); a paired t-test (NaN with fewer than two seeds or no variation).
+    """
+    diff = np.asarray(draws) - np.asarray(base_draws)
+    seed_diff = np.asarray(per_seed, float) - np.asarray(base_per_seed, float)
+    p_boot = float(min(1.0, 2 * min(np.mean(diff <= 0), np.mean(diff >= 0))))
+    p_seeds = float("nan")
+    if len(seed_diff) > 1 and np.std(seed_diff) > 0:
+        p_seeds = float(ttest_rel(per_seed, base_per_seed).pvalue)
+    return {
+        "difference": float(seed_diff.mean()),
+        "ci_low": float(np.percentile(diff, 2.5)),
+        "ci_high": float(np.percentile(diff, 97.5)),
+        "p_bootstrap": p_boot,
+        "p_seeds": p_seeds,
+    }
 
 
 def summarise_runs(runs: Sequence[dict]) -> dict[str, float]:

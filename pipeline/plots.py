@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["image_grid", "training_curves"]
+__all__ = ["image_grid", "training_curves", "ratio_curve"]
 
 
 def image_grid(path: str | Path, rows: Sequence[tuple[str, np.ndarray]], columns: int = 8) -> None:
@@ -44,6 +44,27 @@ def training_curves(path: str | Path, history: Sequence[dict], panels: dict[str,
                 ax.plot([h["epoch"] for h in records], [h[key] for h in records], label=label)
         ax.set_xlabel("epoch")
         ax.set_title(title)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def ratio_curve(path: str | Path, rows: Sequence[dict], combined: dict) -> None:
+    """Balanced accuracy and each minority class's recall against the synthetic ratio (rows of
+    ``compare.ratio_table``), with 95% bootstrap intervals; random oversampling as a dashed reference."""
+    keys = ["balanced_accuracy"] + [f"recall_{c}" for c in combined["minority_classes"]]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.5), squeeze=False)
+    ratios = np.array([r["ratio"] for r in rows])
+    for ax, key in zip(axes[0], keys, strict=True):
+        mean = np.array([r[key] for r in rows])
+        low, high = np.array([r[f"{key}_ci_low"] for r in rows]), np.array([r[f"{key}_ci_high"] for r in rows])
+        ax.errorbar(ratios, mean, yerr=[mean - low, high - mean], marker="o", capsize=3, label="vae (real + synthetic)")
+        if "oversample" in combined:
+            ax.axhline(combined["oversample"][key], color="grey", linestyle="--", label="oversample")
+        ax.set_xlabel("synthetic images / minority gap (0 = real only)")
+        ax.set_title(key.replace("_", " "))
         ax.legend(fontsize=7)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

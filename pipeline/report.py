@@ -1,8 +1,9 @@
 """Stage ``report``: ``augmentation_report.md`` from the files the earlier stages declared.
 
-It reads the preprocessing summary, the synthetic manifest and the classifier metrics; it recomputes
-nothing. The verdict compares real + synthetic with real only on balanced accuracy and on the recall
-of each minority class, and says plainly when augmentation did not help.
+It reads the preprocessing summary, the synthetic manifest, the compare stage's metrics and synthetic-ratio
+table; it recomputes nothing. The verdict compares real + synthetic with real only and with random oversampling
+on balanced accuracy (paired bootstrap intervals) and on the recall of each minority class, and says plainly
+when augmentation did not help.
 """
 
 from __future__ import annotations
@@ -35,25 +36,28 @@ def _strategies(metrics: dict) -> list[str]:
     return [name for name, value in metrics.items() if isinstance(value, dict) and "balanced_accuracy" in value]
 
 
-def _comparison(metrics: dict, baseline: str, augmented: str, what: str) -> str:
-    """One sentence: ``augmented`` against ``baseline`` on balanced accuracy, called a difference only when it
-    exceeds the larger spread between seeds."""
-    base, aug = metrics[baseline], metrics[augmented]
-    delta = aug["balanced_accuracy"] - base["balanced_accuracy"]
-    noise = max(base["balanced_accuracy_std"], aug["balanced_accuracy_std"])
-    if abs(delta) <= noise:
-        return (
-            f"{what} made **no clear difference**: balanced accuracy changed by {delta:+.3f}, "
-            f"within the spread between seeds (±{noise:.3f})."
-        )
-    if delta > 0:
-        return f"{what} **helped**: balanced accuracy rose by {delta:+.3f} (spread between seeds ±{noise:.3f})."
-    return f"{what} **did not help**: balanced accuracy fell by {delta:+.3f} (spread between seeds ±{noise:.3f})."
+def _comparison(metrics: dict, baseline: str, strategy: str, what: str) -> str:
+    """One sentence: ``strategy`` against ``baseline`` on balanced accuracy, called a difference only when the 95%
+    paired bootstrap interval of the difference excludes zero; the seeds' paired t-test alongside."""
+    d = metrics[strategy][f"vs_{baseline}"]["balanced_accuracy"]
+    detail = (
+        f"{d['difference']:+.3f} [95% CI {d['ci_low']:+.3f}, {d['ci_high']:+.3f}], "
+        f"paired bootstrap p = {d['p_bootstrap']:.3f}; over seeds p = {_p(d['p_seeds'])}"
+    )
+    if d["ci_low"] > 0:
+        return f"{what} **helped**: balanced accuracy {detail}."
+    if d["ci_high"] < 0:
+        return f"{what} **did not help, it hurt**: balanced accuracy {detail}."
+    return f"{what} made **no clear difference**: balanced accuracy {detail}."
+
+
+def _p(p: float) -> str:
+    return "n/a" if p != p else f"{p:.3f}"  # NaN: fewer than two seeds or identical results
 
 
 def verdict(metrics: dict, baseline: str = "real_only", augmented: str = "vae") -> str:
-    """Plain words: VAE augmentation against ``baseline`` (and against random oversampling when it ran), the
-    minority recalls, the intervals, and which strategy came out best."""
+    """Plain words: VAE augmentation against ``baseline`` and against random oversampling when it ran, the
+    minority recalls, and which strategy came out best on balanced accuracy."""
     if augmented not in metrics:
         return "No VAE strategy was run (train_classifier.strategies), so there is no verdict on VAE augmentation."
     base, aug = metrics[baseline], metrics[augmented]
@@ -64,12 +68,6 @@ def verdict(metrics: dict, baseline: str = "real_only", augmented: str = "vae") 
         f"recall of minority class '{c}' {base[f'recall_{c}']:.3f} → {aug[f'recall_{c}']:.3f}"
         for c in metrics["minority_classes"]
     ]
-    intervals = [
-        f"{name} [{m['balanced_accuracy_ci_low']:.3f}, {m['balanced_accuracy_ci_high']:.3f}]"
-        for name, m in ((baseline, base), (augmented, aug))
-        if "balanced_accuracy_ci_low" in m
-    ]
-    ci = f" 95% bootstrap intervals of balanced accuracy: {', '.join(intervals)}." if len(intervals) == 2 else ""
     ranked = sorted(_strategies(metrics), key=lambda name: -metrics[name]["balanced_accuracy"])
     best = (
         f" Best balanced accuracy: **{ranked[0]}** ({metrics[ranked[0]]['balanced_accuracy']:.3f}), "
@@ -77,7 +75,52 @@ def verdict(metrics: dict, baseline: str = "real_only", augmented: str = "vae") 
         if len(ranked) > 2
         else ""
     )
-    return head + (" " + "; ".join(recalls) + "." if recalls else "") + ci + best
+    return head + (" " + "; ".join(recalls) + "." if recalls else "") + best
+
+
+def _difference_lines(metrics: dict) -> list[str]:
+    """A table of each strategy's paired difference to each baseline, per metric."""
+    keys = ["balanced_accuracy", "macro_f1", "auroc"] + [f"recall_{c}" for c in metrics["minority_classes"]]
+    lines = [
+        "Difference to the baseline (mean over seeds) [95% paired bootstrap interval over test images] "
+        "(p: paired bootstrap / paired t-test over seeds):",
+        "",
+        "| strategy | vs | " + " | ".join(keys) + " |",
+        "|---|---|" + "---|" * len(keys),
+    ]
+    for name in _strategies(metrics):
+        for base in ("real_only", "oversample"):
+            if f"vs_{base}" not in metrics[name]:
+                continue
+            cells = [metrics[name][f"vs_{base}"][k] for k in keys]
+            text = [
+                f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
+                f"(p {_p(d['p_bootstrap'])} / {_p(d['p_seeds'])})"
+                for d in cells
+            ]
+            lines.append(f"| {name} | {base} | " + " | ".join(text) + " |")
+    return lines + [""]
+
+
+def _ratio_lines(rows: list[dict], minorities: list[str]) -> list[str]:
+    if len(rows) < 2:
+        return []
+    keys = ["balanced_accuracy"] + [f"recall_{c}" for c in minorities]
+    lines = [
+        "## Synthetic-ratio ablation",
+        "",
+        "The vae strategy with more or fewer synthetic images (ratio: synthetic images per minority class as a "
+        "multiple of its gap to the majority; 0 is real_only).",
+        "",
+        "| ratio | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+    for row in rows:
+        cells = [
+            f"{float(row[k]):.3f} [{float(row[k + '_ci_low']):.3f}, {float(row[k + '_ci_high']):.3f}]" for k in keys
+        ]
+        lines.append(f"| {float(row['ratio']):g} | " + " | ".join(cells) + " |")
+    return lines + ["", "![synthetic-ratio curve](figures/synthetic_ratio.png)", ""]
 
 
 def _skipped_lines(skipped: list[dict], shown: int = 20) -> list[str]:
@@ -112,10 +155,15 @@ def _generation_lines(generation: dict) -> list[str]:
 
 
 def render_report(
-    summary: dict, synthetic_rows: list[dict], metrics: dict, figures: dict[str, str], generation: dict | None = None
+    summary: dict,
+    synthetic_rows: list[dict],
+    metrics: dict,
+    figures: dict[str, str],
+    generation: dict | None = None,
+    ratio_rows: list[dict] | None = None,
 ) -> str:
     """The Markdown report; ``figures`` maps a caption to a path relative to the report; ``generation`` is the
-    generate stage's summary.json."""
+    generate stage's summary.json; ``ratio_rows`` the compare stage's synthetic_ratio.csv."""
     classes = summary["classes"]
     lines = [
         "# medaug augmentation report",
@@ -147,7 +195,7 @@ def render_report(
         "",
         "## Synthetic images",
         "",
-        "Generated for training only (sampler: "
+        "Generated from the training split only, as a pool the strategies draw from (sampler: "
         + ", ".join(samplers)
         + "): "
         + (", ".join(f"{c}: {generated[c]}" for c in classes if generated[c]) or "none")
@@ -158,7 +206,11 @@ def render_report(
     lines += [
         "## Classifier on the test split",
         "",
-        "| strategy | " + " | ".join(METRICS) + " | " + " | ".join(f"recall {c}" for c in classes) + " |",
+        "| strategy | "
+        + " | ".join(METRICS)
+        + " | "
+        + " | ".join(f"recall {c}" + (" (minority)" if c in metrics["minority_classes"] else "") for c in classes)
+        + " |",
         "|---|" + "---|" * (len(METRICS) + len(classes)),
     ]
     for strategy in _strategies(metrics):
@@ -166,7 +218,9 @@ def render_report(
             _fmt(metrics[strategy], f"recall_{c}") for c in classes
         ]
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
-    lines += ["", "## Pictures", ""]
+    lines += [""] + _difference_lines(metrics)
+    lines += _ratio_lines(ratio_rows or [], metrics["minority_classes"])
+    lines += ["## Pictures", ""]
     lines += [f"**{caption}**\n\n![{caption}]({path})\n" for caption, path in figures.items()]
     return "\n".join(lines) + "\n"
 
@@ -180,6 +234,8 @@ def main() -> None:
     with open(Path(paths.synthetic) / MANIFEST_NAME, encoding="utf-8") as fh:
         synthetic_rows = list(csv.DictReader(fh))
     generation = read_json(Path(paths.synthetic) / "summary.json")
+    with open(reports / "synthetic_ratio.csv", encoding="utf-8") as fh:
+        ratio_rows = list(csv.DictReader(fh))
     figures = {
         "Real vs synthetic images per class": "figures/real_vs_synthetic.png",
         "Every sampler, per class (8 samples each)": "figures/synthetic_by_sampler.png",
@@ -187,7 +243,7 @@ def main() -> None:
         "VAE training curves": "figures/vae_training.png",
     }
     out = reports / "augmentation_report.md"
-    out.write_text(render_report(summary, synthetic_rows, metrics, figures, generation), encoding="utf-8")
+    out.write_text(render_report(summary, synthetic_rows, metrics, figures, generation, ratio_rows), encoding="utf-8")
     logger.info("report written to %s", out)
 
 

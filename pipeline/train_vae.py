@@ -167,7 +167,11 @@ def main() -> None:
         name: min((h for h in history if h["model"] == name), key=lambda h: h["val_elbo"])
         for name in dict.fromkeys(h["model"] for h in history)
     }
-    extra = {"best_epochs": {name: h["epoch"] for name, h in best.items()}, "versions": versions()}
+    extra = {
+        "best_epochs": {name: h["epoch"] for name, h in best.items()},
+        "versions": versions(),
+        "patients": sorted(set(train.patients.tolist()) | set(val.patients.tolist())),  # pseudonyms it learnt from
+    }
     save_vae(paths.vae, vaes, train.classes, dataclasses.asdict(cfg), extra)
     reports = Path(paths.reports)
     reports.mkdir(parents=True, exist_ok=True)

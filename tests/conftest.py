@@ -50,10 +50,20 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return root
 
 
-def make_split(n: int = 24, size: int = 16, classes: tuple[str, ...] = ("a", "b"), seed: int = 0) -> SplitData:
-    """Random images where class 1 has a bright square: enough signal for a model to learn something."""
+def make_split(
+    n: int = 24,
+    size: int = 16,
+    classes: tuple[str, ...] = ("a", "b"),
+    seed: int = 0,
+    prefix: str = "P",
+    labels: np.ndarray | None = None,
+) -> SplitData:
+    """Random images where class k >= 1 has a bright square at its own place: enough signal for a model to
+    learn something. Patients are ``<prefix>0``, ``<prefix>1``, ...; ``labels`` overrides the round robin."""
     rng = np.random.default_rng(seed)
-    labels = np.arange(n) % len(classes)
+    labels = np.arange(n) % len(classes) if labels is None else np.asarray(labels)
+    n = len(labels)
     images = rng.uniform(0, 0.3, (n, 1, size, size)).astype(np.float32)
-    images[labels == 1, :, 4:10, 4:10] = 0.9
-    return SplitData(images, labels.astype(np.int64), np.array([f"P{i}" for i in range(n)]), classes)
+    for k in range(1, len(classes)):
+        images[labels == k, :, 4 * k : 4 * k + 6, 4:10] = 0.9
+    return SplitData(images, labels.astype(np.int64), np.array([f"{prefix}{i}" for i in range(n)]), classes)

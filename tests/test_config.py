@@ -1,6 +1,13 @@
 import pytest
 
-from pipeline.config import ConfigError, GenerateConfig, TrainVAEConfig, load_section, parse_section
+from pipeline.config import (
+    ConfigError,
+    GenerateConfig,
+    TrainClassifierConfig,
+    TrainVAEConfig,
+    load_section,
+    parse_section,
+)
 
 VAE = {
     "mode": "conditional",
@@ -49,4 +56,24 @@ def test_validation_names_the_key(change, message):
 
 def test_missing_key_is_reported():
     with pytest.raises(ConfigError, match="missing key"):
-        parse_section("generate", {"target_ratio": 1.0}, GenerateConfig)
+        parse_section("generate", {"pool_ratio": 1.0}, GenerateConfig)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"strategies": ["vae"]}, "includes real_only"),  # nothing to compare with
+        ({"strategies": ["real_only", "smote_x"]}, "allowed values: real_only"),  # unknown strategy
+        ({"strategies": ["real_only", "vae", "vae"]}, "without repeats"),  # one DVC stage per name
+        ({"ablation_ratios": [0.0]}, "ablation_ratios must be a list of ratios in (0, 10]"),  # 0 is real_only
+        ({"network": "vgg16"}, "allowed values: resnet_small, resnet18, densenet121"),
+        ({"patience": -1}, "patience must be 0 (off)"),
+        ({"seeds": [0, 0]}, "seeds must be a list without repeats"),  # paired tests need distinct seeds
+    ],
+)
+def test_classifier_validation_names_the_key(change, message):
+    import yaml
+
+    raw = yaml.safe_load(open("params.yaml"))["train_classifier"]
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        parse_section("train_classifier", {**raw, **change}, TrainClassifierConfig)

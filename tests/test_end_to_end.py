@@ -22,7 +22,7 @@ TINY = {
     "demo_data": {"n_patients": 24, "slices_per_patient": 2, "minority_fraction": 0.25, "image_size": 64},
     "preprocess": {"size": 32, "val_fraction": 0.2, "test_fraction": 0.25},
     "train_vae": {"epochs": 4, "kl_warmup_epochs": 2, "channels": [8, 16], "strides": [2, 2], "latent_size": 8},
-    "train_classifier": {"epochs": 2, "seeds": [0], "channels": [4, 8, 8, 8]},
+    "train_classifier": {"epochs": 2, "seeds": [0, 1], "channels": [4, 8, 8, 8], "ablation_ratios": [2.0]},
 }
 
 
@@ -73,11 +73,27 @@ def test_outputs_exist_with_declared_shapes_and_ranges(project):
         data = load_split(project / "data/processed", split)
         assert data.images.shape[1:] == (1, 32, 32) and 0 <= data.images.min() and data.images.max() <= 1
     metrics = json.loads((project / "reports/metrics.json").read_text())
-    for strategy in ("real_only", "vae"):
-        assert 0 <= metrics[strategy]["balanced_accuracy"] <= 1
+    strategies = yaml.safe_load((project / "params.yaml").read_text())["train_classifier"]["strategies"]
+    for strategy in strategies:
+        own = json.loads((project / f"reports/classifier/{strategy}/metrics.json").read_text())
+        assert 0 <= own["balanced_accuracy"] <= 1 and metrics[strategy]["balanced_accuracy"] == own["balanced_accuracy"]
+        assert (
+            strategy == "real_only" or -1 <= metrics[strategy]["vs_real_only"]["balanced_accuracy"]["difference"] <= 1
+        )
+    with open(project / "reports/synthetic_ratio.csv") as fh:
+        assert [float(r["ratio"]) for r in csv.DictReader(fh)] == [0.0, 1.0, 2.0]  # real_only, vae, ablation@2.0
     report = (project / "reports/augmentation_report.md").read_text()
-    assert "## Verdict" in report and "vae" in report
-    assert (project / "reports/figures/real_vs_synthetic.png").stat().st_size > 1000
+    assert "## Verdict" in report and "synthetic_only" in report and "## Synthetic-ratio ablation" in report
+    for figure in ("real_vs_synthetic", "synthetic_ratio"):
+        assert (project / f"reports/figures/{figure}.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_dvc_metrics_show_lists_every_strategy(project):
+    out = _dvc(project, "metrics", "show")
+    for strategy in ("real_only", "oversample", "vae", "synthetic_only"):
+        assert f"reports/classifier/{strategy}/metrics.json" in out
+    assert "reports/classifier/ablation_2.0/metrics.json" in out
 
 
 @pytest.mark.slow
@@ -88,15 +104,21 @@ def test_vae_loss_decreases(project):
 
 
 @pytest.mark.slow
-def test_no_test_patient_in_train_and_generated_count_matches_target(project):
+def test_no_test_patient_reaches_a_learner_and_generated_count_matches_the_pool(project):
+    import torch
+
     train, val, test = (load_split(project / "data/processed", s) for s in ("train", "val", "test"))
     assert not set(test.patients) & (set(train.patients) | set(val.patients))
+    vae_patients = set(torch.load(project / "models/vae.pt", weights_only=True)["patients"])
+    assert vae_patients == set(train.patients) | set(val.patients)  # the VAE learnt from train + val only
+    generation = json.loads((project / "data/synthetic/summary.json").read_text())
+    assert set(generation["vae_patients"]) == vae_patients
     with open(project / "data/synthetic/manifest.csv") as fh:
         rows = list(csv.DictReader(fh))
     counts = train.counts()
     majority = max(counts.values())
-    for name, n in counts.items():
-        assert sum(r["label"] == name for r in rows) == (majority - n)  # target_ratio 1.0: balanced
+    for name, n in counts.items():  # pool_ratio 2: twice the gap; every_class: at least the real count
+        assert sum(r["label"] == name for r in rows) == max(2 * (majority - n), n)
     assert len(list((project / "data/synthetic").rglob("*.nii.gz"))) == len(rows)
     assert len(list((project / "data/synthetic").rglob("*.dcm"))) == len(rows)  # DICOM in, DICOM out
     assert np.array_equal(np.unique([r["checkpoint_sha256"] for r in rows]).size, 1)

@@ -19,20 +19,24 @@ from pipeline.models.vae import ClassVAEs, ConditionalVAE
 
 
 @pytest.mark.parametrize(
-    "counts, ratio, expected",
+    "counts, ratio, every_class, expected",
     [
-        ({"a": 100, "b": 10}, 1.0, {"a": 0, "b": 90}),  # balance fully
-        ({"a": 100, "b": 10}, 0.5, {"a": 0, "b": 40}),  # half-way
-        ({"a": 100, "b": 60}, 0.5, {"a": 0, "b": 0}),  # already above the target: nothing
-        ({"a": 100, "b": 10, "c": 30}, 1.0, {"a": 0, "b": 90, "c": 70}),  # several minority classes
+        ({"a": 100, "b": 10}, 1.0, False, {"a": 0, "b": 90}),  # the gap to the majority
+        ({"a": 100, "b": 10}, 0.5, False, {"a": 0, "b": 45}),  # half the gap
+        ({"a": 100, "b": 10}, 2.0, False, {"a": 0, "b": 180}),  # twice the gap: room for a ratio ablation
+        ({"a": 100, "b": 93}, 0.5, False, {"a": 0, "b": 4}),  # rounded up: 3.5 -> 4
+        ({"a": 100, "b": 10, "c": 30}, 1.0, False, {"a": 0, "b": 90, "c": 70}),  # several minority classes
+        ({"a": 100, "b": 10}, 1.0, True, {"a": 100, "b": 90}),  # every class at least its own count
+        ({"a": 100, "b": 95}, 1.0, True, {"a": 100, "b": 95}),
     ],
 )
-def test_synthetic_counts(counts, ratio, expected):
-    assert synthetic_counts(counts, ratio) == expected
+def test_synthetic_counts(counts, ratio, every_class, expected):
+    assert synthetic_counts(counts, ratio, every_class) == expected
 
 
 GEN = GenerateConfig(
-    target_ratio=1.0,
+    pool_ratio=1.0,
+    every_class=False,
     sampler="posterior",
     temperature=1.0,
     mixture_components=2,

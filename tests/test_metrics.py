@@ -76,3 +76,24 @@ def test_bootstrap_intervals_use_the_fast_metrics_faithfully():
         low, high = ci[k]
         assert low < means[k] < high and high - low < 0.3
     assert ci == bootstrap_ci(labels, runs, [0.5] * 3, ("a", "b"), keys, n_resamples=300, positive=0)  # seeded
+
+
+def test_bootstrap_draws_are_paired_between_strategies_and_the_paired_test_sees_a_real_difference():
+    from scipy.stats import ttest_rel
+
+    from pipeline.metrics import bootstrap_draws, paired_difference
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 60 + [1] * 20)
+    good = np.stack([1 - labels * 0.8 - rng.uniform(0, 0.1, 80), labels * 0.8 + rng.uniform(0, 0.1, 80)], 1)
+    noisy = np.clip(good + rng.normal(0, 0.4, good.shape), 0.01, 1)
+    noisy /= noisy.sum(1, keepdims=True)
+    draw = lambda p: bootstrap_draws(labels, [p], [None], ("a", "b"), ["balanced_accuracy"], 300)  # noqa: E731
+    a, b = draw(good)["balanced_accuracy"], draw(noisy)["balanced_accuracy"]
+    same = paired_difference(a, a, np.array([0.9, 0.8]), np.array([0.9, 0.8]))
+    assert same["difference"] == same["ci_low"] == same["ci_high"] == 0 and same["p_bootstrap"] == 1.0
+    assert np.isnan(same["p_seeds"])  # no variation between seeds: no t-test
+    better = paired_difference(a, b, np.array([0.95, 0.9, 0.92]), np.array([0.7, 0.72, 0.6]))
+    assert 0 < better["ci_low"] <= better["ci_high"] and better["p_bootstrap"] < 0.05
+    assert better["p_seeds"] == pytest.approx(ttest_rel([0.95, 0.9, 0.92], [0.7, 0.72, 0.6]).pvalue)
+    assert better["difference"] == pytest.approx(np.mean([0.25, 0.18, 0.32]))

@@ -1,6 +1,11 @@
 from pipeline.report import render_report, verdict
 
 
+def _difference(delta, half_width):
+    d = {"difference": delta, "ci_low": delta - half_width, "ci_high": delta + half_width}
+    return d | {"p_bootstrap": 0.01 if abs(delta) > half_width else 0.5, "p_seeds": float("nan")}
+
+
 def _metrics(base, aug, std=0.01):
     def row(ba, rec):
         return {
@@ -18,9 +23,12 @@ def _metrics(base, aug, std=0.01):
             "recall_normal_std": std,
         }
 
+    vae = row(aug, 0.5)
+    keys = ("balanced_accuracy", "macro_f1", "auroc", "recall_nodule")
+    vae["vs_real_only"] = {k: _difference(aug - base, 2 * std) for k in keys}
     return {
         "real_only": row(base, 0.2),
-        "vae": row(aug, 0.5),
+        "vae": vae,
         "minority_classes": ["nodule"],
         "seeds": 3,
     }
@@ -29,7 +37,10 @@ def _metrics(base, aug, std=0.01):
 def test_verdict_says_when_augmentation_did_not_help():
     assert "did not help" in verdict(_metrics(0.8, 0.7))
     assert "helped" in verdict(_metrics(0.7, 0.8)) and "did not" not in verdict(_metrics(0.7, 0.8))
-    assert "no clear difference" in verdict(_metrics(0.70, 0.71, std=0.05))
+    assert "no clear difference" in verdict(_metrics(0.70, 0.71, std=0.05))  # the interval spans zero
+    assert "+0.100 [95% CI +0.080, +0.120], paired bootstrap p = 0.010; over seeds p = n/a" in verdict(
+        _metrics(0.7, 0.8)
+    )
     assert "recall of minority class 'nodule' 0.200 → 0.500" in verdict(_metrics(0.7, 0.8))
 
 
@@ -44,7 +55,14 @@ def test_report_has_counts_table_and_pictures():
     rows = [{"label": "nodule", "sampler": "posterior"}] * 4
     text = render_report(summary, rows, _metrics(0.7, 0.8), {"Grid": "figures/grid.png"})
     assert "| train | 3 | 1 | 5 |" in text and "nodule: 4" in text and "![Grid](figures/grid.png)" in text
-    assert "| vae | 0.800 ± 0.010" in text
+    assert "| vae | 0.800 ± 0.010" in text and "recall nodule (minority)" in text
+    assert "| vae | real_only | +0.100 [+0.080, +0.120] (p 0.010 / n/a)" in text
+    ratio = [{"ratio": r, "strategy": "vae", "balanced_accuracy": 0.7, "recall_nodule": 0.5} for r in (0, 1)]
+    ratio = [
+        r | {f"{k}_ci_{e}": 0.1 for k in ("balanced_accuracy", "recall_nodule") for e in ("low", "high")} for r in ratio
+    ]
+    text = render_report(summary, rows, _metrics(0.7, 0.8), {}, ratio_rows=ratio)
+    assert "## Synthetic-ratio ablation" in text and "| 1 | 0.700 [0.100, 0.100] | 0.500 [0.100, 0.100] |" in text
     assert "No input file was skipped." in text
 
 

@@ -5,81 +5,90 @@ import pytest
 import torch
 
 from pipeline.config import TrainClassifierConfig
-from pipeline.train_classifier import compare_strategies, fit_classifier, predict_proba
+from pipeline.strategies import DataLeakError, Recipe
+from pipeline.train_classifier import fit_classifier, predict_proba, run_strategy
 from tests.conftest import make_split
 
+CPU = torch.device("cpu")
 CFG = TrainClassifierConfig(
     strategies=("real_only", "vae"),
+    synthetic_ratio=1.0,
+    ablation_ratios=(),
+    network="resnet_small",
     channels=(4, 8, 8, 8),
     blocks_per_level=1,
     epochs=8,
+    patience=0,
     batch_size=8,
     learning_rate=0.003,
     seeds=(0,),
 )
+SHORT = dataclasses.replace(CFG, epochs=1)
+TRAIN, VAL, TEST = make_split(16, seed=0), make_split(8, seed=1, prefix="V"), make_split(12, seed=2, prefix="T")
+SYNTHETIC = make_split(16, seed=3, prefix="S")
 
 
 def test_learns_a_visible_difference():
-    train, val = make_split(32, seed=0), make_split(16, seed=1)
-    model, _ = fit_classifier(train, val, CFG, 0, torch.device("cpu"))
-    test = make_split(16, seed=2)
-    assert (predict_proba(model, test.images, torch.device("cpu")).argmax(1) == test.labels).mean() >= 0.9
+    model, fit = fit_classifier(Recipe(make_split(32)), VAL, CFG, 0, CPU)
+    assert (predict_proba(model, TEST.images, CPU).argmax(1) == TEST.labels).mean() >= 0.9
+    assert fit["epochs_run"] == 8 and 0 <= fit["best_epoch"] < 8
 
 
-def test_comparison_is_seeded_and_refuses_leaked_test_patients():
-    train, val, test = make_split(16, seed=0), make_split(8, seed=1), make_split(8, seed=2)
-    val = dataclasses.replace(val, patients=np.array([f"V{i}" for i in range(8)]))
-    test = dataclasses.replace(test, patients=np.array([f"T{i}" for i in range(8)]))
-    synthetic = make_split(4, seed=3)
-    short = dataclasses.replace(CFG, epochs=1)
-    a, runs = compare_strategies(train, val, test, synthetic, short, torch.device("cpu"))
-    b, _ = compare_strategies(train, val, test, synthetic, short, torch.device("cpu"))
-    assert a == b
-    assert runs[1]["train_images"] == {"a": 10, "b": 10}  # real (8 + 8) plus synthetic (2 + 2)
-    leaked = dataclasses.replace(test, patients=train.patients[:8])
-    with pytest.raises(ValueError, match="test patients"):
-        compare_strategies(train, val, leaked, synthetic, short, torch.device("cpu"))
+def test_early_stopping_stops_after_patience_epochs_without_progress(monkeypatch):
+    import pipeline.train_classifier as stage
+
+    scores = iter([(0.5, -1.0), (0.7, -0.9), (0.7, -0.95), (0.6, -0.5), (0.9, -0.1)])  # (BA, -val loss) per epoch
+    monkeypatch.setattr(stage, "_validation_score", lambda val, proba: next(scores))
+    _, fit = fit_classifier(Recipe(make_split(32)), VAL, dataclasses.replace(CFG, epochs=5, patience=2), 0, CPU)
+    assert fit == {"best_epoch": 1, "epochs_run": 4}  # epochs 2 and 3 are no better (a tie loses on loss): stop
+
+
+def test_same_seed_gives_identical_metrics_and_another_seed_does_not():
+    a = run_strategy("vae", TRAIN, VAL, TEST, SYNTHETIC, SHORT, CPU)
+    b = run_strategy("vae", TRAIN, VAL, TEST, SYNTHETIC, SHORT, CPU)
+    c = run_strategy("vae", TRAIN, VAL, TEST, SYNTHETIC, dataclasses.replace(SHORT, seeds=(1,)), CPU)
+    assert a[0] == b[0] and np.array_equal(a[2]["proba"], b[2]["proba"])
+    assert not np.array_equal(a[2]["proba"], c[2]["proba"])
 
 
 def test_thresholds_come_from_validation_and_intervals_are_reported():
-    train, val, test = make_split(16, seed=0), make_split(8, seed=1), make_split(12, seed=2)
-    val = dataclasses.replace(val, patients=np.array([f"V{i}" for i in range(8)]))
-    test = dataclasses.replace(test, patients=np.array([f"T{i}" for i in range(12)]))
-    short = dataclasses.replace(CFG, epochs=1)
-    summary, runs = compare_strategies(train, val, test, make_split(4, seed=3), short, torch.device("cpu"))
-    flipped = dataclasses.replace(test, labels=1 - test.labels)  # other test labels must not move a threshold
-    _, runs_flipped = compare_strategies(train, val, flipped, make_split(4, seed=3), short, torch.device("cpu"))
+    summary, runs, predictions = run_strategy("real_only", TRAIN, VAL, TEST, None, SHORT, CPU)
+    flipped = dataclasses.replace(TEST, labels=1 - TEST.labels)  # other test labels must not move a threshold
+    _, runs_flipped, _ = run_strategy("real_only", TRAIN, VAL, flipped, None, SHORT, CPU)
     assert [r["threshold"] for r in runs] == [r["threshold"] for r in runs_flipped]
     assert all(r["threshold"] is not None for r in runs)  # two classes: a threshold, not argmax
-    for strategy in ("real_only", "vae"):
-        s = summary[strategy]
-        assert s["balanced_accuracy_ci_low"] <= s["balanced_accuracy"] <= s["balanced_accuracy_ci_high"]
+    assert summary["balanced_accuracy_ci_low"] <= summary["balanced_accuracy"] <= summary["balanced_accuracy_ci_high"]
+    assert predictions["proba"].shape == (1, 12, 2) and np.array_equal(predictions["labels"], TEST.labels)
+    assert runs[0]["train_images"] == {"a": 8, "b": 8} and summary["strategy"] == "real_only"
 
 
-def test_every_strategy_trains_on_what_it_says():
-    from pipeline.train_classifier import STRATEGIES, class_weights, classical_augmentation, oversample
+@pytest.mark.parametrize(
+    "where",
+    [
+        "train",  # a test patient's images in the training split
+        "val",  # ... in the validation split
+        "synthetic",  # ... smuggled in with a strategy's training data
+    ],
+)
+def test_a_strategy_that_sees_test_data_fails(where):
+    train, val, synthetic = TRAIN, VAL, SYNTHETIC
+    if where == "train":
+        train = dataclasses.replace(TRAIN, patients=np.array(["T0"] + list(TRAIN.patients[1:])))
+    elif where == "val":
+        val = dataclasses.replace(VAL, patients=np.array(["T5"] + list(VAL.patients[1:])))
+    else:
+        synthetic = dataclasses.replace(SYNTHETIC, patients=TEST.patients[np.arange(16) % 12])
+    with pytest.raises(DataLeakError, match="test patient"):
+        run_strategy("synthetic_only", train, val, TEST, synthetic, SHORT, CPU)
 
-    train = dataclasses.replace(make_split(12, seed=0), labels=np.array([0] * 9 + [1] * 3))  # 9 : 3
-    balanced = oversample(train, seed=0)
-    assert balanced.counts() == {"a": 9, "b": 9} and np.array_equal(balanced.images[:12], train.images)
-    assert set(map(bytes, balanced.images[12:])) <= set(map(bytes, train.images[train.labels == 1]))  # copies only
-    assert class_weights(train).tolist() == pytest.approx([12 / (2 * 9), 12 / (2 * 3)])
-    augment = classical_augmentation(2, seed=0)
-    image = train.images[0]
-    outputs = [np.asarray(augment(image)) for _ in range(4)]
-    assert all(o.shape == image.shape for o in outputs) and any(not np.allclose(o, image) for o in outputs)
-    val = dataclasses.replace(make_split(8, seed=1), patients=np.array([f"V{i}" for i in range(8)]))
-    test = dataclasses.replace(make_split(8, seed=2), patients=np.array([f"T{i}" for i in range(8)]))
-    cfg = dataclasses.replace(CFG, epochs=1, strategies=STRATEGIES)
-    summary, runs = compare_strategies(make_split(16), val, test, make_split(4, seed=3), cfg, torch.device("cpu"))
-    assert [r["strategy"] for r in runs] == list(STRATEGIES)
-    sizes = {r["strategy"]: sum(r["train_images"].values()) for r in runs}
-    assert sizes == {
-        "real_only": 16,
-        "class_weight": 16,
-        "oversample": 16,
-        "classical": 16,
-        "vae": 20,
-        "vae_classical": 20,
-    }
-    assert all(0 <= summary[s]["balanced_accuracy"] <= 1 for s in STRATEGIES)
+
+def test_several_minority_classes_work():
+    classes = ("a", "b", "c")
+    train = make_split(classes=classes, labels=[0] * 12 + [1] * 6 + [2] * 3)
+    val = make_split(9, classes=classes, seed=1, prefix="V")
+    test = make_split(12, classes=classes, seed=2, prefix="T")
+    synthetic = make_split(classes=classes, labels=[1] * 6 + [2] * 9, seed=3, prefix="S")
+    summary, runs, _ = run_strategy("vae", train, val, test, synthetic, dataclasses.replace(CFG, epochs=4), CPU)
+    assert runs[0]["train_images"] == {"a": 12, "b": 12, "c": 12} and runs[0]["threshold"] is None  # argmax
+    assert summary["minority_classes"] == ["b", "c"] and "recall_c_ci_low" in summary
+    assert 0 <= summary["auroc"] <= 1 and np.array(runs[0]["test"]["confusion_matrix"]).shape == (3, 3)

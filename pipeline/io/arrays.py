@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SPLITS", "SplitData", "save_split", "load_split", "write_json", "read_json"]
+__all__ = ["SPLITS", "SplitData", "save_split", "load_split", "write_json", "write_npz", "read_json"]
 
 SPLITS = ("train", "val", "test")
 
@@ -51,8 +51,21 @@ def load_split(processed_dir: str | Path, split: str) -> SplitData:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    """Write ``obj`` as JSON through a temporary file renamed into place (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` to an uncompressed ``.npz`` through a temporary file renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
 
 
 def read_json(path: str | Path) -> Any:

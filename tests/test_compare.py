@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from pipeline.compare import StrategyResult, compare, ratio_table
+from pipeline.metrics import classification_metrics, summarise_runs
+
+LABELS = np.array([0] * 30 + [1] * 10)  # class "b" is the minority
+CLASSES = ("a", "b")
+
+
+def _result(name: str, accuracy: float, ratio: float = 0.0, seeds=(0, 1, 2)) -> StrategyResult:
+    """A strategy whose every seed predicts the true class of a fraction ``accuracy`` of the test images."""
+    probas = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        right = rng.uniform(size=len(LABELS)) < accuracy
+        predicted = np.where(right, LABELS, 1 - LABELS)
+        probas.append(np.eye(2)[predicted] * 0.8 + 0.1)
+    runs = [{"test": classification_metrics(LABELS, p, CLASSES)} for p in probas]
+    summary = summarise_runs([r["test"] for r in runs])
+    for key in ("balanced_accuracy", "recall_b"):
+        summary |= {f"{key}_ci_low": summary[key] - 0.1, f"{key}_ci_high": summary[key] + 0.1}
+    summary |= {"strategy": name, "synthetic_ratio": ratio, "minority_classes": ["b"], "seeds": 3, "threshold": "x"}
+    predictions = {
+        "labels": LABELS,
+        "proba": np.stack(probas),
+        "thresholds": np.full(len(seeds), np.nan),
+        "seeds": np.array(seeds),
+        "positive": np.array(1),
+        "classes": np.array(CLASSES),
+    }
+    return StrategyResult(summary, runs, predictions)
+
+
+def test_each_strategy_is_compared_with_both_baselines_paired():
+    results = {"real_only": _result("real_only", 0.6), "oversample": _result("oversample", 0.6)}
+    results["vae"] = _result("vae", 0.95, ratio=1.0)
+    combined = compare(results)
+    assert "vs_real_only" not in combined["real_only"] and "vs_oversample" in combined["real_only"]
+    vs = combined["vae"]["vs_real_only"]
+    assert vs["balanced_accuracy"]["ci_low"] > 0 and vs["balanced_accuracy"]["p_bootstrap"] < 0.05
+    assert set(vs) == {"balanced_accuracy", "macro_f1", "auroc", "recall_b"}
+    assert vs["balanced_accuracy"]["difference"] == pytest.approx(
+        combined["vae"]["balanced_accuracy"] - combined["real_only"]["balanced_accuracy"]
+    )
+    same = combined["oversample"]["vs_real_only"]["balanced_accuracy"]  # identical predictions: no difference
+    assert same["difference"] == 0 and same["p_bootstrap"] == 1.0
+    assert combined["minority_classes"] == ["b"] and combined["seeds"] == 3
+
+
+def test_results_from_another_test_split_or_seeds_are_refused():
+    results = {"real_only": _result("real_only", 0.6), "vae": _result("vae", 0.9, seeds=(0, 1, 5))}
+    with pytest.raises(ValueError, match="another test split or seeds"):
+        compare(results)
+
+
+def test_the_ratio_curve_runs_from_real_only_through_the_ablation():
+    results = {"real_only": _result("real_only", 0.6), "vae": _result("vae", 0.8, ratio=1.0)}
+    results |= {"vae_ratio_2": _result("vae", 0.9, ratio=2.0), "vae_ratio_0.5": _result("vae", 0.7, ratio=0.5)}
+    combined = compare(results)
+    rows = ratio_table(combined, {2.0: "vae_ratio_2", 0.5: "vae_ratio_0.5"})
+    assert [(r["ratio"], r["strategy"]) for r in rows] == [
+        (0.0, "real_only"),
+        (0.5, "vae_ratio_0.5"),
+        (1.0, "vae"),
+        (2.0, "vae_ratio_2"),
+    ]
+    assert rows[2]["balanced_accuracy"] == combined["vae"]["balanced_accuracy"] and "recall_b_ci_high" in rows[0]
