@@ -8,6 +8,8 @@ __all__ = [
     "NonImageDicomError",
     "UnsupportedTransferSyntaxError",
     "BurnedInAnnotationError",
+    "ImageTooLargeError",
+    "UnsupportedGeometryError",
     "ManifestError",
     "MissingImageError",
     "PathOutsideRootError",
@@ -33,6 +35,15 @@ class UnsupportedTransferSyntaxError(UnreadableImageError):
 
 class BurnedInAnnotationError(MedaugInputError):
     """A DICOM image whose header says identifying text may be burned into its pixels."""
+
+
+class ImageTooLargeError(MedaugInputError):
+    """An image whose header declares more voxels than fit in medaug's memory limit for one image; refused
+    before any pixel is read."""
+
+
+class UnsupportedGeometryError(MedaugInputError):
+    """A well-formed image whose geometry medaug cannot orient (a single 2D slice outside the axial plane)."""
 
 
 class ManifestError(MedaugInputError):

@@ -11,12 +11,18 @@ spatial axis in mm; ``modality`` is the DICOM Modality or ``None`` when the file
 ``patient_id`` is the DICOM PatientID, for grouping images by patient when the dataset gives no
 patient column; callers pseudonymise it at once and never write it. ``burned_in_annotation`` says the header
 flags text burned into the pixels (BurnedInAnnotation YES). No other header field is returned.
+
+Files are untrusted: whatever their bytes, :func:`load_image` returns or raises one of the named errors of
+:mod:`pipeline.io.errors` (never another exception), and an image whose header declares more than
+``max_bytes`` (as the float32 array returned) is refused before any pixel is read. The header checks name
+the attribute, never its value: a damaged header can shift a patient's name into any field.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +33,19 @@ import torch
 from monai.data import MetaTensor, NibabelReader, PydicomReader
 from monai.data.utils import affine_to_spacing, to_affine_nd
 from monai.transforms import Orientation
+from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder
 
-from pipeline.io.errors import NonImageDicomError, UnreadableImageError, UnsupportedTransferSyntaxError
+from pipeline.io.errors import (
+    ImageTooLargeError,
+    NonImageDicomError,
+    UnreadableImageError,
+    UnsupportedGeometryError,
+    UnsupportedTransferSyntaxError,
+)
 
 __all__ = [
+    "MAX_IMAGE_BYTES",
     "GeometryPydicomReader",
     "LoadedImage",
     "is_nifti",
@@ -48,6 +62,27 @@ _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # multi-frame functional-group twins). Nothing else of the header is ever converted.
 _GEOMETRY_TAGS = ("00200037", "00200032", "00280030", "52009229", "52009230")
 _SWAP_IJ = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float64)
+# Largest image load_image accepts, as the float32 array it returns (decoding needs a few times this at its peak).
+# 2 GiB is 512**2 x 2048 voxels, more than any CT series; larger declarations come from damaged headers.
+MAX_IMAGE_BYTES = 2 * 1024**3
+# Numeric header attributes the reader interprets: how many numbers each holds, and of what kind. Absent or
+# empty attributes are allowed (PixelSpacing and the others fall back to defaults).
+_NUMERIC_ATTRIBUTES = {
+    "Rows": (1, "positive integer"),
+    "Columns": (1, "positive integer"),
+    "NumberOfFrames": (1, "positive integer"),
+    "SamplesPerPixel": (1, "positive integer"),
+    "InstanceNumber": (1, "integer"),
+    "PixelSpacing": (2, "positive"),
+    "SliceThickness": (1, "number"),
+    "SpacingBetweenSlices": (1, "number"),
+    "ImageOrientationPatient": (6, "number"),
+    "ImagePositionPatient": (3, "number"),
+}
+_VOXEL_MM = (1e-6, 1e6)  # voxel sizes outside this range (a nanometre to a kilometre) come from damaged headers
+_MIN_ANGLE = 1e-3  # radians: voxel axes (or a 2D slice and the axial plane) closer than this count as parallel
+_SHAPE_ATTRIBUTES = ("Rows", "Columns", "NumberOfFrames", "SamplesPerPixel")  # must agree between a series' slices
+_TEXT_ATTRIBUTES = ("SOPClassUID", "Modality", "PatientID", "PhotometricInterpretation", "BurnedInAnnotation")
 
 
 class GeometryPydicomReader(PydicomReader):
@@ -87,13 +122,54 @@ def is_nifti(path: Path) -> bool:
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
-def load_image(path: str | Path) -> LoadedImage:
-    """Read a DICOM file, a DICOM series folder or a NIfTI file (see the module docstring)."""
+def load_image(path: str | Path, max_bytes: int = MAX_IMAGE_BYTES) -> LoadedImage:
+    """Read a DICOM file, a DICOM series folder or a NIfTI file (see the module docstring); refuse images
+    that would take more than ``max_bytes`` as float32."""
     path = Path(path)
-    image = load_nifti(path) if is_nifti(path) else load_dicom(path)
+    image = load_nifti(path, max_bytes) if is_nifti(path) else load_dicom(path, max_bytes)
     if not np.isfinite(image.array).all():
         raise UnreadableImageError(f"{path}: contains NaN or infinite values; fix or drop this image")
+    _check_geometry(image, path)
     return reorient(image)
+
+
+def _check_size(path: Path, shape: tuple[int, ...], max_bytes: int) -> None:
+    """Refuse, before anything is allocated, an image whose declared ``shape`` would not fit in ``max_bytes``
+    as float32, or that declares no voxel at all."""
+    if 0 in shape:
+        raise UnreadableImageError(f"{path}: the header declares an empty image (shape {shape}); the file is damaged")
+    size = math.prod(shape) * np.dtype(np.float32).itemsize
+    if size > max_bytes:
+        raise ImageTooLargeError(
+            f"{path}: the header declares {' x '.join(map(str, shape))} voxels, {size / 2**30:.1f} GiB as float32, "
+            f"more than medaug's limit of {max_bytes / 2**30:.1f} GiB for one image. The header may be damaged; "
+            "otherwise crop or downsample the image first, or remove its row from labels.csv"
+        )
+
+
+def _check_geometry(image: LoadedImage, path: Path) -> None:
+    """Refuse an affine that orients nothing (voxels of no size or of astronomical size, parallel axes: a damaged
+    header) and, since a 2D image is oriented within the axial plane, a single slice lying across it (sagittal or
+    coronal). What passes, MONAI's ``Orientation`` can handle."""
+    spatial = image.spatial_dims
+    axes = image.affine[:3, :spatial]  # world direction x spacing of each array axis
+    with np.errstate(all="ignore"):
+        sizes = np.linalg.norm(axes, axis=0)
+        directions = axes / sizes
+    if (
+        not np.isfinite(image.affine).all()
+        or not np.all((_VOXEL_MM[0] <= sizes) & (sizes <= _VOXEL_MM[1]))
+        or np.linalg.svd(directions, compute_uv=False).min() < _MIN_ANGLE
+    ):
+        raise UnreadableImageError(
+            f"{path}: its geometry (pixel spacing, orientation or slice positions) gives voxel axes of no, infinite "
+            "or absurd size, or parallel ones; the header is damaged. Fix the geometry tags, or remove its row"
+        )
+    if spatial == 2 and np.linalg.svd(directions[:2], compute_uv=False).min() < _MIN_ANGLE:
+        raise UnsupportedGeometryError(
+            f"{path}: a single 2D slice outside the axial plane (sagittal or coronal); medaug orients 2D images in "
+            "the axial plane only. List the whole series folder instead (a volume), or remove its row"
+        )
 
 
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))  # (negative, positive) ends of the RAS world axes
@@ -125,7 +201,9 @@ def _read_dataset(reader: GeometryPydicomReader, path: Path) -> pydicom.Dataset:
             f"{path}: not a readable DICOM file ({type(err).__name__}: {err}). "
             "Check that the file is complete, or remove its row from labels.csv."
         ) from err
-    if not any(tag in ds for tag in _PIXEL_TAGS):
+    has_pixels = any(tag in ds for tag in _PIXEL_TAGS)
+    _check_header(ds, path, has_pixels)
+    if not has_pixels:
         kind = ds.get("SOPClassUID")
         if kind is None:
             raise UnreadableImageError(
@@ -143,6 +221,59 @@ def _read_dataset(reader: GeometryPydicomReader, path: Path) -> pydicom.Dataset:
         )
     _check_decoder(ds, path)
     return ds
+
+
+def _attribute_problem(ds: pydicom.Dataset, keyword: str, count: int, kind: str) -> str | None:
+    """What is wrong with a numeric header attribute, or None when it is absent, empty or as it should be."""
+    try:
+        numbers = _numbers(ds, keyword)
+    except Exception as err:  # noqa: BLE001 - pydicom converts lazily: unknown VR, text where a number should be
+        return f"cannot be read as numbers ({type(err).__name__})"
+    if not numbers:
+        return None
+    if len(numbers) != count or not all(math.isfinite(v) for v in numbers):
+        return f"does not hold {count} finite number(s)"
+    if kind.endswith("integer") and not all(v.is_integer() for v in numbers):
+        return "is not an integer"
+    if kind.startswith("positive") and not all(v > 0 for v in numbers):
+        return "is not positive"
+    return None
+
+
+def _check_header(ds: pydicom.Dataset, path: Path, has_pixels: bool) -> None:
+    """Convert and check every header attribute the reader interprets, so a damaged header is one named error
+    here rather than a TypeError deep in the geometry code. Messages never quote the values (see module)."""
+    for keyword, (count, kind) in _NUMERIC_ATTRIBUTES.items():
+        problem = _attribute_problem(ds, keyword, count, kind)
+        if problem is None and has_pixels and keyword in ("Rows", "Columns") and not _numbers(ds, keyword):
+            problem = "is missing"
+        if problem is not None:
+            raise UnreadableImageError(
+                f"{path}: DICOM attribute {keyword} {problem}; the header is damaged. "
+                "Copy the file again from the source, or remove its row from labels.csv"
+            )
+    for keyword in _TEXT_ATTRIBUTES:
+        try:
+            str(ds.get(keyword, ""))
+        except Exception as err:  # noqa: BLE001 - same lazy conversion as above
+            raise UnreadableImageError(
+                f"{path}: DICOM attribute {keyword} cannot be read ({type(err).__name__}); the header is damaged. "
+                "Copy the file again from the source, or remove its row from labels.csv"
+            ) from None
+
+
+def _numbers(ds: pydicom.Dataset, keyword: str) -> list[float]:
+    """The numbers held by a header attribute; ``[]`` when it is absent or empty."""
+    value = ds.get(keyword)
+    if value is None or isinstance(value, str | bytes) and not value.strip():
+        return []
+    return [float(v) for v in (value if isinstance(value, MultiValue) else [value])]
+
+
+def _number(ds: pydicom.Dataset, keyword: str, default: float) -> float:
+    """A single-valued numeric attribute (checked by :func:`_check_header`), or ``default`` if absent or empty."""
+    numbers = _numbers(ds, keyword)
+    return numbers[0] if numbers else default
 
 
 def _check_decoder(ds: pydicom.Dataset, path: Path) -> None:
@@ -170,17 +301,24 @@ def _check_decoder(ds: pydicom.Dataset, path: Path) -> None:
 def slice_position(ds: pydicom.Dataset, fallback: float) -> float:
     """Position of a slice along its normal (ImagePositionPatient . (row x column direction)); the
     InstanceNumber, then ``fallback``, when the geometry tags are missing."""
-    iop, ipp = ds.get("ImageOrientationPatient"), ds.get("ImagePositionPatient")
-    if iop is not None and ipp is not None and len(iop) == 6 and len(ipp) == 3:
+    iop, ipp = _numbers(ds, "ImageOrientationPatient"), _numbers(ds, "ImagePositionPatient")
+    if len(iop) == 6 and len(ipp) == 3:
         normal = np.cross(np.asarray(iop[:3], dtype=float), np.asarray(iop[3:], dtype=float))
         return float(np.dot(normal, np.asarray(ipp, dtype=float)))
-    return float(ds.get("InstanceNumber", fallback))
+    return _number(ds, "InstanceNumber", fallback)
 
 
 def _series_files(path: Path) -> list[Path]:
-    if not path.is_dir():
-        return [path]
-    files = sorted(p for p in path.iterdir() if p.is_file() and pydicom.misc.is_dicom(p))
+    """``[path]`` for a file; the DICOM files of a series folder (regular files only: reading a named pipe or
+    a device would block)."""
+    try:
+        if not path.is_dir():
+            if not path.is_file():
+                raise UnreadableImageError(f"{path}: does not exist or is not a regular file or folder")
+            return [path]
+        files = sorted(p for p in path.iterdir() if p.is_file() and pydicom.misc.is_dicom(p))
+    except OSError as err:  # no permission, a name too long
+        raise UnreadableImageError(f"{path}: cannot be read ({type(err).__name__}: {err.strerror or err})") from err
     if not files:
         raise UnreadableImageError(f"{path}: the folder holds no DICOM file; a series folder needs its slices")
     return files
@@ -198,13 +336,17 @@ def _decode(reader: GeometryPydicomReader, files: list[Path], datasets: list) ->
         reader.filenames, reader.has_series = [str(f)], False
         try:
             array, meta = reader.get_data(ds)  # (rows, columns) or (frames, rows, columns)
-        except Exception as err:  # decoders raise many types: missing plugin, truncated stream, bad length
+        except BaseException as err:  # decoders raise many types: missing plugin, truncated stream, bad length
+            if not isinstance(err, Exception) and type(err).__name__ != "PanicException":
+                raise  # KeyboardInterrupt and the like; a Rust decoder's panic (pylibjpeg-rle) is a BaseException
             raise UnreadableImageError(
                 f"{f}: pixel data could not be decoded ({type(err).__name__}: {err}). "
                 "The file may be truncated or use a transfer syntax without an installed decoder."
             ) from err
         arrays.append(np.asarray(array, dtype=np.float32))
         metas.append(meta)
+    if len({a.shape for a in arrays}) > 1:  # headers agreed (load_dicom checks), the decoded pixels do not
+        raise UnreadableImageError(f"{files[0].parent}: slices decode to different shapes; one folder, one series")
     if len(arrays) > 1:
         stacked = np.stack(arrays)  # (slices, rows, columns)
     else:
@@ -218,38 +360,42 @@ def _dicom_affine(first_meta: dict, datasets: list, frames: int = 1) -> np.ndarr
     """The first slice's affine (RAS world), with the step between slices (or frames) as third column."""
     first = datasets[0]
     affine = np.array(first_meta["affine"], dtype=np.float64)
-    if "ImageOrientationPatient" not in first or "ImagePositionPatient" not in first:
+    if not _numbers(first, "ImageOrientationPatient") or not _numbers(first, "ImagePositionPatient"):
         # no geometry in the file (secondary capture, many exports): take DICOM's own axes as they are
-        row_mm, col_mm = (float(v) for v in first.get("PixelSpacing", (1.0, 1.0)))
+        row_mm, col_mm = _numbers(first, "PixelSpacing") or (1.0, 1.0)
         affine = np.diag([-col_mm, -row_mm, 1.0, 1.0])  # x runs along a row (column spacing), y down the rows
     if len(datasets) > 1:  # LPS positions turned to RAS
         first_pos, last_pos = (
-            np.asarray(d.get("ImagePositionPatient", (0, 0, 0)), float) for d in (first, datasets[-1])
+            np.asarray(_numbers(d, "ImagePositionPatient") or (0, 0, 0)) for d in (first, datasets[-1])
         )
         step = (last_pos - first_pos) / (len(datasets) - 1) * np.array([-1.0, -1.0, 1.0])
-        affine[:3, 2] = step if np.any(step) else (0.0, 0.0, float(first.get("SliceThickness", 1.0)))
+        affine[:3, 2] = step if np.any(step) else (0.0, 0.0, _number(first, "SliceThickness", 1.0))
     elif frames > 1:  # per-frame positions live in functional groups; assume contiguous axial frames
-        affine[:3, 2] = (0.0, 0.0, float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 1.0))))
+        thickness = _number(first, "SliceThickness", 1.0)
+        affine[:3, 2] = (0.0, 0.0, _number(first, "SpacingBetweenSlices", thickness))
     return affine
 
 
-def load_dicom(path: Path) -> LoadedImage:
+def load_dicom(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> LoadedImage:
     """Read one DICOM file (single- or multi-frame), or a folder holding one series: slices ordered along
-    the slice normal (InstanceNumber as fallback) and stacked on the last axis, as are frames."""
+    the slice normal (InstanceNumber as fallback) and stacked on the last axis, as are frames. Images
+    larger than ``max_bytes`` as float32 are refused before their pixels are decoded."""
     reader = GeometryPydicomReader(prune_metadata=True, swap_ij=False)  # no PHI is carried in the metadata
     files = _series_files(path)
     datasets = [_read_dataset(reader, f) for f in files]
     order = [i for _, i in sorted((slice_position(ds, i), i) for i, ds in enumerate(datasets))]
     datasets, files = [datasets[i] for i in order], [files[i] for i in order]
-    shapes = {(ds.get("Rows"), ds.get("Columns")) for ds in datasets}
+    shapes = {tuple(int(_number(ds, key, 1)) for key in _SHAPE_ATTRIBUTES) for ds in datasets}
     if len(shapes) > 1:
         raise UnreadableImageError(
-            f"{path}: slices of different sizes {sorted(shapes)}; one folder must hold one series"
+            f"{path}: slices of different sizes {sorted(shapes)} ({', '.join(_SHAPE_ATTRIBUTES)}); "
+            "one folder must hold one series"
         )
     first = datasets[0]
-    frames = int(first.get("NumberOfFrames", 1) or 1)
+    rows, columns, frames, samples = shapes.pop()
     if frames > 1 and len(datasets) > 1:
         raise UnreadableImageError(f"{path}: a folder of multi-frame objects; list each file as its own row")
+    _check_size(path, (columns, rows, frames * len(datasets)) + ((samples,) if samples > 1 else ()), max_bytes)
     array, first_meta = _decode(reader, files, datasets)
     if first.get("PhotometricInterpretation") == "MONOCHROME1":  # bright means low values: invert
         array = array.max() + array.min() - array
@@ -261,11 +407,20 @@ def load_dicom(path: Path) -> LoadedImage:
     return LoadedImage(array[None], spacing, affine, modality, patient, burned_in)
 
 
-def load_nifti(path: Path) -> LoadedImage:
-    """Read a 2D or 3D NIfTI file; 4D files are refused."""
+def load_nifti(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> LoadedImage:
+    """Read a 2D or 3D NIfTI file; 4D files are refused, as are images larger than ``max_bytes`` as float32
+    (from the header, before the voxels are read)."""
     reader = NibabelReader()
     try:
-        img = reader.read(str(path))
+        if not path.is_file():  # a folder, a named pipe (reading it would block) or nothing
+            raise FileNotFoundError(f"{path.name} is not a regular file")
+        img = reader.read(str(path))  # the header only: voxels are read by get_data
+    except Exception as err:  # nibabel raises ImageFileError, HeaderDataError, EOFError, zlib errors, ...
+        raise UnreadableImageError(
+            f"{path}: not a readable NIfTI file ({type(err).__name__}: {err}). Check that the file is complete."
+        ) from err
+    _check_nifti_header(img, path, max_bytes)
+    try:
         array, meta = reader.get_data(img)
     except Exception as err:  # nibabel raises ImageFileError, EOFError, zlib errors, ...
         raise UnreadableImageError(
@@ -282,3 +437,21 @@ def load_nifti(path: Path) -> LoadedImage:
     affine = np.asarray(meta["affine"], dtype=np.float64)
     spacing = tuple(float(s) for s in affine_to_spacing(affine, r=array.ndim))
     return LoadedImage(array[None], spacing, affine, modality=None)
+
+
+def _check_nifti_header(img: nib.Nifti1Image, path: Path, max_bytes: int) -> None:
+    """Refuse, from the header alone, voxel types that are not plain numbers, volumes too large for
+    ``max_bytes`` and (uncompressed files) voxel data running past the end of the file."""
+    dtype = img.get_data_dtype()
+    if dtype.kind not in "biuf":
+        raise UnreadableImageError(
+            f"{path}: NIfTI voxels of type {dtype} (RGB or complex); only grayscale numeric images are supported"
+        )
+    _check_size(path, tuple(int(n) for n in img.shape), max_bytes)
+    if path.name.lower().endswith(".nii"):
+        end = float(img.header.get_data_offset()) + math.prod(img.shape) * dtype.itemsize
+        if not end <= path.stat().st_size:  # "not <=": a NaN offset fails too
+            raise UnreadableImageError(
+                f"{path}: the header declares {end:.0f} bytes of header and voxels, the file holds "
+                f"{path.stat().st_size}: it is truncated or its header is damaged. Copy it again from the source"
+            )
