@@ -10,6 +10,7 @@ with its line.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +40,14 @@ class ManifestRow:
 
 
 def resolve_inside(root: Path, relpath: str) -> Path:
-    """Resolve ``relpath`` against ``root``; refuse absolute paths and paths (or symlinks) leaving root."""
+    """Resolve ``relpath`` against ``root``; refuse absolute paths and paths (or symlinks) leaving root, and
+    (:class:`ManifestError`) names no file can have: a NUL byte, a symlink loop."""
     if Path(relpath).is_absolute():
         raise PathOutsideRootError(f"'{relpath}' is absolute; write paths relative to the dataset folder {root}")
-    resolved = (root / relpath).resolve()
+    try:
+        resolved = (root / relpath).resolve()
+    except (OSError, ValueError, RuntimeError) as err:  # RuntimeError: a symlink loop (Python 3.11)
+        raise ManifestError(f"'{relpath}' is not a usable path ({type(err).__name__}); fix it") from None
     if not resolved.is_relative_to(root.resolve()):
         raise PathOutsideRootError(f"'{relpath}' points outside the dataset folder {root}; move the file inside it")
     return resolved
@@ -52,22 +57,33 @@ def check_manifest(root: str | Path) -> tuple[list[ManifestRow], list[str]]:
     """Parse ``root/labels.csv``; return the usable rows and a list of problems (empty when all is well)."""
     root = Path(root)
     manifest = root / MANIFEST_NAME
-    if not manifest.is_file():
-        if root.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
-            logger.info("%s has no %s: one sub-folder per class", root, MANIFEST_NAME)
-            try:
-                return class_folder_rows(root), []
-            except PathOutsideRootError as err:
-                return [], [str(err)]
-        raise ManifestError(
-            f"{manifest} not found: a dataset folder needs a {MANIFEST_NAME} with columns path,label, "
-            "or one sub-folder per class"
-        )
     try:
+        if not manifest.is_file():
+            if root.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in root.iterdir()):
+                logger.info("%s has no %s: one sub-folder per class", root, MANIFEST_NAME)
+                try:
+                    return class_folder_rows(root), []
+                except ManifestError as err:
+                    return [], [str(err)]
+            raise ManifestError(
+                f"{manifest} not found: a dataset folder needs a {MANIFEST_NAME} with columns path,label, "
+                "or one sub-folder per class"
+            )
         text = manifest.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise ManifestError(f"{manifest} is not UTF-8 text ({err}); save it as UTF-8 CSV") from err
-    reader = csv.DictReader(text.splitlines())
+    except OSError as err:  # permissions, a folder that cannot be listed, a name too long, ...
+        raise ManifestError(f"{manifest} cannot be read ({type(err).__name__}: {err.strerror or err})") from err
+    try:
+        return _check_rows(root, manifest, text)
+    except csv.Error as err:  # NUL bytes, a field over the csv module's size limit
+        raise ManifestError(f"{manifest} is not a readable CSV file ({err}); save it again as UTF-8 CSV") from err
+
+
+def _check_rows(root: Path, manifest: Path, text: str) -> tuple[list[ManifestRow], list[str]]:
+    # newline="": the csv module splits records itself, so line separators such as U+2028 or U+0085 inside a
+    # value stay part of it (str.splitlines would cut the row there)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     columns = [c.strip() for c in reader.fieldnames or []]
     absent = [c for c in REQUIRED_COLUMNS if c not in columns]
     if absent:
@@ -78,10 +94,17 @@ def check_manifest(root: str | Path) -> tuple[list[ManifestRow], list[str]]:
     rows: list[ManifestRow] = []
     problems: list[str] = []
     seen: dict[Path, int] = {}
-    for line, raw in enumerate(reader, start=2):
-        raw = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-        relpath, label, split = raw["path"], raw["label"], raw.get("split") or None
+    for record in reader:
+        line = reader.line_num  # the record's last line in the file (blank lines and quoted newlines counted)
         where = f"{manifest.name} line {line}"
+        if None in record:  # more fields than the header has columns
+            problems.append(
+                f"{where}: {len(columns) + len(record[None])} fields, the header has {len(columns)}; "
+                "put values that contain commas in double quotes"
+            )
+            continue
+        raw = {(k or "").strip(): (v or "").strip() for k, v in record.items()}
+        relpath, label, split = raw["path"], raw["label"], raw.get("split") or None
         if not relpath or not label:
             problems.append(f"{where}: empty {'path' if not relpath else 'label'}; fill it in or delete the row")
             continue
@@ -90,10 +113,16 @@ def check_manifest(root: str | Path) -> tuple[list[ManifestRow], list[str]]:
             continue
         try:
             path = resolve_inside(root, relpath)
-        except PathOutsideRootError as err:
+            exists = path.exists()
+        except ManifestError as err:  # outside the root, a NUL byte, a symlink loop
             problems.append(f"{where}: {err}")
             continue
-        if not path.exists():
+        except OSError as err:  # a name too long for the file system
+            problems.append(
+                f"{where}: '{relpath}' is not a usable path ({type(err).__name__}); fix it or delete the row"
+            )
+            continue
+        if not exists:
             problems.append(f"{where}: file '{relpath}' does not exist in {root}; fix the path or delete the row")
             continue
         if path in seen:
