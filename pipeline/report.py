@@ -173,8 +173,10 @@ def render_report(
         verdict(metrics),
         "",
         f"Means ± standard deviations over {metrics['seeds']} seed(s) [95% bootstrap interval over test images], "
-        "evaluated once on the held-out test split (patients never seen in training or validation); epoch and "
-        f"decision threshold ({metrics.get('threshold', 'argmax')}) chosen on the validation split.",
+        "evaluated once on the held-out test split (patients never seen by the VAE or any classifier); the epoch "
+        "was chosen on the validation split, and so was the decision threshold "
+        f"({metrics.get('threshold', 'argmax')}). "
+        "A difference is called one only when its 95% paired bootstrap interval excludes zero.",
         "",
         "## Data",
         "",

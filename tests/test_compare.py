@@ -66,3 +66,20 @@ def test_the_ratio_curve_runs_from_real_only_through_the_ablation():
         (2.0, "vae_ratio_2"),
     ]
     assert rows[2]["balanced_accuracy"] == combined["vae"]["balanced_accuracy"] and "recall_b_ci_high" in rows[0]
+
+
+def test_several_minority_classes_are_compared_on_each_recall():
+    labels = np.array([0] * 20 + [1] * 8 + [2] * 6)
+    classes = ("a", "b", "c")
+    results = {}
+    for name, noise in (("real_only", 2.5), ("vae", 0.5)):  # noise above 1 makes errors
+        probas = [np.eye(3)[labels] + np.random.default_rng(s).uniform(0, noise, (34, 3)) for s in (0, 1)]
+        probas = [p / p.sum(1, keepdims=True) for p in probas]
+        runs = [{"test": classification_metrics(labels, p, classes)} for p in probas]
+        summary = summarise_runs([r["test"] for r in runs]) | {"minority_classes": ["b", "c"], "seeds": 2}
+        predictions = {"labels": labels, "proba": np.stack(probas), "thresholds": np.full(2, np.nan)}
+        predictions |= {"seeds": np.array([0, 1]), "positive": np.array(2), "classes": np.array(classes)}
+        results[name] = StrategyResult(summary | {"threshold": "argmax"}, runs, predictions)
+    vs = compare(results)["vae"]["vs_real_only"]
+    assert set(vs) == {"balanced_accuracy", "macro_f1", "auroc", "recall_b", "recall_c"}
+    assert vs["balanced_accuracy"]["difference"] > 0 and vs["auroc"]["ci_low"] >= 0
