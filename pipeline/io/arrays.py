@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.io.atomic import atomic_file
+
 __all__ = ["SPLITS", "SplitData", "save_split", "load_split", "write_json", "write_npz", "read_json"]
 
 SPLITS = ("train", "val", "test")
@@ -52,20 +54,14 @@ def load_split(processed_dir: str | Path, split: str) -> SplitData:
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as JSON through a temporary file renamed into place (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to an uncompressed ``.npz`` through a temporary file renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.savez would add .npz to a name
+        np.savez(fh, **arrays)
 
 
 def read_json(path: str | Path) -> Any:

@@ -10,7 +10,6 @@ institution can leak into the file. :func:`load_image` reads the files back to t
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -27,6 +26,7 @@ from pydicom.valuerep import DSfloat
 
 import pipeline
 from pipeline.io.arrays import SplitData
+from pipeline.io.atomic import atomic_file
 from pipeline.io.manifest import resolve_inside
 
 __all__ = [
@@ -180,17 +180,8 @@ def write_synthetic_dicom(
             ds.PageNumberVector = list(range(1, frames + 1))
     ds.PixelData = pixels.tobytes()
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            ds.save_as(fh, enforce_file_format=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        ds.save_as(fh, enforce_file_format=True)
 
 
 def _lo(text: str) -> str:

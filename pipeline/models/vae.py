@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from monai.networks.nets import VarAutoEncoder
 from torch import nn
 
+from pipeline.io.atomic import atomic_file
+
 __all__ = [
     "ConditionalVAE",
     "ClassVAEs",
@@ -222,8 +224,6 @@ def _model_args(model: ConditionalVAE) -> dict:
 def save_vae(path: str | Path, vaes: ClassVAEs, classes: Sequence[str], config: dict, extra: dict) -> None:
     """Write a self-describing checkpoint: mode, each network's weights and constructor arguments, class
     names, training config, plus ``extra`` (versions, best epochs, ...). Written to a temporary name first."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
         "mode": vaes.mode,
@@ -232,9 +232,8 @@ def save_vae(path: str | Path, vaes: ClassVAEs, classes: Sequence[str], config: 
         "config": config,
         **extra,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        torch.save(checkpoint, tmp)
 
 
 def load_vae(path: str | Path, device: torch.device | str = "cpu") -> tuple[ClassVAEs, dict]:
