@@ -23,6 +23,7 @@ import numpy as np
 
 from pipeline.config import TrainClassifierConfig, load_section
 from pipeline.io.arrays import read_json, write_json
+from pipeline.io.atomic import atomic_file
 from pipeline.metrics import bootstrap_draws, paired_difference
 from pipeline.plots import ratio_curve
 
@@ -114,7 +115,7 @@ def main() -> None:
             results[ablation[ratio]] = load_result(path.parent)
     combined = compare(results)
     rows = ratio_table(combined, ablation)
-    with open(reports / "synthetic_ratio.csv", "w", newline="", encoding="utf-8") as fh:
+    with atomic_file(reports / "synthetic_ratio.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -11,7 +11,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pipeline.io.atomic import atomic_file  # noqa: E402
+
 __all__ = ["image_grid", "training_curves", "ratio_curve"]
+
+
+def _save(fig: plt.Figure, path: str | Path) -> None:
+    """Lay out, save through a temporary file renamed into place (the format from ``path``'s suffix, as
+    ``savefig`` would pick it) and close."""
+    fig.tight_layout()
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=80, format=Path(path).suffix.lstrip(".") or matplotlib.rcParams["savefig.format"])
+    finally:
+        plt.close(fig)
 
 
 def image_grid(path: str | Path, rows: Sequence[tuple[str, np.ndarray]], columns: int = 8) -> None:
@@ -25,10 +38,7 @@ def image_grid(path: str | Path, rows: Sequence[tuple[str, np.ndarray]], columns
                 image = images[k, 0] if images.ndim == 4 else images[k, 0, :, :, images.shape[-1] // 2]
                 ax.imshow(image.T, cmap="gray", vmin=0, vmax=1)  # (X, Y) -> rows = Y
         ax_row[0].set_title(title, loc="left", fontsize=9)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def training_curves(path: str | Path, history: Sequence[dict], panels: dict[str, Sequence[str]]) -> None:
@@ -45,10 +55,7 @@ def training_curves(path: str | Path, history: Sequence[dict], panels: dict[str,
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def ratio_curve(path: str | Path, rows: Sequence[dict], combined: dict) -> None:
@@ -66,7 +73,4 @@ def ratio_curve(path: str | Path, rows: Sequence[dict], combined: dict) -> None:
         ax.set_xlabel("synthetic images / minority gap (0 = real only)")
         ax.set_title(key.replace("_", " "))
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    _save(fig, path)

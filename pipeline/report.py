@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.config import load_section
 from pipeline.io.arrays import read_json
+from pipeline.io.atomic import atomic_file
 from pipeline.io.synthetic import MANIFEST_NAME
 
 __all__ = ["verdict", "render_report", "main"]
@@ -245,7 +246,9 @@ def main() -> None:
         "VAE training curves": "figures/vae_training.png",
     }
     out = reports / "augmentation_report.md"
-    out.write_text(render_report(summary, synthetic_rows, metrics, figures, generation, ratio_rows), encoding="utf-8")
+    text = render_report(summary, synthetic_rows, metrics, figures, generation, ratio_rows)
+    with atomic_file(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     logger.info("report written to %s", out)
 
 

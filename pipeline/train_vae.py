@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from pipeline.config import TrainVAEConfig, load_section
 from pipeline.io.arrays import SplitData, load_split
+from pipeline.io.atomic import atomic_file
 from pipeline.models.vae import ClassVAEs, ConditionalVAE, kl_divergence, kl_weight, reconstruction_loss, save_vae
 from pipeline.plots import training_curves
 from pipeline.runtime import seed_everything, select_device, versions
@@ -174,9 +175,8 @@ def main() -> None:
     }
     save_vae(paths.vae, vaes, train.classes, dataclasses.asdict(cfg), extra)
     reports = Path(paths.reports)
-    reports.mkdir(parents=True, exist_ok=True)
     keys = [k for k in history[0] if k != "best"]
-    with open(reports / "vae_training.csv", "w", newline="", encoding="utf-8") as fh:
+    with atomic_file(reports / "vae_training.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
