@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import shutil
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
 from pipeline.config import DemoDataConfig, load_section
+from pipeline.io.atomic import atomic_dir
 
 __all__ = ["CLASSES", "PatientPlan", "plan_patients", "phantom_volume", "write_demo_dataset", "main"]
 
@@ -177,23 +177,22 @@ def write_patient(
 
 
 def write_demo_dataset(out_dir: Path, cfg: DemoDataConfig) -> dict[str, int]:
-    """Generate the demo dataset into ``out_dir`` (replacing it); return image counts per class."""
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    """Generate the demo dataset into ``out_dir``, replacing it: the folder is built beside it and renamed into
+    place when complete, so a killed run leaves no partial dataset there. Return image counts per class."""
     plans = plan_patients(cfg.n_patients, cfg.minority_fraction, cfg.nifti_fraction, cfg.seed, cfg.layout == "volumes")
     rows, counts = [], dict.fromkeys(CLASSES, 0)
-    for plan in tqdm(plans, desc="demo patients", unit="patient"):
-        rng = np.random.default_rng([cfg.seed, plan.index])
-        volume = phantom_volume(rng, cfg.image_size, cfg.slices_per_patient, plan.label == CLASSES[1])
-        identity = _patient_identity(rng)
-        for rel in write_patient(out_dir, plan, volume, identity, cfg.seed):
-            rows.append((rel, plan.label, identity["PatientID"]))
-        counts[plan.label] += cfg.slices_per_patient
-    with open(out_dir / "labels.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label", "patient_id"])
-        writer.writerows(rows)
+    with atomic_dir(out_dir) as staging:
+        for plan in tqdm(plans, desc="demo patients", unit="patient"):
+            rng = np.random.default_rng([cfg.seed, plan.index])
+            volume = phantom_volume(rng, cfg.image_size, cfg.slices_per_patient, plan.label == CLASSES[1])
+            identity = _patient_identity(rng)
+            for rel in write_patient(staging, plan, volume, identity, cfg.seed):
+                rows.append((rel, plan.label, identity["PatientID"]))
+            counts[plan.label] += cfg.slices_per_patient
+        with open(staging / "labels.csv", "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "label", "patient_id"])
+            writer.writerows(rows)
     return counts
 
 

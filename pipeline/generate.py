@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from tqdm import tqdm
 
 from pipeline.config import GenerateConfig, load_section
 from pipeline.io.arrays import load_split, read_json
+from pipeline.io.atomic import atomic_dir
 from pipeline.io.synthetic import new_synthetic_uids, write_manifest, write_synthetic_dicom, write_synthetic_nifti
 from pipeline.models.vae import ClassVAEs, load_vae
 from pipeline.plots import image_grid
@@ -183,9 +183,6 @@ def main() -> None:
     checkpoint_sha = file_sha256(paths.vae)
     counts = synthetic_counts(train.counts(), cfg.pool_ratio, cfg.every_class)
     out_dir = Path(paths.synthetic)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
     source = read_json(Path(paths.processed) / "summary.json")
     as_dicom = source.get("formats", {}).get("dicom", 0) > 0  # DICOM in, DICOM out (NIfTI always)
     modality = max(source["modalities"], key=source["modalities"].get) if source["modalities"] else "OT"
@@ -193,58 +190,59 @@ def main() -> None:
     dims, spacing = train.images.ndim - 2, source.get("spacing_mm")
     complete = isinstance(spacing, list) and len(spacing) >= dims and all(v > 0 for v in spacing[:dims])
     dicom_spacing = tuple(float(v) for v in spacing[:dims]) if complete else None
-    rows, grid, by_sampler, strips, filtering = [], [], [], [], {}
-    for label, name in enumerate(train.classes):
-        seed = cfg.seed * 1000 + label  # one stream per class
-        real = train.images[train.labels == label]
-        images, filtering[name] = sample_images(vaes, label, counts[name], seed, cfg, real)
-        # new UIDs, derived from the checkpoint and seed so that a re-run writes identical files
-        study_uid, series_uid = new_synthetic_uids(checkpoint_sha, name, str(seed), cfg.sampler)
-        for k, image in enumerate(tqdm(images, desc=f"write {name}", unit="image")):
-            rel = f"{name}/synthetic_{name}_{k:05d}.nii.gz"
-            write_synthetic_nifti(out_dir / rel, image)
-            dicom_rel = f"{name}/synthetic_{name}_{k:05d}.dcm" if as_dicom else ""
-            if as_dicom:
-                write_synthetic_dicom(
-                    out_dir / dicom_rel,
-                    image,
-                    label=name,
-                    sampler=cfg.sampler,
-                    modality=modality,
-                    series_uid=series_uid,
-                    study_uid=study_uid,
-                    instance_number=k + 1,
-                    spacing=dicom_spacing,
-                    sop_instance_uid=str(generate_uid(entropy_srcs=[series_uid, str(k)])),
+    with atomic_dir(out_dir) as staging:  # built beside out_dir, renamed into place when complete
+        rows, grid, by_sampler, strips, filtering = [], [], [], [], {}
+        for label, name in enumerate(train.classes):
+            seed = cfg.seed * 1000 + label  # one stream per class
+            real = train.images[train.labels == label]
+            images, filtering[name] = sample_images(vaes, label, counts[name], seed, cfg, real)
+            # new UIDs, derived from the checkpoint and seed so that a re-run writes identical files
+            study_uid, series_uid = new_synthetic_uids(checkpoint_sha, name, str(seed), cfg.sampler)
+            for k, image in enumerate(tqdm(images, desc=f"write {name}", unit="image")):
+                rel = f"{name}/synthetic_{name}_{k:05d}.nii.gz"
+                write_synthetic_nifti(staging / rel, image)
+                dicom_rel = f"{name}/synthetic_{name}_{k:05d}.dcm" if as_dicom else ""
+                if as_dicom:
+                    write_synthetic_dicom(
+                        staging / dicom_rel,
+                        image,
+                        label=name,
+                        sampler=cfg.sampler,
+                        modality=modality,
+                        series_uid=series_uid,
+                        study_uid=study_uid,
+                        instance_number=k + 1,
+                        spacing=dicom_spacing,
+                        sop_instance_uid=str(generate_uid(entropy_srcs=[series_uid, str(k)])),
+                    )
+                rows.append(
+                    {
+                        "path": rel,
+                        "dicom_path": dicom_rel,
+                        "label": name,
+                        "sampler": cfg.sampler,
+                        "seed": seed,
+                        "temperature": cfg.temperature,
+                        "checkpoint_sha256": checkpoint_sha,
+                    }
                 )
-            rows.append(
-                {
-                    "path": rel,
-                    "dicom_path": dicom_rel,
-                    "label": name,
-                    "sampler": cfg.sampler,
-                    "seed": seed,
-                    "temperature": cfg.temperature,
-                    "checkpoint_sha256": checkpoint_sha,
-                }
-            )
-        # pictures: eight samples of every sampler (a separate stream, so the files above do not depend on it)
-        shown = {s: sample_images(vaes, label, 8, seed + 500, cfg, real, sampler=s)[0] for s in SAMPLERS}
-        grid += [(f"real {name}", real[:8]), (f"synthetic {name} ({cfg.sampler})", shown[cfg.sampler])]
-        by_sampler += [(f"real {name}", real[:8])] + [(f"{s} {name}", shown[s]) for s in SAMPLERS]
-        if len(real) >= 2:
-            strips.append((f"{name}: real #0 -> real #1", interpolation_strip(vaes, label, real[0], real[1])))
-    write_manifest(out_dir, rows)
-    summary = {
-        "mode": checkpoint["mode"],
-        "sampler": cfg.sampler,
-        "requested": counts,
-        "written": {name: sum(r["label"] == name for r in rows) for name in train.classes},
-        "filter": cfg.filter,
-        "filtering": filtering,
-        "vae_patients": checkpoint.get("patients", []),  # pseudonyms the VAE learnt from (leak checks downstream)
-    }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            # pictures: eight samples of every sampler (a separate stream, so the files above do not depend on it)
+            shown = {s: sample_images(vaes, label, 8, seed + 500, cfg, real, sampler=s)[0] for s in SAMPLERS}
+            grid += [(f"real {name}", real[:8]), (f"synthetic {name} ({cfg.sampler})", shown[cfg.sampler])]
+            by_sampler += [(f"real {name}", real[:8])] + [(f"{s} {name}", shown[s]) for s in SAMPLERS]
+            if len(real) >= 2:
+                strips.append((f"{name}: real #0 -> real #1", interpolation_strip(vaes, label, real[0], real[1])))
+        write_manifest(staging, rows)
+        summary = {
+            "mode": checkpoint["mode"],
+            "sampler": cfg.sampler,
+            "requested": counts,
+            "written": {name: sum(r["label"] == name for r in rows) for name in train.classes},
+            "filter": cfg.filter,
+            "filtering": filtering,
+            "vae_patients": checkpoint.get("patients", []),  # pseudonyms the VAE learnt from (leak checks downstream)
+        }
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     figures = Path(paths.reports) / "figures"
     image_grid(figures / "real_vs_synthetic.png", grid)
     image_grid(figures / "synthetic_by_sampler.png", by_sampler)

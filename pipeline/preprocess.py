@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from pipeline.config import PreprocessConfig, load_section
 from pipeline.io.arrays import SPLITS, SplitData, save_split, write_json
+from pipeline.io.atomic import atomic_dir
 from pipeline.io.errors import BurnedInAnnotationError, DatasetTooSmallError, MedaugInputError, UnreadableImageError
 from pipeline.io.manifest import ManifestRow, check_manifest, read_manifest
 from pipeline.io.reader import is_nifti, load_image
@@ -260,14 +261,14 @@ def main() -> None:
         hint = " (or set preprocess.on_error: skip to leave such files out)" if cfg.on_error == "fail" else ""
         logger.error("preprocess stopped, nothing was written: %s%s", err, hint)
         sys.exit(1)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, data in splits.items():
-        save_split(out_dir / f"{name}.npz", data)
-    with open(out_dir / "split_manifest.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(manifest[0]))
-        writer.writeheader()
-        writer.writerows(manifest)
-    write_json(out_dir / "summary.json", summary)
+    with atomic_dir(out_dir) as staging:  # built beside out_dir, renamed into place when complete
+        for name, data in splits.items():
+            save_split(staging / f"{name}.npz", data)
+        with open(staging / "split_manifest.csv", "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(manifest[0]))
+            writer.writeheader()
+            writer.writerows(manifest)
+        write_json(staging / "summary.json", summary)
     logger.info("preprocessed %d images from %d files: %s", summary["n_images"], summary["n_files"], summary["splits"])
     if summary["skipped"]:
         logger.warning("%d manifest row(s) skipped, listed in %s", len(summary["skipped"]), out_dir / "summary.json")
