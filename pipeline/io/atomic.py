@@ -11,8 +11,10 @@ place at the end, so that a run killed mid-write never leaves half a file or hal
 
 A file's temporary name is the final one plus ``.tmp`` (``vae.pt.tmp``): it keeps everything up to the final
 name, which some writers record (``torch.save`` names its archive after the file up to the last dot), and the
-next write of the same file replaces what a killed run left there. A folder is built in ``<name>.tmp-<pid>``;
-staging folders left by processes that no longer run are removed before a new one is built.
+next write of the same file replaces what a killed run left there, so nothing has to search for leftovers (the
+synthetic DICOM writer calls it once per image). A folder is built in ``<name>.tmp-<pid>``; staging folders left
+by processes that no longer run are removed before a new one is built. Two processes writing the same file at
+once are not supported (``dvc repro`` runs one stage of a project at a time).
 """
 
 from __future__ import annotations
