@@ -47,6 +47,8 @@ from pipeline.io.errors import (
 from pipeline.io.manifest import check_manifest, read_manifest
 from pipeline.io.reader import MAX_IMAGE_BYTES, load_image
 
+# corrupt input makes pydicom, nibabel and numpy warn (truncated elements, invalid values, overflowing casts)
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 # hypothesis caches what it learns of the source (not examples: database=None) under .hypothesis/ in the
 # working directory; keep the repository clean
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "medaug-hypothesis")
