@@ -76,11 +76,12 @@ def check_manifest(root: str | Path) -> tuple[list[ManifestRow], list[str]]:
         raise ManifestError(f"{manifest} cannot be read ({type(err).__name__}: {err.strerror or err})") from err
     try:
         return _check_rows(root, manifest, text)
-    except csv.Error as err:  # NUL bytes, a field over the csv module's size limit
+    except csv.Error as err:  # a field over the csv module's size limit (an unclosed quote, a binary file)
         raise ManifestError(f"{manifest} is not a readable CSV file ({err}); save it again as UTF-8 CSV") from err
 
 
 def _check_rows(root: Path, manifest: Path, text: str) -> tuple[list[ManifestRow], list[str]]:
+    """:func:`check_manifest` on the text of labels.csv."""
     # newline="": the csv module splits records itself, so line separators such as U+2028 or U+0085 inside a
     # value stay part of it (str.splitlines would cut the row there)
     reader = csv.DictReader(io.StringIO(text, newline=""))
