@@ -23,23 +23,12 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pipeline.io.atomic import atomic_dir, atomic_file, remove_stale_staging
-from tests.test_end_to_end import ROOT, TINY, _dvc, _reproduced_project
+from tests.project import ROOT, SMALLEST, TINY, dvc, dvc_env, reproduced_project, scratch_project, set_params
 
-# TINY cut to what these tests need: real_only and vae (which reads the synthetic images), one seed, one classifier
-# epoch, no ablation. The VAE trains 20 epochs, so that a kill sent when its training starts lands during it.
-FAST = {
-    "train_vae": {**TINY["train_vae"], "epochs": 20},
-    "train_classifier": {
-        **TINY["train_classifier"],
-        "strategies": ["real_only", "vae"],
-        "ablation_ratios": [],
-        "seeds": [0],
-        "epochs": 1,
-    },
-}
+# SMALLEST, with a VAE that trains 20 epochs, so that a kill sent when its training starts lands during it.
+FAST = {**SMALLEST, "train_vae": {**TINY["train_vae"], "epochs": 20}}
 OUTPUT_DIRS = ("data/demo", "data/processed", "data/synthetic")  # folder outputs of demo_data, preprocess, generate
 TEMPORARY = re.compile(r"\.tmp(-\d+(-old)?)?(/|$)")  # atomic_file's and atomic_dir's names (pipeline/io/atomic.py)
 # the tqdm bars that show train_vae training and generate writing images (of the first class, "nodule")
@@ -117,34 +106,11 @@ def test_a_writer_killed_mid_write_leaves_the_old_outputs_and_the_next_run_remov
 # --- the pipeline, killed and run twice -----------------------------------------------------------------------------
 
 
-def _scratch_project(project: Path, *overrides: dict) -> Path:
-    """A scratch copy of the project with ``overrides`` applied to params.yaml, before any `dvc repro`: the setup of
-    ``_reproduced_project`` (tests/test_end_to_end.py), which runs `dvc repro` to the end."""
-    shutil.copytree(ROOT / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", project)
-    _set_params(project, *overrides, base=ROOT / "params.yaml")
-    _dvc(project, "init", "--no-scm", "-q")
-    _dvc(project, "config", "core.analytics", "false")
-    return project
-
-
-def _set_params(project: Path, *overrides: dict, base: Path | None = None) -> None:
-    params = yaml.safe_load((base or project / "params.yaml").read_text())
-    for override in overrides:
-        for section, values in override.items():
-            params[section].update(values)
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-
-
 def _repro_killed_at(project: Path, marker: str, log: Path, timeout: float = 600) -> str:
     """Start `dvc repro` in a process group of its own, send SIGKILL to the whole group (dvc and the stage it runs)
     as soon as ``marker`` shows in the output, and return the output."""
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "PYTHONUNBUFFERED": "1",  # dvc's own lines ("Running stage ...") reach the log before the kill
-    }
+    # PYTHONUNBUFFERED: dvc's own lines ("Running stage ...") reach the log before the kill
+    env = dvc_env(PYTHONUNBUFFERED="1")
     with open(log, "wb") as out:
         repro = subprocess.Popen(
             [sys.executable, "-m", "dvc", "repro"],
@@ -200,19 +166,19 @@ def _synthetic_images(tree: dict[str, str]) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """An uninterrupted run."""
-    return _reproduced_project(tmp_path_factory.mktemp("reference"), TINY, FAST)
+    return reproduced_project(tmp_path_factory.mktemp("reference"), TINY, FAST)
 
 
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory) -> dict:
     """A run with the same params, killed while train_vae trains, killed again while generate writes, then run to
     the end: its project, and the outputs and `dvc repro` output after each kill."""
-    project = _scratch_project(tmp_path_factory.mktemp("resumed"), TINY, FAST)
+    project = scratch_project(tmp_path_factory.mktemp("resumed"), TINY, FAST)
     run: dict = {"project": project}
     for stage, marker in (("train_vae", TRAINING), ("generate", WRITING)):
         run[f"{stage} log"] = _repro_killed_at(project, marker, project.parent / f"killed_in_{stage}.log")
         run[f"{stage} tree"] = _tree(project)
-    run["last log"] = _dvc(project, "repro")
+    run["last log"] = dvc(project, "repro")
     return run
 
 
@@ -258,8 +224,8 @@ def test_two_runs_with_the_same_params_give_the_same_images_model_and_metrics(re
 def _variant(reference: Path, project: Path, override: dict, target: str) -> tuple[Path, str]:
     """A copy of the reference project with ``override`` applied to its params, after `dvc repro target`."""
     shutil.copytree(reference, project, symlinks=True)
-    _set_params(project, override)
-    return project, _dvc(project, "repro", target)
+    set_params(project, override)
+    return project, dvc(project, "repro", target)
 
 
 @pytest.mark.slow

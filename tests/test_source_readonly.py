@@ -12,29 +12,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pipeline.demo_data import write_demo_dataset
 from tests.conftest import TINY_DEMO
-from tests.test_end_to_end import ROOT, TINY, _dvc
+from tests.project import SMALLEST, TINY, dvc, scratch_project
 
-# TINY, with one remedy beside real_only and one seed: the stages all run, in about 45 s on 2 CPU cores
-SMALLEST = {
-    "train_vae": {**TINY["train_vae"], "epochs": 2, "kl_warmup_epochs": 1},
-    "train_classifier": {
-        **TINY["train_classifier"],
-        "strategies": ["real_only", "vae"],
-        "ablation_ratios": [],
-        "seeds": [0],
-        "epochs": 1,
-    },
-}
 CORRUPT = "dicom/corrupt/slice_000.dcm"
 
 
@@ -79,32 +66,10 @@ def _read_only(root: Path):
 
 
 def _scratch_project(project: Path, source: Path, on_error: str) -> Path:
-    """A scratch copy of the project reading ``source`` (outside it) with the smallest pipeline params."""
-    shutil.copytree(ROOT / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", project)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in {**TINY, **SMALLEST}.items():
-        params[section].update(values)
-    params["data"]["root"] = str(source)
-    params["preprocess"]["on_error"] = on_error
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    _dvc(project, "init", "--no-scm", "-q")
-    _dvc(project, "config", "core.analytics", "false")
-    return project
-
-
-def _failing_repro(project: Path) -> str:
-    """`dvc repro` that is expected to fail (``_dvc`` asserts success); its output."""
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", "repro"], cwd=project, env=env, capture_output=True, text=True, check=False
-    )
-    assert done.returncode != 0, f"dvc repro should have failed on {CORRUPT}:\n{done.stdout[-2000:]}"
-    return done.stdout + done.stderr
+    """A scratch copy of the project reading ``source`` (outside it) with the smallest pipeline params (every
+    stage runs, in about 45 s on 2 CPU cores)."""
+    overrides = {"data": {"root": str(source)}, "preprocess": {"on_error": on_error}}
+    return scratch_project(project, TINY, SMALLEST, overrides)
 
 
 @pytest.fixture(scope="module")
@@ -127,14 +92,14 @@ def test_failing_and_skipping_runs_leave_the_source_untouched(source, tmp_path):
     assert len(before) > 30 and CORRUPT in before
 
     failing = _scratch_project(tmp_path / "fail", source, on_error="fail")
-    output = _failing_repro(failing)
+    output = dvc(failing, "repro", ok=False)
     assert "preprocess stopped, nothing was written" in output and CORRUPT in output
     assert not (failing / "data/processed").exists()
     assert _snapshot(source) == before
 
     skipping = _scratch_project(tmp_path / "skip", source, on_error="skip")
     with _read_only(source):
-        _dvc(skipping, "repro")
+        dvc(skipping, "repro")
     summary = json.loads((skipping / "data/processed/summary.json").read_text())
     assert [s["path"] for s in summary["skipped"]] == [CORRUPT]
     assert (skipping / "reports/augmentation_report.md").is_file()  # every stage ran
