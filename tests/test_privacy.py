@@ -6,8 +6,10 @@ text, date, time, UID, person-name or number-string VR is set to a unique marker
 demo dataset, sequences of the profile get an item holding a marker, and a private block holds more. The stage
 then runs as a user runs it (``python -m pipeline.preprocess`` in a project folder with its own params.yaml),
 and every file it writes, its stdout and its stderr are searched for every marker: raw bytes, the decompressed
-members of zip files (``.npz``), the text of string arrays, in UTF-8, UTF-16 and UTF-32, and for dates and
-times their usual reformatted spellings.
+members of zip files (``.npz``, torch checkpoints), the text of string arrays, in UTF-8, UTF-16 and UTF-32, and for
+dates and times their usual reformatted spellings. The same dataset then goes through the whole pipeline
+(`dvc repro`), and every file of the project folder, DVC's cache, `dvc metrics show`, `dvc plots show` and the
+run's log are searched the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pydicom.sequence import Sequence
 
 from pipeline.demo_data import write_demo_dataset
 from tests.conftest import TINY_DEMO
+from tests.project import SMALLEST, TINY, dvc, scratch_project
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE_CSV = Path(__file__).parent / "data" / "ps3_15_basic_profile.csv"
@@ -319,3 +322,38 @@ def test_skipped_file_reason_holds_no_phi(marker_dataset, tmp_path):
     assert summary["n_files"] == n_rows(dataset) and summary["n_images"] > 0
     assert bad in summary["skipped"][0]["reason"] or Path(bad).name in summary["skipped"][0]["reason"]
     assert_no_marker(project, done, markers)
+
+
+@pytest.mark.slow
+def test_a_whole_dvc_repro_writes_shows_and_logs_no_phi(marker_dataset, tmp_path):
+    """Every stage on the marker dataset, DICOM synthetic images included: no marker in any file of the project
+    (data/, models/, reports/, dvc.lock, .dvc/ with its cache), in what `dvc metrics show` and `dvc plots show`
+    print or write, or in the log of the run."""
+    root, markers, _ = marker_dataset
+    before = sorted(root.rglob("*"))
+    project = scratch_project(tmp_path / "project", TINY, SMALLEST, {"data": {"root": str(root)}})
+    log = dvc(project, "repro")
+    log += dvc(project, "metrics", "show", "--json")
+    log += dvc(project, "plots", "show", "--json")
+    log += dvc(project, "plots", "show", "-o", "dvc_plots")
+    assert sorted(root.rglob("*")) == before, "dvc repro wrote into the dataset folder"
+
+    files = [p for p in project.rglob("*") if p.is_file()]
+    names = {p.relative_to(project).as_posix() for p in files}
+    expected = {
+        "reports/augmentation_report.md",
+        "reports/metrics.json",
+        "reports/classifier/vae/predictions.npz",
+        "models/vae.pt",
+        "data/synthetic/summary.json",
+        "dvc_plots/index.html",
+        "dvc.lock",
+    }
+    assert expected <= names, sorted(expected - names)
+    assert any(n.startswith("data/synthetic/") and n.endswith(".dcm") for n in names), "no synthetic DICOM written"
+    assert any(n.startswith(".dvc/cache/") for n in names)
+    blobs = [b for p in files for b in _blobs(p)] + [("dvc output", log.encode())]
+    found = find_markers(blobs, markers)
+    assert not found, "PHI markers after dvc repro:\n" + "\n".join(
+        f"  {where}: {', '.join(sorted(hits)[:10])}" for where, hits in found.items()
+    )
