@@ -22,13 +22,13 @@ from pipeline.config import load_section
 from pipeline.io.arrays import load_split
 from pipeline.models.vae import kl_divergence, reconstruction_loss
 from pipeline.runtime import select_device
-from pipeline.train_vae import _network, fit_vae
+from pipeline.train_vae import fit_vae, vae_network
 
 
 def bare_loop(images: torch.Tensor, labels: torch.Tensor, cfg, device: torch.device, epochs: int) -> float:
     """Seconds for ``epochs`` epochs of the plainest training loop of the same network."""
     torch.manual_seed(cfg.seed)
-    model = _network(tuple(images.shape[1:]), int(labels.max()) + 1, cfg).to(device).train()
+    model = vae_network(tuple(images.shape[1:]), int(labels.max()) + 1, cfg).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     images, labels = images.to(device), labels.to(device)
     start = time.perf_counter()
@@ -49,7 +49,7 @@ def bare_loop(images: torch.Tensor, labels: torch.Tensor, cfg, device: torch.dev
 
 def stage_loop(train, val, cfg, device) -> float:
     """Seconds for the stage's own loop (``fit_vae``, validation included) over ``cfg.epochs`` epochs."""
-    model = _network(tuple(train.images.shape[1:]), len(train.classes), cfg)
+    model = vae_network(tuple(train.images.shape[1:]), len(train.classes), cfg)
     start = time.perf_counter()
     fit_vae(model, train, val, cfg, device, "conditional")
     return time.perf_counter() - start

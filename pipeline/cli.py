@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import sys
 import webbrowser
@@ -17,6 +18,7 @@ from pipeline.io.reader import load_image
 __all__ = ["main", "check_data"]
 
 REPORT = Path("reports") / "augmentation_report.md"
+ANOMALY_MODEL = Path("models") / "anomaly_vae.pt"
 
 
 def check_data(root: Path) -> list[str]:
@@ -47,6 +49,32 @@ def check_data(root: Path) -> list[str]:
     return problems
 
 
+def score_images_command(images: list[Path], model: Path, out: Path | None) -> int:
+    """Print (and with ``out`` write) the anomaly scores of ``images``; 1 when a file or the model is unusable."""
+    from pipeline.anomaly import score_files
+
+    if not model.is_file():
+        print(f"error: no anomaly model at {model}: run `dvc repro anomaly` first (or pass --model)", file=sys.stderr)
+        return 1
+    rows, failed = [], 0
+    for image in images:
+        try:
+            rows += score_files([image], model)
+        except MedaugInputError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+    print(f"{'file':<40} {'slice':>5} {'reconstruction':>15} {'elbo':>12}  call")
+    for row in rows:
+        call = "ABNORMAL" if row["abnormal"] else "normal"
+        print(f"{row['file']:<40} {row['slice']:>5} {row['reconstruction']:>15.4g} {row['elbo']:>12.4g}  {call}")
+    if out is not None and rows:
+        with open(out, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="medaug", description=__doc__)
@@ -57,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("npz", type=Path)
     imp.add_argument("out_dir", type=Path)
     imp.add_argument("--format", choices=("dicom", "nifti"), default="dicom")
+    score = sub.add_parser("score", help="anomaly scores of DICOM/NIfTI files (the anomaly stage's model)")
+    score.add_argument("images", nargs="+", type=Path, help="DICOM files, DICOM series folders or NIfTI files")
+    score.add_argument("--model", type=Path, default=ANOMALY_MODEL, help=f"default: {ANOMALY_MODEL}")
+    score.add_argument("--out", type=Path, help="also write the scores to this CSV file")
     report = sub.add_parser("report", help="print the path of the augmentation report")
     report.add_argument("--open", action="store_true", help="also open it in the default viewer")
     args = parser.parse_args(argv)
@@ -74,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"wrote {sum(counts.values())} images ({counts}) and labels.csv to {args.out_dir}")
         return 0
+    if args.command == "score":
+        return score_images_command(args.images, args.model, args.out)
     if not REPORT.is_file():
         print(f"no report at {REPORT}: run `make run` (or `dvc repro`) first", file=sys.stderr)
         return 1

@@ -25,6 +25,8 @@ __all__ = [
     "TrainVAEConfig",
     "GenerateConfig",
     "TrainClassifierConfig",
+    "AnomalyConfig",
+    "LatentConfig",
     "STRATEGY_NAMES",
     "SECTIONS",
     "load_section",
@@ -48,6 +50,7 @@ class PathsConfig:
     demo: str  # output folder of the demo_data stage
     processed: str  # output folder of the preprocess stage
     vae: str  # VAE checkpoint file
+    anomaly_vae: str  # checkpoint of the normal-class VAE of the anomaly stage
     synthetic: str  # output folder of the generate stage
     reports: str  # report, metrics, plots and figures
 
@@ -86,6 +89,7 @@ class PreprocessConfig:
     id_salt: str  # salt of the pseudonymous patient IDs
     on_error: Literal["fail", "skip"]  # unreadable or invalid input: stop, or skip it and record why
     allow_burned_in: bool  # accept DICOMs flagged BurnedInAnnotation YES (text in the pixels may identify)
+    max_image_gib: float  # largest image accepted, as float32 in memory; larger header declarations are refused
     workers: int  # processes reading files in parallel; 0 = one per core
     seed: int  # split seed
 
@@ -98,6 +102,7 @@ class PreprocessConfig:
         _check(0 < self.val_fraction < 0.5, "preprocess.val_fraction", "between 0 and 0.5")
         _check(0 < self.test_fraction < 0.5, "preprocess.test_fraction", "between 0 and 0.5")
         _check(bool(self.id_salt), "preprocess.id_salt", "a non-empty string")
+        _check(self.max_image_gib > 0, "preprocess.max_image_gib", "positive (GiB)")
         _check(self.workers >= 0, "preprocess.workers", "0 (one per core) or a positive number")
 
 
@@ -187,6 +192,31 @@ class TrainClassifierConfig:
         )
 
 
+@dataclass(frozen=True)
+class AnomalyConfig:
+    normal_class: str | None  # class the anomaly VAE learns as normal; None: the largest class of the training split
+    score: Literal["reconstruction", "elbo"]  # primary anomaly score (threshold, sensitivity); both are reported
+    n_maps: int  # highest-scoring test images shown with their pixel-wise error maps
+
+    def __post_init__(self) -> None:
+        _check(self.n_maps >= 1, "anomaly.n_maps", "at least 1")
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    sizes: tuple[int, ...]  # latent sizes at which the VAE is compared with PCA and ICA (same number of components)
+    epochs: int  # training epochs of each unconditional VAE (the rest of its settings from train_vae)
+    noise_levels: tuple[float, ...]  # standard deviations of the Gaussian noise of the denoising test
+    tsne: bool  # also project the test latents with t-SNE (PCA always)
+    traversal_dims: int  # latent dimensions with the highest KL shown in the traversal
+
+    def __post_init__(self) -> None:
+        _check(bool(self.sizes) and min(self.sizes) >= 1, "latent.sizes", "a non-empty list of positive sizes")
+        _check(self.epochs >= 1, "latent.epochs", "at least 1")
+        _check(all(0 < s < 1 for s in self.noise_levels), "latent.noise_levels", "values between 0 and 1")
+        _check(self.traversal_dims >= 1, "latent.traversal_dims", "at least 1")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "paths": PathsConfig,
@@ -195,6 +225,8 @@ SECTIONS: dict[str, type] = {
     "train_vae": TrainVAEConfig,
     "generate": GenerateConfig,
     "train_classifier": TrainClassifierConfig,
+    "anomaly": AnomalyConfig,
+    "latent": LatentConfig,
 }
 
 T = TypeVar("T")

@@ -13,7 +13,15 @@ import numpy as np  # noqa: E402
 
 from pipeline.io.atomic import atomic_file  # noqa: E402
 
-__all__ = ["image_grid", "training_curves", "ratio_curve"]
+__all__ = [
+    "image_grid",
+    "training_curves",
+    "ratio_curve",
+    "anomaly_scores",
+    "anomaly_maps",
+    "latent_projection",
+    "reduction_curve",
+]
 
 
 def _save(fig: plt.Figure, path: str | Path) -> None:
@@ -27,6 +35,11 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
         plt.close(fig)
 
 
+def _slice(image: np.ndarray) -> np.ndarray:
+    """A (1, X, Y) image, or the middle axial slice of a (1, X, Y, Z) volume, as (X, Y)."""
+    return image[0] if image.ndim == 3 else image[0, :, :, image.shape[-1] // 2]
+
+
 def image_grid(path: str | Path, rows: Sequence[tuple[str, np.ndarray]], columns: int = 8) -> None:
     """One row per ``(title, images)`` pair; images are ``(N, 1, X, Y)`` in [0, 1], shown radiologically;
     volumes ``(N, 1, X, Y, Z)`` show their middle axial slice."""
@@ -35,8 +48,7 @@ def image_grid(path: str | Path, rows: Sequence[tuple[str, np.ndarray]], columns
         for k, ax in enumerate(ax_row):
             ax.axis("off")
             if k < len(images):
-                image = images[k, 0] if images.ndim == 4 else images[k, 0, :, :, images.shape[-1] // 2]
-                ax.imshow(image.T, cmap="gray", vmin=0, vmax=1)  # (X, Y) -> rows = Y
+                ax.imshow(_slice(images[k]).T, cmap="gray", vmin=0, vmax=1)  # (X, Y) -> rows = Y
         ax_row[0].set_title(title, loc="left", fontsize=9)
     _save(fig, path)
 
@@ -73,4 +85,96 @@ def ratio_curve(path: str | Path, rows: Sequence[dict], combined: dict) -> None:
         ax.set_xlabel("synthetic images / minority gap (0 = real only)")
         ax.set_title(key.replace("_", " "))
         ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def anomaly_scores(
+    path: str | Path,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    normal: int,
+    scores: np.ndarray,
+    threshold: float,
+    name: str,
+) -> None:
+    """Histogram of the test ``scores`` per class with the validation ``threshold``, beside the ROC curve of
+    abnormal (every class but ``normal``) against normal with the threshold's operating point."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig, (hist, roc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    bins = np.histogram_bin_edges(scores, bins=30)
+    for label, cls in enumerate(classes):
+        if (labels == label).any():
+            hist.hist(
+                scores[labels == label], bins=bins, alpha=0.5, label=cls + (" (normal)" if label == normal else "")
+            )
+    hist.axvline(threshold, color="black", linestyle="--", label="threshold (validation)")
+    hist.set_xlabel(f"{name} score")
+    hist.set_ylabel("test images")
+    hist.legend(fontsize=7)
+    is_anomaly = labels != normal
+    fpr, tpr, _ = roc_curve(is_anomaly, scores)
+    roc.plot(fpr, tpr, label=f"AUROC {roc_auc_score(is_anomaly, scores):.3f}")
+    called = scores >= threshold
+    roc.plot(called[~is_anomaly].mean(), called[is_anomaly].mean(), "ko", label="threshold")
+    roc.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    roc.set_xlabel("1 - specificity")
+    roc.set_ylabel("sensitivity")
+    roc.set_title("abnormal vs normal (test)")
+    roc.legend(fontsize=7, loc="lower right")
+    _save(fig, path)
+
+
+def anomaly_maps(
+    path: str | Path, images: np.ndarray, decoded: np.ndarray, errors: np.ndarray, titles: Sequence[str]
+) -> None:
+    """One column per image: the image, what the normal-class VAE makes of it, and the pixel-wise error map
+    (hot = far from normal); volumes show their middle axial slice."""
+    n = len(images)
+    fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.0), squeeze=False)
+    top = max(float(errors.max()), 1e-6)
+    for k in range(n):
+        for row, (picture, cmap, vmax) in enumerate(
+            [(images[k], "gray", 1.0), (decoded[k], "gray", 1.0), (errors[k], "hot", top)]
+        ):
+            axes[row, k].imshow(_slice(picture).T, cmap=cmap, vmin=0, vmax=vmax)
+            axes[row, k].axis("off")
+        axes[0, k].set_title(titles[k], fontsize=7)
+    for row, label in enumerate(["image", "reconstruction", "|error|"]):
+        axes[row, 0].text(-0.1, 0.5, label, transform=axes[row, 0].transAxes, rotation=90, va="center", ha="right")
+    _save(fig, path)
+
+
+def latent_projection(
+    path: str | Path, codes: np.ndarray, labels: np.ndarray, classes: Sequence[str], tsne: bool
+) -> None:
+    """The latent ``codes`` in 2D, coloured by class: PCA, and t-SNE beside it when ``tsne``."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    projections = {"PCA of the latent means": PCA(n_components=2).fit_transform(codes) if codes.shape[1] > 2 else codes}
+    if tsne and len(codes) > 5:
+        perplexity = min(30.0, (len(codes) - 1) / 3)
+        projections["t-SNE of the latent means"] = TSNE(2, perplexity=perplexity, random_state=0).fit_transform(codes)
+    fig, axes = plt.subplots(1, len(projections), figsize=(4.5 * len(projections), 4), squeeze=False)
+    for ax, (title, xy) in zip(axes[0], projections.items(), strict=True):
+        for label, name in enumerate(classes):
+            keep = labels == label
+            ax.scatter(xy[keep, 0], xy[keep, 1], s=8, alpha=0.7, label=f"{name} ({int(keep.sum())})")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def reduction_curve(path: str | Path, rows: Sequence[dict]) -> None:
+    """Test reconstruction MSE against the number of components for each ``<method>_mse`` key of ``rows``."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    components = [r["components"] for r in rows]
+    for key in [k for k in rows[0] if k.endswith("_mse")]:
+        ax.plot(components, [r[key] for r in rows], marker="o", label=key.removesuffix("_mse").upper())
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("latent dimensions / components")
+    ax.set_ylabel("test MSE per pixel")
+    ax.legend(fontsize=7)
     _save(fig, path)

@@ -126,7 +126,7 @@ def check_given_split(labels: np.ndarray, patients: np.ndarray, split: np.ndarra
 def row_samples(row: ManifestRow, cfg: PreprocessConfig) -> list[Sample]:
     """Read, normalise, resample and resize one manifest row. With ``spatial_dims: 2`` a volume yields one
     sample per kept slice; with ``spatial_dims: 3`` every row must be a volume and stays whole."""
-    loaded = load_image(row.path)
+    loaded = load_image(row.path, max_bytes=int(cfg.max_image_gib * 2**30))
     if loaded.burned_in_annotation and not cfg.allow_burned_in:
         raise BurnedInAnnotationError(
             f"{row.path}: the DICOM header flags burned-in annotation (BurnedInAnnotation YES): text in the "
@@ -224,7 +224,7 @@ def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, Spl
     for name in SPLITS:
         idx = np.flatnonzero(split == name)
         splits[name] = SplitData(
-            images=np.stack([samples[i].image for i in idx]).astype(np.float32),
+            images=np.stack([samples[i].image for i in idx], dtype=np.float32),  # one copy, not two
             labels=np.array([classes.index(labels[i]) for i in idx], dtype=np.int64),
             patients=patients[idx],
             classes=classes,

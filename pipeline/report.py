@@ -1,7 +1,7 @@
 """Stage ``report``: ``augmentation_report.md`` from the files the earlier stages declared.
 
 It reads the preprocessing summary, the synthetic manifest, the compare stage's metrics and synthetic-ratio
-table; it recomputes nothing. The verdict compares real + synthetic with real only and with random oversampling
+table, and the anomaly and latent stages' metrics; it recomputes nothing. The verdict compares real + synthetic with real only and with random oversampling
 on balanced accuracy (paired bootstrap intervals) and on the recall of each minority class, and says plainly
 when augmentation did not help.
 """
@@ -155,6 +155,67 @@ def _generation_lines(generation: dict) -> list[str]:
     return lines + [""]
 
 
+def _anomaly_lines(anomaly: dict) -> list[str]:
+    if not anomaly:
+        return []
+    per_class = [f"{k.removeprefix('auroc_')} {v:.3f}" for k, v in anomaly.items() if k.startswith("auroc_")]
+    by_score = anomaly["by_score"]
+    return [
+        "## Anomaly detection",
+        "",
+        f"A VAE trained on the '{anomaly['normal_class']}' class alone scores every test image by how badly it "
+        f"reconstructs it ({anomaly['score']} score; threshold chosen on the validation split). Abnormal vs normal "
+        f"on the test split: AUROC **{anomaly['auroc']:.3f}**, AUPRC {anomaly['auprc']:.3f} (prevalence "
+        f"{anomaly['prevalence']:.3f}); at the threshold, sensitivity {anomaly['sensitivity']:.3f} and specificity "
+        f"{anomaly['specificity']:.3f}. AUROC per class against normal: {', '.join(per_class)}. AUROC by score: "
+        + ", ".join(f"{name} {v['auroc']:.3f}" for name, v in by_score.items())
+        + ".",
+        "",
+        "![anomaly scores](figures/anomaly_scores.png)",
+        "",
+        "Highest-scoring test images, what the normal-class VAE makes of them, and where they differ:",
+        "",
+        "![anomaly maps](figures/anomaly_maps.png)",
+        "",
+    ]
+
+
+def _latent_lines(latent: dict) -> list[str]:
+    if not latent:
+        return []
+    lines = [
+        "## The VAE as dimensionality reduction",
+        "",
+        "Unconditional VAEs (never shown the label) against PCA and ICA with as many components; test split.",
+        "",
+        "| components | MSE VAE | MSE PCA | MSE ICA | logistic regression BA on VAE means | ... on PCA |",
+        "|---|---|---|---|---|---|",
+    ]
+    ba = {(r["components"], r["features"]): r["balanced_accuracy"] for r in latent["classification"]}
+    for r in latent["reduction"]:
+        n = r["components"]
+        lines.append(
+            f"| {n} | {r['vae_mse']:.5f} | {r['pca_mse']:.5f} | {r['ica_mse']:.5f} | {ba[n, 'vae']:.3f} | "
+            f"{ba[n, 'pca']:.3f} |"
+        )
+    lines += ["", "Denoising (largest VAE; PSNR in dB and SSIM against the clean test images):", ""]
+    lines += ["| noise sd | PSNR noisy | PSNR VAE | SSIM noisy | SSIM VAE |", "|---|---|---|---|---|"]
+    for r in latent["denoising"]:
+        lines.append(
+            f"| {r['noise_sd']:g} | {r['psnr_noisy']:.2f} | {r['psnr_denoised']:.2f} | {r['ssim_noisy']:.3f} | "
+            f"{r['ssim_denoised']:.3f} |"
+        )
+    pictures = {
+        "reconstruction error against components": "latent_reduction.png",
+        "test latents in 2D, by class": "latent_projection.png",
+        "interpolation between real test images, within and across classes": "latent_interpolation.png",
+        "traversal of the latent dimensions with the highest KL": "latent_traversal.png",
+        "denoising: noisy test images and the VAE's reconstructions": "latent_denoising.png",
+    }
+    lines += [""] + [f"**{caption}**\n\n![{caption}](figures/{name})\n" for caption, name in pictures.items()]
+    return lines
+
+
 def render_report(
     summary: dict,
     synthetic_rows: list[dict],
@@ -162,9 +223,12 @@ def render_report(
     figures: dict[str, str],
     generation: dict | None = None,
     ratio_rows: list[dict] | None = None,
+    anomaly: dict | None = None,
+    latent: dict | None = None,
 ) -> str:
     """The Markdown report; ``figures`` maps a caption to a path relative to the report; ``generation`` is the
-    generate stage's summary.json; ``ratio_rows`` the compare stage's synthetic_ratio.csv."""
+    generate stage's summary.json; ``ratio_rows`` the compare stage's synthetic_ratio.csv; ``anomaly`` and
+    ``latent`` the metrics.json of those stages."""
     classes = summary["classes"]
     lines = [
         "# medaug augmentation report",
@@ -223,6 +287,8 @@ def render_report(
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     lines += [""] + _difference_lines(metrics)
     lines += _ratio_lines(ratio_rows or [], metrics["minority_classes"])
+    lines += _anomaly_lines(anomaly or {})
+    lines += _latent_lines(latent or {})
     lines += ["## Pictures", ""]
     lines += [f"**{caption}**\n\n![{caption}]({path})\n" for caption, path in figures.items()]
     return "\n".join(lines) + "\n"
@@ -246,7 +312,8 @@ def main() -> None:
         "VAE training curves": "figures/vae_training.png",
     }
     out = reports / "augmentation_report.md"
-    text = render_report(summary, synthetic_rows, metrics, figures, generation, ratio_rows)
+    anomaly, latent = read_json(reports / "anomaly" / "metrics.json"), read_json(reports / "latent" / "metrics.json")
+    text = render_report(summary, synthetic_rows, metrics, figures, generation, ratio_rows, anomaly, latent)
     with atomic_file(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
     logger.info("report written to %s", out)

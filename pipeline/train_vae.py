@@ -28,7 +28,7 @@ from pipeline.models.vae import ClassVAEs, ConditionalVAE, kl_divergence, kl_wei
 from pipeline.plots import training_curves
 from pipeline.runtime import seed_everything, select_device, versions
 
-__all__ = ["train_vae", "fit_vae", "evaluate_vae", "main"]
+__all__ = ["train_vae", "fit_vae", "evaluate_vae", "vae_network", "one_class", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,14 +119,15 @@ def fit_vae(
     return history
 
 
-def _network(shape: tuple[int, ...], num_classes: int, cfg: TrainVAEConfig) -> ConditionalVAE:
-    # (C, X, Y) or (C, X, Y, Z): the VAE is 2D or 3D like the data
+def vae_network(shape: tuple[int, ...], num_classes: int, cfg: TrainVAEConfig) -> ConditionalVAE:
+    """A VAE of ``cfg``'s architecture for images of ``shape`` (C, X, Y) or (C, X, Y, Z): 2D or 3D like the data."""
     return ConditionalVAE(
         len(shape) - 1, shape, num_classes, cfg.latent_size, cfg.channels, cfg.strides, res_units=cfg.res_units
     )
 
 
-def _one_class(data: SplitData, label: int) -> SplitData:
+def one_class(data: SplitData, label: int) -> SplitData:
+    """The images of class ``label`` only, relabelled 0 (the data a single-class VAE learns from)."""
     keep = data.labels == label
     return dataclasses.replace(
         data,
@@ -145,14 +146,14 @@ def train_vae(
     seed_everything(cfg.seed)
     shape = tuple(train.images.shape[1:])
     if cfg.mode == "conditional":
-        model = _network(shape, len(train.classes), cfg)
+        model = vae_network(shape, len(train.classes), cfg)
         history = fit_vae(model, train, val, cfg, device, "conditional")
         return ClassVAEs("conditional", [model]).eval(), history
     models, history = [], []
     for label, name in enumerate(train.classes):
         seed_everything(cfg.seed)  # each class's network starts from the same seed, whatever the class order
-        model = _network(shape, 1, cfg)
-        history += fit_vae(model, _one_class(train, label), _one_class(val, label), cfg, device, name)
+        model = vae_network(shape, 1, cfg)
+        history += fit_vae(model, one_class(train, label), one_class(val, label), cfg, device, name)
         models.append(model)
     return ClassVAEs("per_class", models).eval(), history
 

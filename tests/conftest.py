@@ -37,6 +37,7 @@ TINY_PREPROCESS = PreprocessConfig(
     id_salt="test-salt",
     on_error="fail",
     allow_burned_in=False,
+    max_image_gib=2.0,
     workers=1,
     seed=0,
 )

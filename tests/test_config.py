@@ -77,3 +77,26 @@ def test_classifier_validation_names_the_key(change, message):
     raw = yaml.safe_load(open("params.yaml"))["train_classifier"]
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         parse_section("train_classifier", {**raw, **change}, TrainClassifierConfig)
+
+
+@pytest.mark.parametrize(
+    "section, change, message",
+    [
+        ("anomaly", {"score": "likelihood"}, "anomaly.score is 'likelihood'; allowed values: reconstruction, elbo"),
+        ("anomaly", {"n_maps": 0}, "anomaly.n_maps must be at least 1"),
+        ("latent", {"sizes": []}, "latent.sizes must be a non-empty list"),  # nothing to compare
+        ("latent", {"sizes": [0, 2]}, "latent.sizes must be a non-empty list of positive sizes"),
+        ("latent", {"epochs": 0}, "latent.epochs must be at least 1"),
+        ("latent", {"noise_levels": [1.5]}, "latent.noise_levels must be values between 0 and 1"),
+        ("latent", {"traversal_dims": 0}, "latent.traversal_dims must be at least 1"),
+        ("preprocess", {"max_image_gib": 0}, "preprocess.max_image_gib must be positive"),
+    ],
+)
+def test_anomaly_latent_and_size_limit_validation_names_the_key(section, change, message):
+    import yaml
+
+    from pipeline.config import SECTIONS
+
+    raw = yaml.safe_load(open("params.yaml"))[section]
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_section(section, {**raw, **change}, SECTIONS[section])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,26 +14,7 @@ import pytest
 import yaml
 
 from pipeline.io.arrays import load_split
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "demo_data": {"n_patients": 24, "slices_per_patient": 2, "minority_fraction": 0.25, "image_size": 64},
-    "preprocess": {"size": 32, "val_fraction": 0.2, "test_fraction": 0.25},
-    "train_vae": {"epochs": 4, "kl_warmup_epochs": 2, "channels": [8, 16], "strides": [2, 2], "latent_size": 8},
-    "train_classifier": {"epochs": 2, "seeds": [0, 1], "channels": [4, 8, 8, 8], "ablation_ratios": [2.0]},
-}
-
-
-def _dvc(project: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-    }
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout + done.stderr
-
+from tests.project import TINY, dvc, reproduced_project
 
 # The same pipeline on whole volumes: demo patients as DICOM series / NIfTI volumes, 3D VAEs (one per class,
 # bootstrap sampler, consistency filter) and classifier.
@@ -47,24 +26,9 @@ TINY_3D = {
 }
 
 
-def _reproduced_project(project: Path, *overrides: dict) -> Path:
-    """A scratch copy of the project with ``overrides`` applied to params.yaml, after a full `dvc repro`."""
-    shutil.copytree(ROOT / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", project)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for override in overrides:
-        for section, values in override.items():
-            params[section].update(values)
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    _dvc(project, "init", "--no-scm", "-q")
-    _dvc(project, "config", "core.analytics", "false")
-    _dvc(project, "repro")
-    return project
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    return _reproduced_project(tmp_path_factory.mktemp("project"), TINY)
+    return reproduced_project(tmp_path_factory.mktemp("project"), TINY)
 
 
 @pytest.mark.slow
@@ -90,10 +54,48 @@ def test_outputs_exist_with_declared_shapes_and_ranges(project):
 
 @pytest.mark.slow
 def test_dvc_metrics_show_lists_every_strategy(project):
-    out = _dvc(project, "metrics", "show")
+    out = dvc(project, "metrics", "show")
     for strategy in ("real_only", "oversample", "vae", "synthetic_only"):
         assert f"reports/classifier/{strategy}/metrics.json" in out
     assert "reports/classifier/ablation_2.0/metrics.json" in out
+    assert "reports/anomaly/metrics.json" in out and "reports/latent/metrics.json" in out
+
+
+@pytest.mark.slow
+def test_anomaly_and_latent_stages_report_their_results(project):
+    anomaly = json.loads((project / "reports/anomaly/metrics.json").read_text())
+    assert anomaly["normal_class"] == "normal" and 0 <= anomaly["auroc"] <= 1 and 0 <= anomaly["sensitivity"] <= 1
+    latent = json.loads((project / "reports/latent/metrics.json").read_text())
+    assert [r["components"] for r in latent["reduction"]] == [2, 4]
+    assert all(r["vae_mse"] > 0 and r["pca_mse"] > 0 for r in latent["reduction"])
+    assert {(r["components"], r["features"]) for r in latent["classification"]} == {
+        (n, f) for n in (2, 4) for f in ("vae", "pca")
+    }
+    report = (project / "reports/augmentation_report.md").read_text()
+    assert "## Anomaly detection" in report and "## The VAE as dimensionality reduction" in report
+    for figure in ("anomaly_maps", "anomaly_scores", "latent_projection", "latent_traversal", "latent_denoising"):
+        assert (project / f"reports/figures/{figure}.png").stat().st_size > 1000
+    plots = dvc(project, "plots", "show", "--json")
+    assert "reports/anomaly/roc.csv" in plots and "reports/latent/reduction.csv" in plots
+
+
+@pytest.mark.slow
+def test_medaug_score_scores_dicom_files_with_the_anomaly_model(project):
+    """`medaug score` in the project folder on a DICOM slice and a DICOM series of the dataset: one row per
+    slice; a corrupt file is an error naming it, and the exit status says so."""
+    files = sorted((project / "data/demo/dicom").rglob("*.dcm"))
+    series = next(p for p in (project / "data/demo/dicom").iterdir() if p.is_dir() and len(list(p.glob("*.dcm"))) > 1)
+    corrupt = project / "corrupt.dcm"
+    corrupt.write_bytes(files[0].read_bytes()[:300])
+    run = [sys.executable, "-m", "pipeline.cli", "score", str(files[0]), str(series), "--out", "scores.csv"]
+    done = subprocess.run(run, cwd=project, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with open(project / "scores.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) >= 2 and {r["file"] for r in rows} == {str(files[0]), str(series)}
+    assert all(float(r["reconstruction"]) > 0 for r in rows) and "normal" in done.stdout.lower()
+    failed = subprocess.run(run[:4] + [str(corrupt)], cwd=project, capture_output=True, text=True)
+    assert failed.returncode == 1 and "corrupt.dcm" in failed.stderr
 
 
 @pytest.mark.slow
@@ -150,13 +152,13 @@ def test_no_phi_from_dicom_headers_in_outputs(project):
 
 @pytest.mark.slow
 def test_second_repro_reproduces_nothing(project):
-    out = _dvc(project, "repro")
+    out = dvc(project, "repro")
     assert "Running stage" not in out and "up to date" in out
 
 
 @pytest.mark.slow
 def test_3d_volumes_run_through_every_stage(tmp_path):
-    project = _reproduced_project(tmp_path, TINY, TINY_3D)
+    project = reproduced_project(tmp_path, TINY, TINY_3D)
     train = load_split(project / "data/processed", "train")
     assert train.images.shape[1:] == (1, 16, 16, 16)  # whole volumes, not slices
     summary = json.loads((project / "data/processed/summary.json").read_text())

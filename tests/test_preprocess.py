@@ -250,3 +250,26 @@ def test_burned_in_annotation_is_refused_unless_allowed(tmp_path):
     assert [s["path"] for s in summary["skipped"]] == [flagged.relative_to(root).as_posix()]
     _, _, summary = preprocess_dataset(root, dataclasses.replace(TINY_PREPROCESS, allow_burned_in=True))
     assert summary["skipped"] == [] and summary["n_images"] == 48
+
+
+def test_max_image_gib_refuses_larger_images_naming_the_file_and_the_param(tiny_dataset, tmp_path):
+    """One 64 x 64 x 8 volume (128 KiB as float32) beside the demo's 64 x 64 (x 2) images and a limit of 64 KiB:
+    the volume is refused before decoding, naming the file and the param; with on_error: skip the rest goes on."""
+    import dataclasses
+    import shutil
+
+    import nibabel as nib
+
+    from pipeline.io.errors import ImageTooLargeError
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_dataset, root)
+    volume = np.random.default_rng(0).uniform(-1000, 400, (64, 64, 8)).astype(np.float32)
+    nib.save(nib.Nifti1Image(volume, np.eye(4)), root / "big.nii.gz")
+    with open(root / "labels.csv", "a", encoding="utf-8") as fh:
+        fh.write("big.nii.gz,normal,MRN-BIG\n")
+    limit = dataclasses.replace(TINY_PREPROCESS, max_image_gib=64 / 2**20)
+    with pytest.raises(ImageTooLargeError, match=r"big\.nii\.gz: .*64 x 64 x 8 .*\(preprocess\.max_image_gib\)"):
+        preprocess_dataset(root, limit)
+    _, _, summary = preprocess_dataset(root, dataclasses.replace(limit, on_error="skip"))
+    assert [s["path"] for s in summary["skipped"]] == ["big.nii.gz"] and summary["n_images"] == 48

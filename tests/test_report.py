@@ -84,3 +84,41 @@ def test_report_lists_skipped_rows_without_reasons():
     text = render_report(summary, [], metrics, {})
     assert "2 input row(s) were skipped" in text and "labels.csv line 4: `x/1.dcm`" in text
     assert "DOE_JANE" not in text
+
+
+def test_report_shows_the_anomaly_and_latent_results_it_is_given():
+    summary = {
+        "classes": ["nodule", "normal"],
+        "n_images": 10,
+        "n_files": 8,
+        "modalities": {"CT": 10},
+        "splits": {"train": {"patients": 3, "images": {"nodule": 1, "normal": 5}}},
+    }
+    anomaly = {
+        "normal_class": "normal",
+        "score": "reconstruction",
+        "auroc": 0.812,
+        "auprc": 0.4,
+        "prevalence": 0.1,
+        "threshold": 0.01,
+        "sensitivity": 0.75,
+        "specificity": 0.66,
+        "auroc_nodule": 0.812,
+        "by_score": {"reconstruction": {"auroc": 0.812, "auprc": 0.4}, "elbo": {"auroc": 0.7, "auprc": 0.3}},
+    }
+    latent = {
+        "reduction": [{"components": 2, "vae_mse": 0.004, "pca_mse": 0.009, "ica_mse": 0.0095}],
+        "classification": [
+            {"components": 2, "features": "vae", "accuracy": 0.9, "balanced_accuracy": 0.85},
+            {"components": 2, "features": "pca", "accuracy": 0.8, "balanced_accuracy": 0.7},
+        ],
+        "denoising": [
+            {"noise_sd": 0.1, "psnr_noisy": 20.0, "psnr_denoised": 25.5, "ssim_noisy": 0.5, "ssim_denoised": 0.8}
+        ],
+    }
+    text = render_report(summary, [], _metrics(0.7, 0.8), {}, anomaly=anomaly, latent=latent)
+    assert "AUROC **0.812**" in text and "sensitivity 0.750 and specificity 0.660" in text
+    assert "AUROC by score: reconstruction 0.812, elbo 0.700" in text
+    assert "| 2 | 0.00400 | 0.00900 | 0.00950 | 0.850 | 0.700 |" in text
+    assert "| 0.1 | 20.00 | 25.50 | 0.500 | 0.800 |" in text and "figures/latent_traversal.png" in text
+    assert "## Anomaly detection" not in render_report(summary, [], _metrics(0.7, 0.8), {})

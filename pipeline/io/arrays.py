@@ -35,8 +35,8 @@ class SplitData:
 def save_split(path: Path, data: SplitData) -> None:
     np.savez(
         path,
-        images=data.images.astype(np.float32),
-        labels=data.labels.astype(np.int64),
+        images=data.images.astype(np.float32, copy=False),  # no in-memory copy of arrays already of that type
+        labels=data.labels.astype(np.int64, copy=False),
         patients=data.patients.astype(str),
         classes=np.array(data.classes, dtype=str),
     )

@@ -142,8 +142,9 @@ def _check_size(path: Path, shape: tuple[int, ...], max_bytes: int) -> None:
     if size > max_bytes:
         raise ImageTooLargeError(
             f"{path}: the header declares {' x '.join(map(str, shape))} voxels, {size / 2**30:.1f} GiB as float32, "
-            f"more than medaug's limit of {max_bytes / 2**30:.1f} GiB for one image. The header may be damaged; "
-            "otherwise crop or downsample the image first, or remove its row from labels.csv"
+            f"more than medaug's limit of {max_bytes / 2**30:.1f} GiB for one image (preprocess.max_image_gib). "
+            "The header may be damaged; otherwise crop or downsample the image first, raise the limit if the "
+            "machine has the memory (decoding needs a few times the image), or remove its row from labels.csv"
         )
 
 

@@ -24,6 +24,8 @@ __all__ = [
     "ClassVAEs",
     "kl_divergence",
     "kl_per_dimension",
+    "kl_per_image",
+    "reconstruction_error",
     "reconstruction_loss",
     "kl_weight",
     "save_vae",
@@ -184,6 +186,24 @@ def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, kind: str) -> torc
     else:
         raise ValueError(f"reconstruction must be bce, mse or l1, got {kind!r}")
     return loss / x.shape[0]
+
+
+def reconstruction_error(recon: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """Reconstruction loss of each image, summed over its pixels: shape ``(batch,)``."""
+    if kind == "bce":
+        per_pixel = F.binary_cross_entropy(recon, x, reduction="none")
+    elif kind == "mse":
+        per_pixel = F.mse_loss(recon, x, reduction="none")
+    elif kind == "l1":
+        per_pixel = F.l1_loss(recon, x, reduction="none")
+    else:
+        raise ValueError(f"reconstruction must be bce, mse or l1, got {kind!r}")
+    return per_pixel.flatten(1).sum(1)
+
+
+def kl_per_image(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) of each image, summed over latent dimensions: shape ``(batch,)``."""
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1)
 
 
 def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,242 @@
+"""Stage ``anomaly``: a VAE that has only seen normal images flags the images it reconstructs badly.
+
+One VAE (the ``train_vae`` architecture and training settings) learns the training images of the normal class
+(``anomaly.normal_class``; by default the largest class). Every validation and test image is then scored by how
+far it lies from what that VAE can produce: ``reconstruction``, the mean squared error per pixel of the image
+decoded from its posterior mean (not BCE: its floor is the image's own entropy, so bright lesions would score as
+*more* normal), and ``elbo``, the image's training loss (reconstruction loss plus the KL of its posterior: the
+negative ELBO at the posterior mean). ``anomaly.score`` picks the primary score; both are reported. The threshold
+on the primary score is the one that maximises sensitivity + specificity on the validation split (Youden's J),
+applied unchanged to the test split. Each test image also gets a pixel-wise error map |x - reconstruction|.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from pipeline.config import AnomalyConfig, PreprocessConfig, TrainVAEConfig, load_section
+from pipeline.io.arrays import SplitData, load_split, write_json
+from pipeline.io.atomic import atomic_file
+from pipeline.models.vae import ClassVAEs, ConditionalVAE, kl_per_image, load_vae, reconstruction_error, save_vae
+from pipeline.plots import anomaly_maps, anomaly_scores
+from pipeline.runtime import seed_everything, select_device, versions
+from pipeline.train_vae import fit_vae, one_class, vae_network
+
+__all__ = [
+    "normal_label",
+    "score_images",
+    "choose_score_threshold",
+    "detection_metrics",
+    "train_normal_vae",
+    "score_files",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+SCORES = ("reconstruction", "elbo")
+
+
+def normal_label(data: SplitData, normal_class: str | None) -> int:
+    """The label of ``normal_class``, or of the largest class of ``data`` when it is ``None``."""
+    if normal_class is None:
+        counts = np.bincount(data.labels, minlength=len(data.classes))
+        return int(counts.argmax())
+    if normal_class not in data.classes:
+        raise ValueError(
+            f"anomaly.normal_class {normal_class!r} is not a class of this dataset ({', '.join(data.classes)}); "
+            "set it to one of them, or to null for the largest class"
+        )
+    return data.classes.index(normal_class)
+
+
+def train_normal_vae(train: SplitData, val: SplitData, normal: int, cfg: TrainVAEConfig, device) -> tuple:
+    """One single-class VAE on the ``normal`` class of ``train``, its epoch chosen on that class of ``val``."""
+    seed_everything(cfg.seed)
+    model = vae_network(tuple(train.images.shape[1:]), 1, cfg)
+    name = f"normal ({train.classes[normal]})"
+    history = fit_vae(model, one_class(train, normal), one_class(val, normal), cfg, device, name)
+    return model, history
+
+
+@torch.no_grad()
+def score_images(
+    model: ConditionalVAE, images: np.ndarray, reconstruction: str, device, batch_size: int = 256
+) -> dict[str, np.ndarray]:
+    """Per image: ``reconstruction``, the mean squared error per pixel between the image and its decoding from the
+    posterior mean; ``elbo``, the training reconstruction loss (``reconstruction``: bce, mse or l1, summed over
+    pixels) plus the posterior's KL to the prior, i.e. the negative ELBO at the posterior mean; ``decoded`` (the
+    reconstruction) and ``error_map`` (|x - reconstruction|), both shaped like the images (N, C, spatial...)."""
+    model.eval().to(device)
+    out: dict[str, list] = {"reconstruction": [], "elbo": [], "decoded": [], "error_map": []}
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+        y = torch.zeros(len(x), dtype=torch.long, device=device)
+        mu, logvar = model.encode_forward(x, y)
+        recon = model.decode_forward(mu, y)
+        out["reconstruction"].append((recon - x).pow(2).flatten(1).mean(1).cpu().numpy())
+        out["elbo"].append((reconstruction_error(recon, x, reconstruction) + kl_per_image(mu, logvar)).cpu().numpy())
+        out["decoded"].append(recon.cpu().numpy())
+        out["error_map"].append((x - recon).abs().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def choose_score_threshold(is_anomaly: np.ndarray, scores: np.ndarray) -> float:
+    """The cut-off maximising sensitivity + specificity - 1 (Youden's J) on these (validation) scores; an image
+    is called abnormal when its score is at least the cut-off."""
+    if is_anomaly.all() or not is_anomaly.any():
+        raise ValueError("the validation split needs normal and abnormal images to choose an anomaly threshold")
+    fpr, tpr, thresholds = roc_curve(is_anomaly, scores)
+    best = int(np.argmax(tpr - fpr))
+    return float(min(thresholds[best], np.max(scores)))  # roc_curve's first threshold is +inf
+
+
+def detection_metrics(data: SplitData, normal: int, scores: np.ndarray, threshold: float) -> dict:
+    """AUROC and AUPRC of ``scores`` for abnormal (every class but ``normal``) against normal, per other class
+    against normal, and sensitivity/specificity at ``threshold``."""
+    is_anomaly = data.labels != normal
+    called = scores >= threshold
+    metrics = {
+        **_separation(is_anomaly, scores),
+        "prevalence": float(is_anomaly.mean()),
+        "threshold": threshold,
+        "sensitivity": float(called[is_anomaly].mean()),
+        "specificity": float((~called[~is_anomaly]).mean()),
+    }
+    for label, name in enumerate(data.classes):
+        keep = (data.labels == label) | ~is_anomaly
+        if label != normal and (data.labels == label).any():
+            metrics[f"auroc_{name}"] = float(roc_auc_score(data.labels[keep] == label, scores[keep]))
+    return metrics
+
+
+def _separation(is_anomaly: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    return {
+        "auroc": float(roc_auc_score(is_anomaly, scores)),
+        "auprc": float(average_precision_score(is_anomaly, scores)),
+    }
+
+
+def _write_scores(path: Path, data: SplitData, scores: dict[str, np.ndarray], threshold: float, primary: str) -> None:
+    """One row per test image: index, class, both scores and whether it is called abnormal (no patient IDs)."""
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["index", "label", *SCORES, "abnormal"])
+        for i in range(len(data)):
+            values = [f"{scores[s][i]:.6g}" for s in SCORES]
+            writer.writerow([i, data.classes[data.labels[i]], *values, int(scores[primary][i] >= threshold)])
+
+
+def _write_roc(path: Path, is_anomaly: np.ndarray, scores: np.ndarray) -> None:
+    fpr, tpr, _ = roc_curve(is_anomaly, scores)
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["fpr", "tpr"])
+        writer.writerows(zip(np.round(fpr, 6), np.round(tpr, 6), strict=True))
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg: AnomalyConfig = load_section("anomaly")
+    vae_cfg: TrainVAEConfig = load_section("train_vae")
+    preprocess: PreprocessConfig = load_section("preprocess")
+    paths = load_section("paths")
+    train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
+    normal = normal_label(train, cfg.normal_class)
+    device = select_device()
+    model, history = train_normal_vae(train, val, normal, vae_cfg, device)
+    val_scores = score_images(model, val.images, vae_cfg.reconstruction, device)
+    threshold = choose_score_threshold(val.labels != normal, val_scores[cfg.score])
+    test_scores = score_images(model, test.images, vae_cfg.reconstruction, device)
+    metrics = {
+        "normal_class": train.classes[normal],
+        "score": cfg.score,
+        **detection_metrics(test, normal, test_scores[cfg.score], threshold),
+        "by_score": {s: _separation(test.labels != normal, test_scores[s]) for s in SCORES},
+    }
+    extra = {
+        "anomaly": {"normal_class": train.classes[normal], "score": cfg.score, "threshold": threshold},
+        "preprocess": dataclasses.asdict(preprocess),  # `medaug score` prepares new files the same way
+        "best_epoch": min(history, key=lambda h: h["val_elbo"])["epoch"],
+        "versions": versions(),
+    }
+    save_vae(
+        paths.anomaly_vae, ClassVAEs("per_class", [model]), [train.classes[normal]], dataclasses.asdict(vae_cfg), extra
+    )
+    out = Path(paths.reports) / "anomaly"
+    write_json(out / "metrics.json", metrics)
+    _write_scores(out / "scores.csv", test, test_scores, threshold, cfg.score)
+    _write_roc(out / "roc.csv", test.labels != normal, test_scores[cfg.score])
+    figures = Path(paths.reports) / "figures"
+    anomaly_scores(
+        figures / "anomaly_scores.png", test.labels, test.classes, normal, test_scores[cfg.score], threshold, cfg.score
+    )
+    top = np.argsort(-test_scores[cfg.score], kind="stable")[: cfg.n_maps]
+    titles = [f"{test.classes[test.labels[i]]}\n{test_scores[cfg.score][i]:.4g}" for i in top]
+    anomaly_maps(
+        figures / "anomaly_maps.png",
+        test.images[top],
+        test_scores["decoded"][top],
+        test_scores["error_map"][top],
+        titles,
+    )
+    logger.info(
+        "anomaly (%s vs the rest, %s score): test AUROC %.3f, sensitivity %.3f, specificity %.3f",
+        train.classes[normal],
+        cfg.score,
+        metrics["auroc"],
+        metrics["sensitivity"],
+        metrics["specificity"],
+    )
+
+
+def load_anomaly_model(path: str | Path, device="cpu") -> tuple[ConditionalVAE, dict]:
+    """The normal-class VAE of an ``anomaly`` run and its checkpoint (threshold, preprocess settings)."""
+    vaes, checkpoint = load_vae(path, device)
+    if "anomaly" not in checkpoint:
+        raise ValueError(f"{path} is not an anomaly model (written by the anomaly stage); run `dvc repro anomaly`")
+    return vaes.models[0], checkpoint
+
+
+def score_files(files: list[Path], model_path: str | Path, device="cpu") -> list[dict]:
+    """Anomaly scores of DICOM/NIfTI ``files`` (or DICOM series folders) with the model of an ``anomaly`` run,
+    each read and prepared as ``preprocess`` prepared the training data (a volume gives one row per slice in a
+    2D run). One dict per image: file, slice, both scores and ``abnormal`` at the run's threshold. A file that
+    cannot be read raises its named input error."""
+    # imported here: only `medaug score` reads files; the anomaly stage itself works on the preprocessed arrays
+    from pipeline.io.errors import UnreadableImageError
+    from pipeline.io.manifest import ManifestRow
+    from pipeline.preprocess import row_samples
+
+    model, checkpoint = load_anomaly_model(model_path, device)
+    raw = checkpoint["preprocess"]
+    cfg = PreprocessConfig(**{**raw, "spacing": None if raw["spacing"] is None else tuple(raw["spacing"])})
+    settings = checkpoint["anomaly"]
+    reconstruction = checkpoint["config"]["reconstruction"]
+    rows = []
+    for path in files:
+        row = ManifestRow(line=0, relpath=str(path), path=Path(path).resolve(), label="", patient_id=None)
+        images = np.stack([sample.image for sample in row_samples(row, cfg)]).astype(np.float32)
+        if images.shape[1:] != model.image_shape:
+            raise UnreadableImageError(f"{path}: prepared as {images.shape[1:]}, the model expects {model.image_shape}")
+        scores = score_images(model, images, reconstruction, device)
+        for k in range(len(images)):
+            rows.append(
+                {
+                    "file": str(path),
+                    "slice": k,
+                    **{s: float(scores[s][k]) for s in SCORES},
+                    "abnormal": bool(scores[settings["score"]][k] >= settings["threshold"]),
+                }
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    main()

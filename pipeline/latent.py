@@ -1,0 +1,225 @@
+"""Stage ``latent``: the VAE as dimensionality reduction, against PCA and ICA, and a look at its latent space.
+
+For each size in ``latent.sizes`` an unconditional VAE (``train_vae``'s architecture and settings, ``latent.epochs``
+epochs; it never sees the label, so its codes are fair features) learns the training split. At the same number of
+components, scikit-learn's PCA and FastICA are fitted to the same images. Reported, on the test split:
+reconstruction MSE per pixel of each method; balanced accuracy of a logistic regression on the VAE means and on
+the PCA components; PSNR and SSIM (MONAI metrics) of noisy and of VAE-denoised images against the clean ones.
+Pictures (from the largest VAE): a 2D projection of the test latents coloured by class, interpolation strips
+between real images within and across classes, and a traversal of the latent dimensions with the highest KL.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.metrics import PSNRMetric, SSIMMetric
+from sklearn.decomposition import PCA, FastICA
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from pipeline.config import LatentConfig, TrainVAEConfig, load_section
+from pipeline.io.arrays import SplitData, load_split, write_json
+from pipeline.io.atomic import atomic_file
+from pipeline.models.vae import ConditionalVAE, kl_per_dimension
+from pipeline.plots import image_grid, latent_projection, reduction_curve
+from pipeline.runtime import seed_everything, select_device
+from pipeline.train_vae import fit_vae, vae_network
+
+__all__ = [
+    "train_unconditional_vae",
+    "encode",
+    "decode",
+    "reduction_errors",
+    "latent_classification",
+    "denoising",
+    "main",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _unlabelled(data: SplitData) -> SplitData:
+    return dataclasses.replace(data, labels=np.zeros(len(data), dtype=np.int64), classes=("all",))
+
+
+def train_unconditional_vae(
+    train: SplitData, val: SplitData, size: int, epochs: int, cfg: TrainVAEConfig, device
+) -> ConditionalVAE:
+    """A VAE with ``size`` latent dimensions on every training image, label unseen; best epoch on ``val``."""
+    cfg = dataclasses.replace(cfg, latent_size=size, epochs=epochs, kl_warmup_epochs=min(cfg.kl_warmup_epochs, epochs))
+    seed_everything(cfg.seed)
+    model = vae_network(tuple(train.images.shape[1:]), 1, cfg)
+    fit_vae(model, _unlabelled(train), _unlabelled(val), cfg, device, f"latent {size}")
+    return model
+
+
+@torch.no_grad()
+def encode(model: ConditionalVAE, images: np.ndarray, device, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means and log-variances of ``images`` (N, C, spatial...)."""
+    model.eval().to(device)
+    mus, logvars = [], []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+        mu, logvar = model.encode_forward(x, torch.zeros(len(x), dtype=torch.long, device=device))
+        mus.append(mu.cpu().numpy())
+        logvars.append(logvar.cpu().numpy())
+    return np.concatenate(mus), np.concatenate(logvars)
+
+
+@torch.no_grad()
+def decode(model: ConditionalVAE, codes: np.ndarray, device, batch_size: int = 256) -> np.ndarray:
+    """Images in [0, 1] decoded from latent ``codes`` (N, latent_size)."""
+    model.eval().to(device)
+    out = []
+    for start in range(0, len(codes), batch_size):
+        z = torch.from_numpy(np.ascontiguousarray(codes[start : start + batch_size], dtype=np.float32)).to(device)
+        out.append(model.decode_forward(z, torch.zeros(len(z), dtype=torch.long, device=device)).cpu().numpy())
+    return np.concatenate(out)
+
+
+def _linear_methods(train: np.ndarray, size: int, seed: int) -> dict:
+    """PCA and FastICA with ``size`` components fitted to flattened ``train`` images."""
+    return {
+        "pca": PCA(n_components=size, random_state=seed).fit(train),
+        "ica": FastICA(n_components=size, whiten="unit-variance", max_iter=1000, tol=1e-3, random_state=seed).fit(
+            train
+        ),
+    }
+
+
+def reduction_errors(
+    model: ConditionalVAE, train: SplitData, test: SplitData, seed: int, device
+) -> tuple[dict[str, float], dict]:
+    """Test reconstruction MSE per pixel of the VAE (image decoded from its posterior mean) and of PCA and ICA
+    with as many components as the VAE has latent dimensions, fitted to the training images; also those fitted
+    PCA and ICA."""
+    flat_train, flat_test = train.images.reshape(len(train), -1), test.images.reshape(len(test), -1)
+    errors = {"vae": float(np.mean((decode(model, encode(model, test.images, device)[0], device) - test.images) ** 2))}
+    methods = _linear_methods(flat_train, model.latent_size, seed)
+    for name, method in methods.items():
+        reconstructed = np.clip(method.inverse_transform(method.transform(flat_test)), 0, 1)
+        errors[name] = float(np.mean((reconstructed - flat_test) ** 2))
+    return errors, methods
+
+
+def latent_classification(
+    train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray, test_labels: np.ndarray
+) -> dict[str, float]:
+    """Accuracy and balanced accuracy on the test split of a logistic regression (standardised features,
+    balanced class weights) fitted to the training features."""
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, class_weight="balanced"))
+    predicted = clf.fit(train_features, train_labels).predict(test_features)
+    return {
+        "accuracy": float(accuracy_score(test_labels, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(test_labels, predicted)),
+    }
+
+
+@torch.no_grad()
+def denoising(
+    model: ConditionalVAE, images: np.ndarray, levels: tuple[float, ...], seed: int, device
+) -> tuple[list[dict], dict[float, tuple[np.ndarray, np.ndarray]]]:
+    """For each noise level: mean PSNR and SSIM (data range 1) against the clean ``images`` of the noisy images
+    (Gaussian noise, clipped to [0, 1]) and of the VAE's reconstructions of them; also the first images, noisy
+    and denoised, for pictures."""
+    spatial_dims = images.ndim - 2
+    rng = np.random.default_rng(seed)
+    clean = torch.from_numpy(images)
+    rows, examples = [], {}
+    for level in levels:
+        noisy = np.clip(images + rng.normal(0, level, images.shape), 0, 1).astype(np.float32)
+        denoised = decode(model, encode(model, noisy, device)[0], device)
+        row = {"noise_sd": level}
+        for name, candidate in (("noisy", noisy), ("denoised", denoised)):
+            y = torch.from_numpy(candidate)
+            row[f"psnr_{name}"] = float(PSNRMetric(max_val=1.0)(y, clean).mean())
+            row[f"ssim_{name}"] = float(SSIMMetric(spatial_dims=spatial_dims, data_range=1.0)(y, clean).mean())
+        rows.append(row)
+        examples[level] = (noisy[:8], denoised[:8])
+    return rows, examples
+
+
+def _strip(model: ConditionalVAE, a: np.ndarray, b: np.ndarray, steps: int, device) -> np.ndarray:
+    """Images decoded along the straight line between the codes of images ``a`` and ``b``."""
+    mu, _ = encode(model, np.stack([a, b]), device)
+    t = np.linspace(0, 1, steps)[:, None]
+    return decode(model, (1 - t) * mu[0] + t * mu[1], device)
+
+
+def _pictures(model: ConditionalVAE, test: SplitData, cfg: LatentConfig, figures: Path, device) -> None:
+    mu, logvar = encode(model, test.images, device)
+    latent_projection(figures / "latent_projection.png", mu, test.labels, test.classes, cfg.tsne)
+    # within the first class (its first two images), then from its first image to the first of each other class
+    first = {k: np.flatnonzero(test.labels == k) for k in range(len(test.classes)) if (test.labels == k).any()}
+    start_class, start = next(iter(first.items()))
+    pairs = [(start_class, start[0], start[1])] if len(start) > 1 else []
+    pairs += [(k, start[0], idx[0]) for k, idx in first.items() if k != start_class]
+    strips = [(f"{test.classes[start_class]} to {test.classes[k]}", (i, j)) for k, i, j in pairs]
+    rows = [(title, _strip(model, test.images[i], test.images[j], 8, device)) for title, (i, j) in strips]
+    image_grid(figures / "latent_interpolation.png", rows, columns=8)
+    kl = kl_per_dimension(torch.from_numpy(mu), torch.from_numpy(logvar)).numpy()
+    base = mu.mean(0)
+    traversal = []
+    for dim in np.argsort(-kl, kind="stable")[: cfg.traversal_dims]:
+        codes = np.repeat(base[None], 7, axis=0)
+        codes[:, dim] = np.linspace(-3, 3, 7)
+        traversal.append((f"dimension {dim} (KL {kl[dim]:.2f} nats), -3 to +3", decode(model, codes, device)))
+    image_grid(figures / "latent_traversal.png", traversal, columns=7)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg: LatentConfig = load_section("latent")
+    vae_cfg: TrainVAEConfig = load_section("train_vae")
+    paths = load_section("paths")
+    train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
+    device = select_device()
+    flat_train = train.images.reshape(len(train), -1)
+    reduction, classification, models = [], [], {}
+    for size in sorted(set(cfg.sizes)):
+        if size > min(flat_train.shape):
+            raise ValueError(f"latent.sizes: {size} components need at least {size} training images and pixels")
+        model = models[size] = train_unconditional_vae(train, val, size, cfg.epochs, vae_cfg, device)
+        errors, methods = reduction_errors(model, train, test, vae_cfg.seed, device)
+        reduction.append({"components": size, **{f"{k}_mse": v for k, v in errors.items()}})
+        features = {
+            "vae": (encode(model, train.images, device)[0], encode(model, test.images, device)[0]),
+            "pca": (methods["pca"].transform(flat_train), methods["pca"].transform(test.images.reshape(len(test), -1))),
+        }
+        for name, (train_x, test_x) in features.items():
+            scores = latent_classification(train_x, train.labels, test_x, test.labels)
+            classification.append({"components": size, "features": name, **scores})
+    largest = models[max(models)]
+    noise, examples = denoising(largest, test.images, cfg.noise_levels, vae_cfg.seed, device)
+    out, figures = Path(paths.reports) / "latent", Path(paths.reports) / "figures"
+    write_json(out / "metrics.json", {"reduction": reduction, "classification": classification, "denoising": noise})
+    with atomic_file(out / "reduction.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(reduction[0]))
+        writer.writeheader()
+        writer.writerows(reduction)
+    reduction_curve(figures / "latent_reduction.png", reduction)
+    denoise_rows = [("clean", test.images[:8])]
+    for level, (noisy, denoised) in examples.items():
+        denoise_rows += [(f"noise sd {level}", noisy), (f"VAE reconstruction of noise sd {level}", denoised)]
+    image_grid(figures / "latent_denoising.png", denoise_rows, columns=8)
+    _pictures(largest, test, cfg, figures, device)
+    for row in reduction:
+        logger.info(
+            "%d components: test MSE VAE %.5f, PCA %.5f, ICA %.5f",
+            row["components"],
+            row["vae_mse"],
+            row["pca_mse"],
+            row["ica_mse"],
+        )
+
+
+if __name__ == "__main__":
+    main()
