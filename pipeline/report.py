@@ -1,9 +1,9 @@
 """Stage ``report``: ``augmentation_report.md`` from the files the earlier stages declared.
 
 It reads the preprocessing summary, the synthetic manifest, the compare stage's metrics and synthetic-ratio
-table, and the anomaly and latent stages' metrics; it recomputes nothing. The verdict compares real + synthetic with real only and with random oversampling
-on balanced accuracy (paired bootstrap intervals) and on the recall of each minority class, and says plainly
-when augmentation did not help.
+table, and the anomaly and latent stages' metrics; it recomputes nothing. The verdict compares real + synthetic
+with real only and with random oversampling on balanced accuracy (paired bootstrap intervals) and on the recall
+of each minority class, and says plainly when augmentation did not help.
 """
 
 from __future__ import annotations

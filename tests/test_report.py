@@ -1,5 +1,13 @@
 from pipeline.report import render_report, verdict
 
+SUMMARY = {
+    "classes": ["nodule", "normal"],
+    "n_images": 10,
+    "n_files": 8,
+    "modalities": {"CT": 10},
+    "splits": {"train": {"patients": 3, "images": {"nodule": 1, "normal": 5}}},
+}
+
 
 def _difference(delta, half_width):
     d = {"difference": delta, "ci_low": delta - half_width, "ci_high": delta + half_width}
@@ -45,13 +53,7 @@ def test_verdict_says_when_augmentation_did_not_help():
 
 
 def test_report_has_counts_table_and_pictures():
-    summary = {
-        "classes": ["nodule", "normal"],
-        "n_images": 10,
-        "n_files": 8,
-        "modalities": {"CT": 10},
-        "splits": {"train": {"patients": 3, "images": {"nodule": 1, "normal": 5}}},
-    }
+    summary = SUMMARY
     rows = [{"label": "nodule", "sampler": "posterior"}] * 4
     text = render_report(summary, rows, _metrics(0.7, 0.8), {"Grid": "figures/grid.png"})
     assert "| train | 3 | 1 | 5 |" in text and "nodule: 4" in text and "![Grid](figures/grid.png)" in text
@@ -87,13 +89,7 @@ def test_report_lists_skipped_rows_without_reasons():
 
 
 def test_report_shows_the_anomaly_and_latent_results_it_is_given():
-    summary = {
-        "classes": ["nodule", "normal"],
-        "n_images": 10,
-        "n_files": 8,
-        "modalities": {"CT": 10},
-        "splits": {"train": {"patients": 3, "images": {"nodule": 1, "normal": 5}}},
-    }
+    summary = SUMMARY
     anomaly = {
         "normal_class": "normal",
         "score": "reconstruction",

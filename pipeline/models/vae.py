@@ -175,30 +175,23 @@ class ClassVAEs(nn.Module):
         return model.decode_forward(z, torch.full((len(z),), y, device=z.device))
 
 
+_LOSSES = {"bce": F.binary_cross_entropy, "mse": F.mse_loss, "l1": F.l1_loss}
+
+
+def _loss(kind: str):
+    if kind not in _LOSSES:
+        raise ValueError(f"reconstruction must be bce, mse or l1, got {kind!r}")
+    return _LOSSES[kind]
+
+
 def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
     """Per-image reconstruction loss summed over pixels, averaged over the batch."""
-    if kind == "bce":
-        loss = F.binary_cross_entropy(recon, x, reduction="sum")
-    elif kind == "mse":
-        loss = F.mse_loss(recon, x, reduction="sum")
-    elif kind == "l1":
-        loss = F.l1_loss(recon, x, reduction="sum")
-    else:
-        raise ValueError(f"reconstruction must be bce, mse or l1, got {kind!r}")
-    return loss / x.shape[0]
+    return _loss(kind)(recon, x, reduction="sum") / x.shape[0]
 
 
 def reconstruction_error(recon: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
     """Reconstruction loss of each image, summed over its pixels: shape ``(batch,)``."""
-    if kind == "bce":
-        per_pixel = F.binary_cross_entropy(recon, x, reduction="none")
-    elif kind == "mse":
-        per_pixel = F.mse_loss(recon, x, reduction="none")
-    elif kind == "l1":
-        per_pixel = F.l1_loss(recon, x, reduction="none")
-    else:
-        raise ValueError(f"reconstruction must be bce, mse or l1, got {kind!r}")
-    return per_pixel.flatten(1).sum(1)
+    return _loss(kind)(recon, x, reduction="none").flatten(1).sum(1)
 
 
 def kl_per_image(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
