@@ -41,6 +41,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 SCORES = ("reconstruction", "elbo")
+SALT_NOT_STORED = "not-stored"  # stands in for preprocess.id_salt in the checkpoint
 
 
 def normal_label(data: SplitData, normal_class: str | None) -> int:
@@ -162,7 +163,8 @@ def main() -> None:
     }
     extra = {
         "anomaly": {"normal_class": train.classes[normal], "score": cfg.score, "threshold": threshold},
-        "preprocess": dataclasses.asdict(preprocess),  # `medaug score` prepares new files the same way
+        # `medaug score` prepares new files the same way; the pseudonym salt is a secret and scoring never needs it
+        "preprocess": {**dataclasses.asdict(preprocess), "id_salt": SALT_NOT_STORED},
         "best_epoch": min(history, key=lambda h: h["val_elbo"])["epoch"],
         "versions": versions(),
     }

@@ -96,6 +96,12 @@ def test_medaug_score_scores_dicom_files_with_the_anomaly_model(project):
     assert all(float(r["reconstruction"]) > 0 for r in rows) and "normal" in done.stdout.lower()
     failed = subprocess.run(run[:4] + [str(corrupt)], cwd=project, capture_output=True, text=True)
     assert failed.returncode == 1 and "corrupt.dcm" in failed.stderr
+    salt = yaml.safe_load((project / "params.yaml").read_text())["preprocess"]["id_salt"]
+    import torch
+
+    checkpoint = torch.load(project / "models/anomaly_vae.pt", weights_only=True)  # the pseudonym salt is a secret
+    assert checkpoint["preprocess"]["id_salt"] == "not-stored"
+    assert salt.encode() not in (project / "models/anomaly_vae.pt").read_bytes()
 
 
 @pytest.mark.slow
