@@ -27,6 +27,7 @@ __all__ = [
     "TrainClassifierConfig",
     "AnomalyConfig",
     "LatentConfig",
+    "QualityConfig",
     "STRATEGY_NAMES",
     "SECTIONS",
     "load_section",
@@ -217,6 +218,16 @@ class LatentConfig:
         _check(self.traversal_dims >= 1, "latent.traversal_dims", "at least 1")
 
 
+@dataclass(frozen=True)
+class QualityConfig:
+    nearest_k: int  # k of the k-nearest-neighbour balls of precision, recall, density and coverage
+    copy_quantile: float  # synthetic images nearer a training image than this quantile of held-out real ones: copies
+
+    def __post_init__(self) -> None:
+        _check(self.nearest_k >= 1, "quality.nearest_k", "at least 1")
+        _check(0 < self.copy_quantile < 0.5, "quality.copy_quantile", "between 0 and 0.5")
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "paths": PathsConfig,
@@ -227,6 +238,7 @@ SECTIONS: dict[str, type] = {
     "train_classifier": TrainClassifierConfig,
     "anomaly": AnomalyConfig,
     "latent": LatentConfig,
+    "quality": QualityConfig,
 }
 
 T = TypeVar("T")

@@ -178,3 +178,19 @@ def reduction_curve(path: str | Path, rows: Sequence[dict]) -> None:
     ax.set_ylabel("test MSE per pixel")
     ax.legend(fontsize=7)
     _save(fig, path)
+
+
+def distance_histograms(path: str | Path, audits: dict[str, dict]) -> None:
+    """One panel per space (``audits``: name -> memorisation result): the distances of synthetic and of held-out
+    real images to their nearest training image, with the near-copy threshold."""
+    fig, axes = plt.subplots(1, len(audits), figsize=(4.5 * len(audits), 3.5), squeeze=False)
+    for ax, (space, audit) in zip(axes[0], audits.items(), strict=True):
+        both = np.concatenate([audit["synthetic"], audit["held_out"]])
+        bins = np.histogram_bin_edges(both, bins=30)
+        ax.hist(audit["held_out"], bins=bins, alpha=0.5, density=True, label="held-out real to train")
+        ax.hist(audit["synthetic"], bins=bins, alpha=0.5, density=True, label="synthetic to train")
+        flagged = int(audit["flagged"].sum())
+        ax.axvline(audit["threshold"], color="black", linestyle="--", label=f"near-copy threshold ({flagged} flagged)")
+        ax.set_xlabel(f"distance to the nearest training image ({space})")
+        ax.legend(fontsize=7)
+    _save(fig, path)

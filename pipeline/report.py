@@ -1,9 +1,9 @@
 """Stage ``report``: ``augmentation_report.md`` from the files the earlier stages declared.
 
 It reads the preprocessing summary, the synthetic manifest, the compare stage's metrics and synthetic-ratio
-table, and the anomaly and latent stages' metrics; it recomputes nothing. The verdict compares real + synthetic
-with real only and with random oversampling on balanced accuracy (paired bootstrap intervals) and on the recall
-of each minority class, and says plainly when augmentation did not help.
+table, and the quality, anomaly and latent stages' metrics; it recomputes nothing. The verdict compares real +
+synthetic with real only and with random oversampling on balanced accuracy (paired bootstrap intervals) and on
+the recall of each minority class, and says plainly when augmentation did not help.
 """
 
 from __future__ import annotations
@@ -155,6 +155,52 @@ def _generation_lines(generation: dict) -> list[str]:
     return lines + [""]
 
 
+def _quality_lines(quality: dict, metrics: dict) -> list[str]:
+    if not quality:
+        return []
+    lines = [
+        "## Synthetic data quality",
+        "",
+        "In the feature space of a classifier trained here on the real training split, against the real training "
+        "images: Fréchet distance (FD), and precision/density (synthetic images on the real manifold) and "
+        "recall/coverage (the real manifold covered; Naeem et al. 2020). The yardstick row is the same for held-out "
+        "real images (validation + test patients): what new real patients score.",
+        "",
+        "| class | images | FD | precision | recall | density | coverage |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = ("fd", "precision", "recall", "density", "coverage")
+    for name, q in quality["per_class"].items():
+        synthetic = " | ".join(f"{q[k]:.3f}" for k in keys)
+        held_out = " | ".join(f"{q['held_out_' + k]:.3f}" for k in keys)
+        lines.append(f"| {name}: synthetic | {q['synthetic_images']} | {synthetic} |")
+        lines.append(f"| {name}: held-out real (yardstick) | {q['held_out_images']} | {held_out} |")
+    if "synthetic_only" in metrics:
+        lines += [
+            "",
+            f"Train on synthetic, test on real (synthetic_only): balanced accuracy "
+            f"{_fmt(metrics['synthetic_only'], 'balanced_accuracy')}.",
+        ]
+    memo = quality["memorisation"]
+    lines += [
+        "",
+        f"Memorisation audit: a synthetic image nearer its nearest training image than the "
+        f"{quality['copy_quantile']:.0%} quantile of held-out real images' distances is flagged as a near-copy. "
+        + "; ".join(
+            f"{space}: {m['flagged']} flagged ({m['flagged_fraction']:.1%}), median distance synthetic "
+            f"{m['median_synthetic']:.4g} vs held-out real {m['median_held_out']:.4g}"
+            for space, m in memo.items()
+        )
+        + ".",
+        "",
+        "![memorisation audit](figures/memorisation.png)",
+        "",
+        "![closest pairs](figures/closest_pairs.png)",
+        "",
+    ]
+    return lines
+
+
 def _anomaly_lines(anomaly: dict) -> list[str]:
     if not anomaly:
         return []
@@ -225,10 +271,11 @@ def render_report(
     ratio_rows: list[dict] | None = None,
     anomaly: dict | None = None,
     latent: dict | None = None,
+    quality: dict | None = None,
 ) -> str:
     """The Markdown report; ``figures`` maps a caption to a path relative to the report; ``generation`` is the
     generate stage's summary.json; ``ratio_rows`` the compare stage's synthetic_ratio.csv; ``anomaly`` and
-    ``latent`` the metrics.json of those stages."""
+    ``latent`` and ``quality`` the metrics.json of those stages."""
     classes = summary["classes"]
     lines = [
         "# medaug augmentation report",
@@ -287,6 +334,7 @@ def render_report(
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     lines += [""] + _difference_lines(metrics)
     lines += _ratio_lines(ratio_rows or [], metrics["minority_classes"])
+    lines += _quality_lines(quality or {}, metrics)
     lines += _anomaly_lines(anomaly or {})
     lines += _latent_lines(latent or {})
     lines += ["## Pictures", ""]
@@ -313,7 +361,8 @@ def main() -> None:
     }
     out = reports / "augmentation_report.md"
     anomaly, latent = read_json(reports / "anomaly" / "metrics.json"), read_json(reports / "latent" / "metrics.json")
-    text = render_report(summary, synthetic_rows, metrics, figures, generation, ratio_rows, anomaly, latent)
+    quality = read_json(reports / "quality" / "metrics.json")
+    text = render_report(summary, synthetic_rows, metrics, figures, generation, ratio_rows, anomaly, latent, quality)
     with atomic_file(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
     logger.info("report written to %s", out)

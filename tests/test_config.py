@@ -90,9 +90,11 @@ def test_classifier_validation_names_the_key(change, message):
         ("latent", {"noise_levels": [1.5]}, "latent.noise_levels must be values between 0 and 1"),
         ("latent", {"traversal_dims": 0}, "latent.traversal_dims must be at least 1"),
         ("preprocess", {"max_image_gib": 0}, "preprocess.max_image_gib must be positive"),
+        ("quality", {"nearest_k": 0}, "quality.nearest_k must be at least 1"),
+        ("quality", {"copy_quantile": 0.7}, "quality.copy_quantile must be between 0 and 0.5"),
     ],
 )
-def test_anomaly_latent_and_size_limit_validation_names_the_key(section, change, message):
+def test_anomaly_latent_quality_and_size_limit_validation_names_the_key(section, change, message):
     import yaml
 
     from pipeline.config import SECTIONS

@@ -59,6 +59,22 @@ def test_dvc_metrics_show_lists_every_strategy(project):
         assert f"reports/classifier/{strategy}/metrics.json" in out
     assert "reports/classifier/ablation_2.0/metrics.json" in out
     assert "reports/anomaly/metrics.json" in out and "reports/latent/metrics.json" in out
+    assert "reports/quality/metrics.json" in out
+
+
+@pytest.mark.slow
+def test_quality_stage_measures_every_class_and_audits_memorisation(project):
+    quality = json.loads((project / "reports/quality/metrics.json").read_text())
+    assert set(quality["per_class"]) == {"nodule", "normal"}
+    for q in quality["per_class"].values():
+        assert q["fd"] >= 0 and q["held_out_fd"] >= 0 and q["synthetic_images"] > 0 and q["held_out_images"] > 0
+        assert all(0 <= q[p + k] <= 1 for k in ("precision", "recall", "coverage") for p in ("", "held_out_"))
+    for space in ("pixels", "features"):
+        assert 0 <= quality["memorisation"][space]["flagged_fraction"] <= 1
+    report = (project / "reports/augmentation_report.md").read_text()
+    assert "## Synthetic data quality" in report and "Memorisation audit" in report
+    for figure in ("memorisation", "closest_pairs"):
+        assert (project / f"reports/figures/{figure}.png").stat().st_size > 1000
 
 
 @pytest.mark.slow

@@ -1,0 +1,198 @@
+"""Stage ``quality``: how close the synthetic images are to real ones, and whether they copy training images.
+
+Features come from a network trained here, never downloaded: the classifier of ``train_classifier`` (same
+network and budget) trained on the real training split with its first seed; an image's feature vector is the
+input of that network's last linear layer. Per class, on those features:
+
+- **Fréchet distance** (FD, the formula of FID) between the synthetic images and the real training images, beside
+  the same distance between held-out real images (validation + test, patients the VAE never saw) and the
+  training images: a synthetic FD near that baseline means "as close as new real patients are";
+- **precision, recall, density, coverage** (Naeem et al. 2020, k nearest neighbours): precision/density, how
+  much of the synthetic set lies on the real manifold; recall/coverage, how much of the real manifold it covers.
+
+The **memorisation audit** takes every synthetic image's distance to its nearest training image, in pixels (root
+mean square difference) and in features, against the same distance from each held-out real image; a synthetic
+image closer than the ``quality.copy_quantile`` quantile of the held-out distances is flagged as a near-copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import linalg
+from sklearn.metrics import pairwise_distances
+
+from pipeline.config import QualityConfig, TrainClassifierConfig, load_section
+from pipeline.io.arrays import SplitData, load_split, write_json
+from pipeline.io.synthetic import read_synthetic
+from pipeline.plots import distance_histograms, image_grid
+from pipeline.runtime import select_device
+from pipeline.strategies import training_recipe
+from pipeline.train_classifier import fit_classifier
+
+__all__ = ["features", "frechet_distance", "prdc", "nearest_distances", "memorisation", "class_quality", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def features(model: torch.nn.Module, images: np.ndarray, device, batch_size: int = 256) -> np.ndarray:
+    """The input of ``model``'s last linear layer for each image: (N, feature_size)."""
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    captured: list[torch.Tensor] = []
+    hook = last.register_forward_hook(lambda _module, inputs, _output: captured.append(inputs[0].detach().cpu()))
+    try:
+        model.eval()
+        for start in range(0, len(images), batch_size):
+            model(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device))
+    finally:
+        hook.remove()
+    return torch.cat(captured).numpy().astype(np.float64)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between the Gaussians fitted to feature sets a and b."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    if not np.isfinite(root).all():  # a singular product: nudge both covariances, as FID implementations do
+        eps = 1e-6 * np.eye(len(cov_a))
+        root = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+    value = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root.real)
+    return float(max(value, 0.0))
+
+
+def prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
+    """Precision, recall, density and coverage of ``fake`` against ``real`` features (Naeem et al. 2020): each
+    point's ball reaches its k-th nearest neighbour within its own set."""
+    real_radius = np.sort(pairwise_distances(real), axis=1)[:, k]  # column 0 is the point itself
+    fake_radius = np.sort(pairwise_distances(fake), axis=1)[:, k]
+    cross = pairwise_distances(real, fake)  # (real, fake)
+    inside_real = cross <= real_radius[:, None]
+    return {
+        "precision": float(inside_real.any(axis=0).mean()),
+        "recall": float((cross <= fake_radius[None, :]).any(axis=1).mean()),
+        "density": float(inside_real.sum() / (k * len(fake))),
+        "coverage": float((cross.min(axis=1) <= real_radius).mean()),
+    }
+
+
+def nearest_distances(queries: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each query row, the Euclidean distance to its nearest reference row and that row's index."""
+    distances = pairwise_distances(queries, references)
+    nearest = distances.argmin(axis=1)
+    return distances[np.arange(len(queries)), nearest], nearest
+
+
+def memorisation(synthetic: np.ndarray, held_out: np.ndarray, train: np.ndarray, quantile: float) -> dict:
+    """Nearest-training-image distances of ``synthetic`` and of ``held_out`` rows (pixels or features, flattened),
+    the near-copy threshold (``quantile`` of the held-out distances) and which synthetic rows fall below it."""
+    to_train, nearest = nearest_distances(synthetic, train)
+    baseline, _ = nearest_distances(held_out, train)
+    threshold = float(np.quantile(baseline, quantile))
+    return {
+        "synthetic": to_train,
+        "nearest": nearest,
+        "held_out": baseline,
+        "threshold": threshold,
+        "flagged": to_train < threshold,
+    }
+
+
+def class_quality(train_f: np.ndarray, held_f: np.ndarray, synth_f: np.ndarray, k: int) -> dict[str, float]:
+    """FD and PRDC against the training features, of the synthetic features and, as the yardstick, of the held-out
+    real features (keys ``held_out_...``)."""
+    out = {}
+    for prefix, other in (("", synth_f), ("held_out_", held_f)):
+        out[f"{prefix}fd"] = frechet_distance(other, train_f)
+        scores = prdc(train_f, other, min(k, len(train_f) - 1, len(other) - 1))
+        out |= {f"{prefix}{name}": value for name, value in scores.items()}
+    return out
+
+
+def _pixels(data: SplitData) -> np.ndarray:
+    return data.images.reshape(len(data), -1).astype(np.float64) / np.sqrt(data.images[0].size)  # RMS distance
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg: QualityConfig = load_section("quality")
+    clf_cfg: TrainClassifierConfig = load_section("train_classifier")
+    paths = load_section("paths")
+    train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
+    synthetic = read_synthetic(paths.synthetic, train.classes)
+    held = SplitData(
+        np.concatenate([val.images, test.images]),
+        np.concatenate([val.labels, test.labels]),
+        np.concatenate([val.patients, test.patients]),
+        train.classes,
+    )
+    device = select_device()
+    seed = clf_cfg.seeds[0]
+    model, _ = fit_classifier(
+        training_recipe("real_only", train, None, 1.0, seed), val, clf_cfg, seed, device, "features"
+    )
+    feats = {
+        name: features(model, d.images, device) for name, d in (("train", train), ("held", held), ("synth", synthetic))
+    }
+    per_class = {}
+    for label, name in enumerate(train.classes):
+        pick = {
+            key: feats[key][d.labels == label] for key, d in (("train", train), ("held", held), ("synth", synthetic))
+        }
+        if min(len(v) for v in pick.values()) < 3:
+            logger.warning("class %s: fewer than 3 images in a set, no quality metrics", name)
+            continue
+        per_class[name] = {
+            "synthetic_images": int(len(pick["synth"])),
+            "held_out_images": int(len(pick["held"])),
+            **class_quality(pick["train"], pick["held"], pick["synth"], cfg.nearest_k),
+        }
+    audits = {
+        "pixels": memorisation(_pixels(synthetic), _pixels(held), _pixels(train), cfg.copy_quantile),
+        "features": memorisation(feats["synth"], feats["held"], feats["train"], cfg.copy_quantile),
+    }
+    summary = {
+        space: {
+            "threshold": a["threshold"],
+            "flagged": int(a["flagged"].sum()),
+            "flagged_fraction": float(a["flagged"].mean()),
+            "median_synthetic": float(np.median(a["synthetic"])),
+            "median_held_out": float(np.median(a["held_out"])),
+        }
+        for space, a in audits.items()
+    }
+    out, figures = Path(paths.reports) / "quality", Path(paths.reports) / "figures"
+    write_json(
+        out / "metrics.json", {"per_class": per_class, "memorisation": summary, "copy_quantile": cfg.copy_quantile}
+    )
+    distance_histograms(figures / "memorisation.png", audits)
+    closest = np.argsort(audits["pixels"]["synthetic"], kind="stable")[:8]
+    image_grid(
+        figures / "closest_pairs.png",
+        [
+            ("synthetic images closest to a training image", synthetic.images[closest]),
+            ("their nearest training images", train.images[audits["pixels"]["nearest"][closest]]),
+        ],
+    )
+    for name, q in per_class.items():
+        logger.info(
+            "%s: FD %.2f (held-out real %.2f), precision %.2f (%.2f), recall %.2f (%.2f), coverage %.2f (%.2f)",
+            name,
+            q["fd"],
+            q["held_out_fd"],
+            q["precision"],
+            q["held_out_precision"],
+            q["recall"],
+            q["held_out_recall"],
+            q["coverage"],
+            q["held_out_coverage"],
+        )
+    logger.info("near-copies (pixels): %d of %d synthetic images", summary["pixels"]["flagged"], len(synthetic))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The quality stage's measures on constructed cases, against scipy/scikit-learn where they apply."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.quality import class_quality, frechet_distance, memorisation, nearest_distances, prdc
+
+
+def test_identical_sets_have_zero_distance_and_full_precision_recall_coverage():
+    real = np.random.default_rng(0).normal(size=(200, 6))
+    assert frechet_distance(real, real) == pytest.approx(0.0, abs=1e-6)
+    scores = prdc(real, real.copy(), k=5)
+    assert scores["precision"] == scores["recall"] == scores["coverage"] == 1.0
+    assert scores["density"] == pytest.approx(6 / 5)  # each point lies in its own ball and its 5 neighbours'
+
+
+def test_frechet_distance_of_two_gaussians_matches_the_closed_form():
+    rng = np.random.default_rng(1)
+    a = rng.normal(0, 1, (20000, 2))
+    b = rng.normal(3, 2, (20000, 2))
+    # |mu|^2 = 2 * 9; trace term per dimension (1 + 4 - 2 * 2) = 1
+    assert frechet_distance(a, b) == pytest.approx(18 + 2, rel=0.03)
+
+
+def test_a_shifted_set_loses_precision_and_a_collapsed_one_loses_recall():
+    rng = np.random.default_rng(2)
+    real = rng.normal(size=(300, 4))
+    far = prdc(real, rng.normal(6, 1, (300, 4)), k=5)
+    assert far["precision"] < 0.05 and far["coverage"] < 0.05
+    collapsed = prdc(real, rng.normal(0, 0.05, (300, 4)), k=5)  # every fake near the mean: precise, no variety
+    assert collapsed["precision"] > 0.95 and collapsed["recall"] < 0.2 and collapsed["coverage"] < 0.3
+
+
+def test_copies_of_training_images_are_flagged_and_new_samples_are_not():
+    rng = np.random.default_rng(3)
+    train, held_out = rng.uniform(size=(100, 64)), rng.uniform(size=(40, 64))
+    copies = train[:30] + rng.normal(0, 1e-3, (30, 64))
+    audit = memorisation(copies, held_out, train, quantile=0.01)
+    assert audit["flagged"].all() and (audit["nearest"] == np.arange(30)).all()
+    fresh = memorisation(rng.uniform(size=(30, 64)), held_out, train, quantile=0.01)
+    assert fresh["flagged"].mean() < 0.1
+
+
+def test_nearest_distances_agree_with_brute_force():
+    rng = np.random.default_rng(4)
+    q, r = rng.normal(size=(7, 3)), rng.normal(size=(11, 3))
+    d, idx = nearest_distances(q, r)
+    brute = np.linalg.norm(q[:, None] - r[None], axis=2)
+    assert np.allclose(d, brute.min(1)) and (idx == brute.argmin(1)).all()
+
+
+def test_class_quality_puts_held_out_real_nearer_than_a_shifted_synthetic_set():
+    rng = np.random.default_rng(5)
+    train, held = rng.normal(size=(150, 5)), rng.normal(size=(60, 5))
+    q = class_quality(train, held, rng.normal(1.5, 1, (80, 5)), k=5)
+    assert q["held_out_fd"] < q["fd"] and q["precision"] < q["held_out_precision"]
+
+
+@pytest.mark.parametrize("network, shape", [("resnet_small", (1, 16, 16)), ("densenet121", (1, 32, 32))])
+def test_features_are_what_the_last_linear_layer_maps_to_the_logits(network, shape):
+    import torch
+
+    from pipeline.models.classifier import build_classifier
+    from pipeline.quality import features
+
+    torch.manual_seed(0)
+    model = build_classifier(shape, 3, network, (4, 8, 8, 8), 1).eval()
+    images = np.random.default_rng(6).uniform(size=(5, *shape)).astype(np.float32)
+    feats = features(model, images, "cpu")
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert feats.shape == (5, last.in_features)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(images))
+        assert torch.allclose(last(torch.from_numpy(feats).float()), logits, atol=1e-5)
