@@ -24,7 +24,16 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from pipeline.config import AnomalyConfig, PreprocessConfig, TrainVAEConfig, load_section
 from pipeline.io.arrays import SplitData, load_split, write_json
 from pipeline.io.atomic import atomic_file
-from pipeline.models.vae import ClassVAEs, ConditionalVAE, kl_per_image, load_vae, reconstruction_error, save_vae
+from pipeline.models.vae import (
+    ClassVAEs,
+    ConditionalVAE,
+    decode_codes,
+    encode_images,
+    kl_per_image,
+    load_vae,
+    reconstruction_error,
+    save_vae,
+)
 from pipeline.plots import anomaly_maps, anomaly_scores
 from pipeline.runtime import seed_everything, select_device, versions
 from pipeline.train_vae import fit_vae, one_class, vae_network
@@ -74,18 +83,16 @@ def score_images(
     posterior mean; ``elbo``, the training reconstruction loss (``reconstruction``: bce, mse or l1, summed over
     pixels) plus the posterior's KL to the prior, i.e. the negative ELBO at the posterior mean; ``decoded`` (the
     reconstruction) and ``error_map`` (|x - reconstruction|), both shaped like the images (N, C, spatial...)."""
-    model.eval().to(device)
-    out: dict[str, list] = {"reconstruction": [], "elbo": [], "decoded": [], "error_map": []}
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
-        y = torch.zeros(len(x), dtype=torch.long, device=device)
-        mu, logvar = model.encode_forward(x, y)
-        recon = model.decode_forward(mu, y)
-        out["reconstruction"].append((recon - x).pow(2).flatten(1).mean(1).cpu().numpy())
-        out["elbo"].append((reconstruction_error(recon, x, reconstruction) + kl_per_image(mu, logvar)).cpu().numpy())
-        out["decoded"].append(recon.cpu().numpy())
-        out["error_map"].append((x - recon).abs().cpu().numpy())
-    return {k: np.concatenate(v) for k, v in out.items()}
+    mu, logvar = encode_images(model, images, device, batch_size)
+    decoded = decode_codes(model, mu, device, batch_size)
+    x, recon = torch.from_numpy(images), torch.from_numpy(decoded)
+    elbo = reconstruction_error(recon, x, reconstruction) + kl_per_image(torch.from_numpy(mu), torch.from_numpy(logvar))
+    return {
+        "reconstruction": (recon - x).pow(2).flatten(1).mean(1).numpy(),
+        "elbo": elbo.numpy(),
+        "decoded": decoded,
+        "error_map": (x - recon).abs().numpy(),
+    }
 
 
 def choose_score_threshold(is_anomaly: np.ndarray, scores: np.ndarray) -> float:

@@ -28,15 +28,13 @@ from sklearn.preprocessing import StandardScaler
 from pipeline.config import LatentConfig, TrainVAEConfig, load_section
 from pipeline.io.arrays import SplitData, load_split, write_json
 from pipeline.io.atomic import atomic_file
-from pipeline.models.vae import ConditionalVAE, kl_per_dimension
+from pipeline.models.vae import ConditionalVAE, decode_codes, encode_images, kl_per_dimension
 from pipeline.plots import image_grid, latent_projection, reduction_curve
 from pipeline.runtime import seed_everything, select_device
 from pipeline.train_vae import fit_vae, vae_network
 
 __all__ = [
     "train_unconditional_vae",
-    "encode",
-    "decode",
     "reduction_errors",
     "latent_classification",
     "denoising",
@@ -61,30 +59,6 @@ def train_unconditional_vae(
     return model
 
 
-@torch.no_grad()
-def encode(model: ConditionalVAE, images: np.ndarray, device, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Posterior means and log-variances of ``images`` (N, C, spatial...)."""
-    model.eval().to(device)
-    mus, logvars = [], []
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
-        mu, logvar = model.encode_forward(x, torch.zeros(len(x), dtype=torch.long, device=device))
-        mus.append(mu.cpu().numpy())
-        logvars.append(logvar.cpu().numpy())
-    return np.concatenate(mus), np.concatenate(logvars)
-
-
-@torch.no_grad()
-def decode(model: ConditionalVAE, codes: np.ndarray, device, batch_size: int = 256) -> np.ndarray:
-    """Images in [0, 1] decoded from latent ``codes`` (N, latent_size)."""
-    model.eval().to(device)
-    out = []
-    for start in range(0, len(codes), batch_size):
-        z = torch.from_numpy(np.ascontiguousarray(codes[start : start + batch_size], dtype=np.float32)).to(device)
-        out.append(model.decode_forward(z, torch.zeros(len(z), dtype=torch.long, device=device)).cpu().numpy())
-    return np.concatenate(out)
-
-
 def _linear_methods(train: np.ndarray, size: int, seed: int) -> dict:
     """PCA and FastICA with ``size`` components fitted to flattened ``train`` images."""
     return {
@@ -102,7 +76,8 @@ def reduction_errors(
     with as many components as the VAE has latent dimensions, fitted to the training images; also those fitted
     PCA and ICA."""
     flat_train, flat_test = train.images.reshape(len(train), -1), test.images.reshape(len(test), -1)
-    errors = {"vae": float(np.mean((decode(model, encode(model, test.images, device)[0], device) - test.images) ** 2))}
+    decoded = decode_codes(model, encode_images(model, test.images, device)[0], device)
+    errors = {"vae": float(np.mean((decoded - test.images) ** 2))}
     methods = _linear_methods(flat_train, model.latent_size, seed)
     for name, method in methods.items():
         reconstructed = np.clip(method.inverse_transform(method.transform(flat_test)), 0, 1)
@@ -136,7 +111,7 @@ def denoising(
     rows, examples = [], {}
     for level in levels:
         noisy = np.clip(images + rng.normal(0, level, images.shape), 0, 1).astype(np.float32)
-        denoised = decode(model, encode(model, noisy, device)[0], device)
+        denoised = decode_codes(model, encode_images(model, noisy, device)[0], device)
         row = {"noise_sd": level}
         for name, candidate in (("noisy", noisy), ("denoised", denoised)):
             y = torch.from_numpy(candidate)
@@ -149,13 +124,13 @@ def denoising(
 
 def _strip(model: ConditionalVAE, a: np.ndarray, b: np.ndarray, steps: int, device) -> np.ndarray:
     """Images decoded along the straight line between the codes of images ``a`` and ``b``."""
-    mu, _ = encode(model, np.stack([a, b]), device)
+    mu, _ = encode_images(model, np.stack([a, b]), device)
     t = np.linspace(0, 1, steps)[:, None]
-    return decode(model, (1 - t) * mu[0] + t * mu[1], device)
+    return decode_codes(model, (1 - t) * mu[0] + t * mu[1], device)
 
 
 def _pictures(model: ConditionalVAE, test: SplitData, cfg: LatentConfig, figures: Path, device) -> None:
-    mu, logvar = encode(model, test.images, device)
+    mu, logvar = encode_images(model, test.images, device)
     latent_projection(figures / "latent_projection.png", mu, test.labels, test.classes, cfg.tsne)
     # within the first class (its first two images), then from its first image to the first of each other class
     first = {k: np.flatnonzero(test.labels == k) for k in range(len(test.classes)) if (test.labels == k).any()}
@@ -171,7 +146,7 @@ def _pictures(model: ConditionalVAE, test: SplitData, cfg: LatentConfig, figures
     for dim in np.argsort(-kl, kind="stable")[: cfg.traversal_dims]:
         codes = np.repeat(base[None], 7, axis=0)
         codes[:, dim] = np.linspace(-3, 3, 7)
-        traversal.append((f"dimension {dim} (KL {kl[dim]:.2f} nats), -3 to +3", decode(model, codes, device)))
+        traversal.append((f"dimension {dim} (KL {kl[dim]:.2f} nats), -3 to +3", decode_codes(model, codes, device)))
     image_grid(figures / "latent_traversal.png", traversal, columns=7)
 
 
@@ -191,7 +166,7 @@ def main() -> None:
         errors, methods = reduction_errors(model, train, test, vae_cfg.seed, device)
         reduction.append({"components": size, **{f"{k}_mse": v for k, v in errors.items()}})
         features = {
-            "vae": (encode(model, train.images, device)[0], encode(model, test.images, device)[0]),
+            "vae": (encode_images(model, train.images, device)[0], encode_images(model, test.images, device)[0]),
             "pca": (methods["pca"].transform(flat_train), methods["pca"].transform(test.images.reshape(len(test), -1))),
         }
         for name, (train_x, test_x) in features.items():

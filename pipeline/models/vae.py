@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import VarAutoEncoder
@@ -28,6 +29,8 @@ __all__ = [
     "reconstruction_error",
     "reconstruction_loss",
     "kl_weight",
+    "encode_images",
+    "decode_codes",
     "save_vae",
     "load_vae",
 ]
@@ -219,6 +222,33 @@ def kl_weight(epoch: int, beta: float, warmup_epochs: int) -> float:
     if warmup_epochs <= 0:
         return beta
     return beta * min(1.0, (epoch + 1) / warmup_epochs)
+
+
+@torch.no_grad()
+def encode_images(
+    model: ConditionalVAE, images: np.ndarray, device, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior means and log-variances of ``images`` (N, C, spatial...) under a single-class (label 0) network,
+    in batches, as arrays."""
+    model.eval().to(device)
+    mus, logvars = [], []
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device)
+        mu, logvar = model.encode_forward(x, torch.zeros(len(x), dtype=torch.long, device=device))
+        mus.append(mu.cpu().numpy())
+        logvars.append(logvar.cpu().numpy())
+    return np.concatenate(mus), np.concatenate(logvars)
+
+
+@torch.no_grad()
+def decode_codes(model: ConditionalVAE, codes: np.ndarray, device, batch_size: int = 256) -> np.ndarray:
+    """Images in [0, 1] decoded from latent ``codes`` (N, latent_size) by a single-class (label 0) network."""
+    model.eval().to(device)
+    out = []
+    for start in range(0, len(codes), batch_size):
+        z = torch.from_numpy(np.ascontiguousarray(codes[start : start + batch_size], dtype=np.float32)).to(device)
+        out.append(model.decode_forward(z, torch.zeros(len(z), dtype=torch.long, device=device)).cpu().numpy())
+    return np.concatenate(out)
 
 
 def _model_args(model: ConditionalVAE) -> dict:
