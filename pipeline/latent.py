@@ -158,10 +158,13 @@ def main() -> None:
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
     device = select_device()
     flat_train = train.images.reshape(len(train), -1)
+    if max(cfg.sizes) > min(flat_train.shape):  # checked before any training, not after the smaller sizes
+        raise ValueError(
+            f"latent.sizes: {max(cfg.sizes)} components need at least as many training images and pixels "
+            f"(here {len(train)} images of {flat_train.shape[1]} pixels); use smaller sizes"
+        )
     reduction, classification, models = [], [], {}
     for size in sorted(set(cfg.sizes)):
-        if size > min(flat_train.shape):
-            raise ValueError(f"latent.sizes: {size} components need at least {size} training images and pixels")
         model = models[size] = train_unconditional_vae(train, val, size, cfg.epochs, vae_cfg, device)
         errors, methods = reduction_errors(model, train, test, vae_cfg.seed, device)
         reduction.append({"components": size, **{f"{k}_mse": v for k, v in errors.items()}})
