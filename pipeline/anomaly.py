@@ -24,6 +24,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from pipeline.config import AnomalyConfig, PreprocessConfig, TrainVAEConfig, load_section
 from pipeline.io.arrays import SplitData, load_split, write_json
 from pipeline.io.atomic import atomic_file
+from pipeline.io.errors import MedaugInputError
 from pipeline.models.vae import (
     ClassVAEs,
     ConditionalVAE,
@@ -213,11 +214,14 @@ def load_anomaly_model(path: str | Path, device="cpu") -> tuple[ConditionalVAE, 
     return vaes.models[0], checkpoint
 
 
-def score_files(files: list[Path], model_path: str | Path, device="cpu") -> list[dict]:
+def score_files(
+    files: list[Path], model_path: str | Path, device="cpu", errors: list[MedaugInputError] | None = None
+) -> list[dict]:
     """Anomaly scores of DICOM/NIfTI ``files`` (or DICOM series folders) with the model of an ``anomaly`` run,
     each read and prepared as ``preprocess`` prepared the training data (a volume gives one row per slice in a
     2D run). One dict per image: file, slice, both scores and ``abnormal`` at the run's threshold. A file that
-    cannot be read raises its named input error."""
+    cannot be read raises its named input error, or with an ``errors`` list is appended to it and skipped (the
+    model is loaded once for all files)."""
     # imported here: only `medaug score` reads files; the anomaly stage itself works on the preprocessed arrays
     from pipeline.io.errors import UnreadableImageError
     from pipeline.io.manifest import ManifestRow
@@ -231,9 +235,17 @@ def score_files(files: list[Path], model_path: str | Path, device="cpu") -> list
     rows = []
     for path in files:
         row = ManifestRow(line=0, relpath=str(path), path=Path(path).resolve(), label="", patient_id=None)
-        images = np.stack([sample.image for sample in row_samples(row, cfg)]).astype(np.float32)
-        if images.shape[1:] != model.image_shape:
-            raise UnreadableImageError(f"{path}: prepared as {images.shape[1:]}, the model expects {model.image_shape}")
+        try:
+            images = np.stack([sample.image for sample in row_samples(row, cfg)]).astype(np.float32)
+            if images.shape[1:] != model.image_shape:
+                raise UnreadableImageError(
+                    f"{path}: prepared as {images.shape[1:]}, the model expects {model.image_shape}"
+                )
+        except MedaugInputError as err:
+            if errors is None:
+                raise
+            errors.append(err)
+            continue
         scores = score_images(model, images, reconstruction, device)
         for k in range(len(images)):
             rows.append(

@@ -56,13 +56,10 @@ def score_images_command(images: list[Path], model: Path, out: Path | None) -> i
     if not model.is_file():
         print(f"error: no anomaly model at {model}: run `dvc repro anomaly` first (or pass --model)", file=sys.stderr)
         return 1
-    rows, failed = [], 0
-    for image in images:
-        try:
-            rows += score_files([image], model)
-        except MedaugInputError as err:
-            print(f"error: {err}", file=sys.stderr)
-            failed += 1
+    errors: list[MedaugInputError] = []
+    rows = score_files(images, model, errors=errors)
+    for err in errors:
+        print(f"error: {err}", file=sys.stderr)
     print(f"{'file':<40} {'slice':>5} {'reconstruction':>15} {'elbo':>12}  call")
     for row in rows:
         call = "ABNORMAL" if row["abnormal"] else "normal"
@@ -72,7 +69,7 @@ def score_images_command(images: list[Path], model: Path, out: Path | None) -> i
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    return 1 if failed else 0
+    return 1 if errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
