@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 import webbrowser
 from collections import Counter
 from pathlib import Path
 
+from pipeline.io.arrays import write_csv
 from pipeline.io.errors import MedaugInputError
 from pipeline.io.manifest import check_manifest
 from pipeline.io.medmnist import import_medmnist
@@ -65,10 +65,7 @@ def score_images_command(images: list[Path], model: Path, out: Path | None) -> i
         call = "ABNORMAL" if row["abnormal"] else "normal"
         print(f"{row['file']:<40} {row['slice']:>5} {row['reconstruction']:>15.4g} {row['elbo']:>12.4g}  {call}")
     if out is not None and rows:
-        with open(out, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(out, rows)
     return 1 if errors else 0
 
 

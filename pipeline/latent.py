@@ -11,7 +11,6 @@ between real images within and across classes, and a traversal of the latent dim
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 from pathlib import Path
@@ -26,11 +25,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pipeline.config import LatentConfig, TrainVAEConfig, load_section
-from pipeline.io.arrays import SplitData, load_split, write_json
-from pipeline.io.atomic import atomic_file
+from pipeline.io.arrays import SplitData, load_split, write_csv, write_json
 from pipeline.models.vae import ConditionalVAE, decode_codes, encode_images, kl_per_dimension
 from pipeline.plots import image_grid, latent_projection, reduction_curve
-from pipeline.runtime import seed_everything, select_device
+from pipeline.runtime import run_stage, seed_everything, select_device
 from pipeline.train_vae import fit_vae, vae_network
 
 __all__ = [
@@ -179,10 +177,7 @@ def main() -> None:
     noise, examples = denoising(largest, test.images, cfg.noise_levels, vae_cfg.seed, device)
     out, figures = Path(paths.reports) / "latent", Path(paths.reports) / "figures"
     write_json(out / "metrics.json", {"reduction": reduction, "classification": classification, "denoising": noise})
-    with atomic_file(out / "reduction.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(reduction[0]))
-        writer.writeheader()
-        writer.writerows(reduction)
+    write_csv(out / "reduction.csv", reduction)
     reduction_curve(figures / "latent_reduction.png", reduction)
     denoise_rows = [("clean", test.images[:8])]
     for level, (noisy, denoised) in examples.items():
@@ -200,4 +195,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "pipeline.latent")

@@ -8,7 +8,6 @@ anything is written; the split manifest points back to the user's data by ``labe
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import hmac
 import logging
@@ -27,11 +26,12 @@ from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
 from pipeline.config import PreprocessConfig, load_section
-from pipeline.io.arrays import SPLITS, SplitData, save_split, write_json
+from pipeline.io.arrays import SPLITS, SplitData, save_split, write_csv, write_json
 from pipeline.io.atomic import atomic_dir
 from pipeline.io.errors import BurnedInAnnotationError, DatasetTooSmallError, MedaugInputError, UnreadableImageError
 from pipeline.io.manifest import ManifestRow, check_manifest, read_manifest
 from pipeline.io.reader import is_nifti, load_image
+from pipeline.runtime import run_stage
 from pipeline.transforms import (
     ct_window,
     extract_slices,
@@ -264,10 +264,7 @@ def main() -> None:
     with atomic_dir(out_dir) as staging:  # built beside out_dir, renamed into place when complete
         for name, data in splits.items():
             save_split(staging / f"{name}.npz", data)
-        with open(staging / "split_manifest.csv", "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(manifest[0]))
-            writer.writeheader()
-            writer.writerows(manifest)
+        write_csv(staging / "split_manifest.csv", manifest)
         write_json(staging / "summary.json", summary)
     logger.info("preprocessed %d images from %d files: %s", summary["n_images"], summary["n_files"], summary["splits"])
     if summary["skipped"]:
@@ -275,4 +272,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "pipeline.preprocess")

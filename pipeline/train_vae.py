@@ -10,7 +10,6 @@ mixed precision (``amp``); on CPU everything is float32 and deterministic for a 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import math
@@ -22,11 +21,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from pipeline.config import TrainVAEConfig, load_section
-from pipeline.io.arrays import SplitData, load_split
-from pipeline.io.atomic import atomic_file
+from pipeline.io.arrays import SplitData, load_split, write_csv
 from pipeline.models.vae import ClassVAEs, ConditionalVAE, kl_divergence, kl_weight, reconstruction_loss, save_vae
 from pipeline.plots import training_curves
-from pipeline.runtime import seed_everything, select_device, versions
+from pipeline.runtime import run_stage, seed_everything, select_device, versions
 
 __all__ = ["train_vae", "fit_vae", "evaluate_vae", "vae_network", "one_class", "main"]
 
@@ -177,10 +175,7 @@ def main() -> None:
     save_vae(paths.vae, vaes, train.classes, dataclasses.asdict(cfg), extra)
     reports = Path(paths.reports)
     keys = [k for k in history[0] if k != "best"]
-    with atomic_file(reports / "vae_training.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
+    write_csv(reports / "vae_training.csv", history, keys)
     panels = {
         "loss (reconstruction + beta KL)": ["train_elbo", "val_elbo"],
         "reconstruction": ["train_reconstruction", "val_reconstruction"],
@@ -192,4 +187,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "pipeline.train_vae")

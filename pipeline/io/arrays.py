@@ -1,7 +1,8 @@
-"""The processed dataset on disk: one ``.npz`` per split, plus small JSON helpers."""
+"""The processed dataset on disk: one ``.npz`` per split, plus small JSON and CSV helpers."""
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 
 from pipeline.io.atomic import atomic_file
 
-__all__ = ["SPLITS", "SplitData", "save_split", "load_split", "write_json", "write_npz", "read_json"]
+__all__ = ["SPLITS", "SplitData", "save_split", "load_split", "write_json", "write_npz", "write_csv", "read_json"]
 
 SPLITS = ("train", "val", "test")
 
@@ -62,6 +63,15 @@ def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to an uncompressed ``.npz`` through a temporary file renamed into place."""
     with atomic_file(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.savez would add .npz to a name
         np.savez(fh, **arrays)
+
+
+def write_csv(path: str | Path, rows: list[dict], fields: list[str] | None = None) -> None:
+    """Write ``rows`` as CSV with a header (``fields``, default the first row's keys; other keys are left out,
+    missing ones left empty) through a temporary file renamed into place."""
+    with atomic_file(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields or list(rows[0]), restval="", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def read_json(path: str | Path) -> Any:

@@ -25,7 +25,7 @@ from pydicom.uid import (
 from pydicom.valuerep import DSfloat
 
 import pipeline
-from pipeline.io.arrays import SplitData
+from pipeline.io.arrays import SplitData, write_csv
 from pipeline.io.atomic import atomic_file
 from pipeline.io.manifest import resolve_inside
 
@@ -190,11 +190,8 @@ def _lo(text: str) -> str:
 
 
 def write_manifest(out_dir: Path, rows: list[dict]) -> None:
-    with open(out_dir / MANIFEST_NAME, "w", newline="", encoding="utf-8") as fh:
-        fields = ["path", "dicom_path", "label", "sampler", "seed", "temperature", "checkpoint_sha256"]
-        writer = csv.DictWriter(fh, fieldnames=fields, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    fields = ["path", "dicom_path", "label", "sampler", "seed", "temperature", "checkpoint_sha256"]
+    write_csv(out_dir / MANIFEST_NAME, rows, fields)
 
 
 def read_synthetic(out_dir: str | Path, classes: tuple[str, ...]) -> SplitData:
