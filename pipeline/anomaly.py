@@ -36,7 +36,7 @@ from pipeline.models.vae import (
     save_vae,
 )
 from pipeline.plots import anomaly_maps, anomaly_scores
-from pipeline.runtime import seed_everything, select_device, versions
+from pipeline.runtime import run_stage, seed_everything, select_device, versions
 from pipeline.train_vae import fit_vae, one_class, vae_network
 
 __all__ = [
@@ -260,4 +260,4 @@ def score_files(
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "pipeline.anomaly")

@@ -17,7 +17,7 @@ from pipeline.io.reader import load_image
 
 __all__ = ["main", "check_data"]
 
-REPORT = Path("reports") / "augmentation_report.md"
+REPORT = Path("reports") / "augmentation_report.html"
 ANOMALY_MODEL = Path("models") / "anomaly_vae.pt"
 
 
@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     score.add_argument("images", nargs="+", type=Path, help="DICOM files, DICOM series folders or NIfTI files")
     score.add_argument("--model", type=Path, default=ANOMALY_MODEL, help=f"default: {ANOMALY_MODEL}")
     score.add_argument("--out", type=Path, help="also write the scores to this CSV file")
-    report = sub.add_parser("report", help="print the path of the augmentation report")
-    report.add_argument("--open", action="store_true", help="also open it in the default viewer")
+    report = sub.add_parser("report", help="print the path of the augmentation report (HTML)")
+    report.add_argument("--open", action="store_true", help="also open it in the default browser")
     args = parser.parse_args(argv)
     if args.command == "check-data":
         try:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from pipeline.config import DemoDataConfig, load_section
 from pipeline.io.atomic import atomic_dir
+from pipeline.runtime import run_stage
 
 __all__ = ["CLASSES", "PatientPlan", "plan_patients", "phantom_volume", "write_demo_dataset", "main"]
 
@@ -205,4 +206,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "pipeline.demo_data")

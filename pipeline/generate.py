@@ -37,8 +37,8 @@ from pipeline.io.arrays import load_split, read_json
 from pipeline.io.atomic import atomic_dir
 from pipeline.io.synthetic import new_synthetic_uids, write_manifest, write_synthetic_dicom, write_synthetic_nifti
 from pipeline.models.vae import ClassVAEs, load_vae
-from pipeline.plots import image_grid
-from pipeline.runtime import file_sha256, select_device
+from pipeline.plots import image_grid, latent_projection
+from pipeline.runtime import file_sha256, run_stage, select_device
 
 __all__ = [
     "SAMPLERS",
@@ -191,7 +191,7 @@ def main() -> None:
     complete = isinstance(spacing, list) and len(spacing) >= dims and all(v > 0 for v in spacing[:dims])
     dicom_spacing = tuple(float(v) for v in spacing[:dims]) if complete else None
     with atomic_dir(out_dir) as staging:  # built beside out_dir, renamed into place when complete
-        rows, grid, by_sampler, strips, filtering = [], [], [], [], {}
+        rows, grid, by_sampler, strips, filtering, codes = [], [], [], [], {}, []
         for label, name in enumerate(train.classes):
             seed = cfg.seed * 1000 + label  # one stream per class
             real = train.images[train.labels == label]
@@ -230,6 +230,7 @@ def main() -> None:
             shown = {s: sample_images(vaes, label, 8, seed + 500, cfg, real, sampler=s)[0] for s in SAMPLERS}
             grid += [(f"real {name}", real[:8]), (f"synthetic {name} ({cfg.sampler})", shown[cfg.sampler])]
             by_sampler += [(f"real {name}", real[:8])] + [(f"{s} {name}", shown[s]) for s in SAMPLERS]
+            codes += [(class_latents(vaes, real, label), class_latents(vaes, images, label))]
             if len(real) >= 2:
                 strips.append((f"{name}: real #0 -> real #1", interpolation_strip(vaes, label, real[0], real[1])))
         write_manifest(staging, rows)
@@ -247,8 +248,19 @@ def main() -> None:
     image_grid(figures / "real_vs_synthetic.png", grid)
     image_grid(figures / "synthetic_by_sampler.png", by_sampler)
     image_grid(figures / "interpolation.png", strips)
+    real_labels = np.concatenate([np.full(len(real), label) for label, (real, _) in enumerate(codes)])
+    made_labels = np.concatenate([np.full(len(made), label) for label, (_, made) in enumerate(codes)])
+    real_codes, made_codes = np.concatenate([c[0] for c in codes]), np.concatenate([c[1] for c in codes])
+    latent_projection(
+        figures / "latent_synthetic.png",
+        real_codes,
+        real_labels,
+        train.classes,
+        tsne=False,
+        synthetic=(made_codes, made_labels),
+    )
     logger.info("generated %s synthetic images into %s", summary["written"], out_dir)
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "pipeline.generate")

@@ -13,8 +13,10 @@ from sklearn.metrics import (
     balanced_accuracy_score,
     confusion_matrix,
     f1_score,
+    precision_recall_curve,
     precision_recall_fscore_support,
     roc_auc_score,
+    roc_curve,
 )
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "paired_difference",
     "summarise_runs",
     "minority_classes",
+    "mean_curves",
 ]
 
 
@@ -197,3 +200,22 @@ def summarise_runs(runs: Sequence[dict]) -> dict[str, float]:
         out[key] = float(values.mean())
         out[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     return out
+
+
+def mean_curves(
+    labels: np.ndarray, proba_per_run: Sequence[np.ndarray], positive: int, grid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """ROC and precision-recall curves of class ``positive`` against the rest, averaged over runs on a common
+    ``grid`` (points in [0, 1], ascending): the mean true-positive rate at each false-positive rate of ``grid``,
+    and the mean interpolated precision (the best precision at this recall or above) at each recall of ``grid``.
+    Curves of several seeds' models, each on the same test images, become one curve per strategy."""
+    is_positive = labels == positive
+    tprs, precisions = [], []
+    for proba in proba_per_run:
+        fpr, tpr, _ = roc_curve(is_positive, proba[:, positive])
+        tprs.append(np.interp(grid, fpr, tpr))
+        precision, recall, _ = precision_recall_curve(is_positive, proba[:, positive])
+        order = np.argsort(recall, kind="stable")  # recall ascending, then the best precision to the right
+        recall, best = recall[order], np.maximum.accumulate(precision[order][::-1])[::-1]
+        precisions.append(best[np.minimum(np.searchsorted(recall, grid), len(recall) - 1)])
+    return np.mean(tprs, axis=0), np.mean(precisions, axis=0)

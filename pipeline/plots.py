@@ -17,6 +17,9 @@ __all__ = [
     "image_grid",
     "training_curves",
     "ratio_curve",
+    "strategy_bars",
+    "roc_pr_curves",
+    "confusion_matrices",
     "anomaly_scores",
     "anomaly_maps",
     "latent_projection",
@@ -88,6 +91,74 @@ def ratio_curve(path: str | Path, rows: Sequence[dict], combined: dict) -> None:
     _save(fig, path)
 
 
+def strategy_bars(path: str | Path, combined: dict) -> None:
+    """Balanced accuracy and each minority class's recall per strategy (the compare stage's ``combined``
+    summary): bars at the mean over seeds, error bars the 95% bootstrap interval, real_only dashed."""
+    names = [n for n, v in combined.items() if isinstance(v, dict) and "balanced_accuracy" in v]
+    keys = ["balanced_accuracy"] + [f"recall_{c}" for c in combined["minority_classes"]]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 0.45 * len(names) + 1.2), squeeze=False)
+    y = np.arange(len(names))
+    for ax, key in zip(axes[0], keys, strict=True):
+        mean = np.array([combined[n][key] for n in names])
+        low = np.array([combined[n].get(f"{key}_ci_low", combined[n][key]) for n in names])
+        high = np.array([combined[n].get(f"{key}_ci_high", combined[n][key]) for n in names])
+        colours = ["tab:grey" if n in ("real_only", "oversample") else "tab:blue" for n in names]
+        ax.barh(y, mean, xerr=[mean - low, high - mean], color=colours, capsize=3)
+        if "real_only" in combined:
+            ax.axvline(combined["real_only"][key], color="black", linestyle="--", linewidth=0.8)
+        ax.set_yticks(y, names if ax is axes[0, 0] else [""] * len(names), fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_title(key.replace("_", " ") + " (95% CI)", fontsize=9)
+    _save(fig, path)
+
+
+def roc_pr_curves(path: str | Path, curves: dict[str, list[dict]], combined: dict) -> None:
+    """The seed-averaged ROC and precision-recall curves of each strategy (``compare.curve_tables``) for the
+    class ``combined["curves_class"]`` against the rest; the legend gives the mean AUROC over seeds."""
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(9.5, 4))
+    names = [k for k in curves["roc"][0] if k != "fpr"]
+    fpr, recall = [r["fpr"] for r in curves["roc"]], [r["recall"] for r in curves["pr"]]
+    for name in names:
+        auroc = combined[name]["auroc"]
+        roc.plot(fpr, [r[name] for r in curves["roc"]], label=f"{name} (AUROC {auroc:.3f})", linewidth=1.2)
+        pr.plot(recall, [r[name] for r in curves["pr"]], label=name, linewidth=1.2)
+    roc.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    target = combined["curves_class"]
+    roc.set(xlabel="false-positive rate", ylabel="true-positive rate", title=f"ROC: {target} vs rest (test)")
+    pr.set(xlabel="recall", ylabel="precision", title=f"precision-recall: {target} vs rest (test)", ylim=(0, 1.02))
+    roc.legend(fontsize=7, loc="lower right")
+    pr.legend(fontsize=7, loc="lower left")
+    _save(fig, path)
+
+
+def confusion_matrices(path: str | Path, matrices: dict[str, np.ndarray], classes: Sequence[str], seeds: int) -> None:
+    """One confusion matrix per strategy (rows: true class), counts summed over ``seeds`` seeds, shaded by the
+    share of each true class."""
+    n = len(matrices)
+    columns = min(n, 4)
+    rows = -(-n // columns)
+    size = 1.0 + 0.6 * len(classes)
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns + 0.5, size * rows + 0.6), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    for ax, (name, matrix) in zip(axes.flat, matrices.items(), strict=False):
+        share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for (i, j), count in np.ndenumerate(matrix):
+            ax.text(
+                j, i, str(count), ha="center", va="center", fontsize=8, color="white" if share[i, j] > 0.5 else "black"
+            )
+        ticks = range(len(classes))
+        ax.set_xticks(ticks, classes, fontsize=7, rotation=30)
+        ax.set_yticks(ticks, classes, fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("predicted", fontsize=7)
+        ax.set_ylabel("true", fontsize=7)
+    fig.suptitle(f"test split, counts summed over {seeds} seed(s)", fontsize=9)
+    _save(fig, path)
+
+
 def anomaly_scores(
     path: str | Path,
     labels: np.ndarray,
@@ -146,21 +217,46 @@ def anomaly_maps(
 
 
 def latent_projection(
-    path: str | Path, codes: np.ndarray, labels: np.ndarray, classes: Sequence[str], tsne: bool
+    path: str | Path,
+    codes: np.ndarray,
+    labels: np.ndarray,
+    classes: Sequence[str],
+    tsne: bool,
+    synthetic: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> None:
-    """The latent ``codes`` in 2D, coloured by class: PCA, and t-SNE beside it when ``tsne``."""
+    """The latent ``codes`` of real images in 2D, coloured by class: PCA (fitted on the real codes), and t-SNE
+    beside it when ``tsne``. ``synthetic`` (codes, labels) are overlaid as crosses in their class's colour."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    projections = {"PCA of the latent means": PCA(n_components=2).fit_transform(codes) if codes.shape[1] > 2 else codes}
-    if tsne and len(codes) > 5:
-        perplexity = min(30.0, (len(codes) - 1) / 3)
-        projections["t-SNE of the latent means"] = TSNE(2, perplexity=perplexity, random_state=0).fit_transform(codes)
+    extra_codes, extra_labels = synthetic if synthetic is not None else (codes[:0], labels[:0])
+    both = np.concatenate([codes, extra_codes])
+    pca = PCA(n_components=2).fit(codes) if codes.shape[1] > 2 else None
+    projections = {"PCA of the latent means": pca.transform(both) if pca is not None else both[:, :2]}
+    if tsne and len(both) > 5:
+        perplexity = min(30.0, (len(both) - 1) / 3)
+        projections["t-SNE of the latent means"] = TSNE(2, perplexity=perplexity, random_state=0).fit_transform(both)
     fig, axes = plt.subplots(1, len(projections), figsize=(4.5 * len(projections), 4), squeeze=False)
     for ax, (title, xy) in zip(axes[0], projections.items(), strict=True):
+        real, made = xy[: len(codes)], xy[len(codes) :]
+        for label, name in enumerate(classes):  # synthetic crosses first, the real images on top of them
+            extra, colour = extra_labels == label, f"C{label}"
+            if extra.any():
+                ax.scatter(
+                    *made[extra].T, s=10, marker="x", color=colour, alpha=0.3, label=f"{name} synthetic ({extra.sum()})"
+                )
         for label, name in enumerate(classes):
             keep = labels == label
-            ax.scatter(xy[keep, 0], xy[keep, 1], s=8, alpha=0.7, label=f"{name} ({int(keep.sum())})")
+            ax.scatter(
+                real[keep, 0],
+                real[keep, 1],
+                s=10,
+                alpha=0.8,
+                color=f"C{label}",
+                edgecolors="black",
+                linewidths=0.3,
+                label=f"{name} ({int(keep.sum())})",
+            )
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
     _save(fig, path)

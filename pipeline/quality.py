@@ -10,6 +10,10 @@ input of that network's last linear layer. Per class, on those features:
 - **precision, recall, density, coverage** (Naeem et al. 2020, k nearest neighbours): precision/density, how
   much of the synthetic set lies on the real manifold; recall/coverage, how much of the real manifold it covers.
 
+The same FD and PRDC **per sampler**: fresh samples of every sampler of the generate stage (as many per class as
+the class has training images, at most ``PER_SAMPLER_MAX``, from a random stream apart from the pool's),
+so a user can see which sampler to choose before training any classifier on it.
+
 The **memorisation audit** takes every synthetic image's distance to its nearest training image, in pixels (root
 mean square difference) and in features, against the same distance from each held-out real image; a synthetic
 image closer than the ``quality.copy_quantile`` quantile of the held-out distances is flagged as a near-copy.
@@ -25,17 +29,30 @@ import torch
 from scipy import linalg
 from sklearn.metrics import pairwise_distances
 
-from pipeline.config import QualityConfig, TrainClassifierConfig, load_section
+from pipeline.config import GenerateConfig, QualityConfig, TrainClassifierConfig, load_section
+from pipeline.generate import SAMPLERS, sample_images
 from pipeline.io.arrays import SplitData, load_split, write_json
 from pipeline.io.synthetic import read_synthetic
+from pipeline.models.vae import ClassVAEs, load_vae
 from pipeline.plots import distance_histograms, image_grid
-from pipeline.runtime import select_device
+from pipeline.runtime import run_stage, select_device
 from pipeline.strategies import training_recipe
 from pipeline.train_classifier import fit_classifier
 
-__all__ = ["features", "frechet_distance", "prdc", "nearest_distances", "memorisation", "class_quality", "main"]
+__all__ = [
+    "features",
+    "frechet_distance",
+    "prdc",
+    "nearest_distances",
+    "memorisation",
+    "class_quality",
+    "sampler_quality",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
+
+PER_SAMPLER_MAX = 500  # fresh samples per sampler and class at most (FD and PRDC settle well before this)
 
 
 @torch.no_grad()
@@ -113,6 +130,26 @@ def class_quality(train_f: np.ndarray, held_f: np.ndarray, synth_f: np.ndarray, 
     return out
 
 
+def sampler_quality(
+    vaes: ClassVAEs, cfg: GenerateConfig, train: SplitData, train_f: np.ndarray, model, device, k: int, most: int
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{sampler: {class: {fd, precision, recall, density, coverage, images}}}`` of fresh samples against the
+    class's training features (``train_f``, rows of ``train``)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for sampler in SAMPLERS:
+        out[sampler] = {}
+        for label, name in enumerate(train.classes):
+            real, own = train.images[train.labels == label], train_f[train.labels == label]
+            seed = cfg.seed * 1000 + label + 700  # not the pool's stream (seed * 1000 + label) nor the pictures'
+            images, _ = sample_images(vaes, label, min(len(real), most), seed, cfg, real, sampler=sampler)
+            if min(len(images), len(own)) < 3:
+                continue
+            made = features(model, images, device)
+            scores = prdc(own, made, min(k, len(own) - 1, len(made) - 1))
+            out[sampler][name] = {"images": len(images), "fd": frechet_distance(made, own), **scores}
+    return out
+
+
 def _pixels(data: SplitData) -> np.ndarray:
     return data.images.reshape(len(data), -1).astype(np.float64) / np.sqrt(data.images[0].size)  # RMS distance
 
@@ -151,6 +188,10 @@ def main() -> None:
             "held_out_images": int(len(pick["held"])),
             **class_quality(pick["train"], pick["held"], pick["synth"], cfg.nearest_k),
         }
+    gen_cfg: GenerateConfig = load_section("generate")
+    vaes, _ = load_vae(paths.vae, device)
+    train_f = feats["train"]
+    by_sampler = sampler_quality(vaes, gen_cfg, train, train_f, model, device, cfg.nearest_k, PER_SAMPLER_MAX)
     audits = {
         "pixels": memorisation(_pixels(synthetic), _pixels(held), _pixels(train), cfg.copy_quantile),
         "features": memorisation(feats["synth"], feats["held"], feats["train"], cfg.copy_quantile),
@@ -167,7 +208,14 @@ def main() -> None:
     }
     out, figures = Path(paths.reports) / "quality", Path(paths.reports) / "figures"
     write_json(
-        out / "metrics.json", {"per_class": per_class, "memorisation": summary, "copy_quantile": cfg.copy_quantile}
+        out / "metrics.json",
+        {
+            "per_class": per_class,
+            "per_sampler": by_sampler,
+            "pool_sampler": gen_cfg.sampler,
+            "memorisation": summary,
+            "copy_quantile": cfg.copy_quantile,
+        },
     )
     distance_histograms(figures / "memorisation.png", audits)
     closest = np.argsort(audits["pixels"]["synthetic"], kind="stable")[:8]
@@ -195,4 +243,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "pipeline.quality")

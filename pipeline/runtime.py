@@ -1,9 +1,15 @@
-"""Run-time helpers shared by the training stages: device choice, seeding, hashing, versions."""
+"""Run-time helpers shared by the stages: device choice, seeding, hashing, versions, and the run log."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import platform
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import monai
@@ -11,12 +17,32 @@ import numpy as np
 import torch
 from monai.utils import set_determinism
 
-__all__ = ["select_device", "seed_everything", "file_sha256", "versions"]
+__all__ = [
+    "RUN_LOG",
+    "select_device",
+    "device_name",
+    "seed_everything",
+    "file_sha256",
+    "versions",
+    "run_stage",
+    "run_record",
+]
+
+# Where each stage notes its last wall time and device (read by the report's provenance section). Not a DVC output:
+# a stage whose outputs DVC restores from its cache has no fresh record, and the report says so.
+RUN_LOG = Path(".medaug") / "runs"
 
 
 def select_device() -> torch.device:
     """CUDA when available, else the CPU; the same code runs on both."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_name() -> str:
+    """What :func:`select_device` gives, in words: the GPU's name, or the CPU and its core count."""
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
 def seed_everything(seed: int) -> None:
@@ -40,3 +66,29 @@ def versions() -> dict[str, str]:
         "monai": str(monai.__version__),
         "numpy": str(np.__version__),
     }
+
+
+def _command_key(command: str) -> str:
+    return hashlib.sha1(" ".join(command.split()).encode()).hexdigest()[:16]
+
+
+def run_stage(main: Callable[[], None], module: str) -> None:
+    """Run a stage's ``main`` (``python -m <module> args...``) and, when it returns, write its command, wall time,
+    device and finishing time (UTC) to ``RUN_LOG``; a failed stage leaves its previous record."""
+    start = time.perf_counter()
+    main()
+    command = " ".join(["python -m " + module, *sys.argv[1:]])
+    record = {
+        "command": command,
+        "seconds": round(time.perf_counter() - start, 1),
+        "device": device_name(),
+        "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    RUN_LOG.mkdir(parents=True, exist_ok=True)
+    (RUN_LOG / f"{_command_key(command)}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def run_record(command: str, root: str | Path = ".") -> dict | None:
+    """The run log's record of ``command`` (a stage's ``cmd`` as in dvc.lock) under ``root``, if any."""
+    path = Path(root) / RUN_LOG / f"{_command_key(command)}.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

@@ -31,7 +31,7 @@ from pipeline.io.arrays import SplitData, load_split, read_json, write_json, wri
 from pipeline.io.synthetic import read_synthetic
 from pipeline.metrics import bootstrap_ci, choose_threshold, classification_metrics, minority_classes, summarise_runs
 from pipeline.models.classifier import build_classifier
-from pipeline.runtime import seed_everything, select_device
+from pipeline.runtime import run_stage, seed_everything, select_device
 from pipeline.strategies import Recipe, check_no_test_patients, class_weights, classical_augmentation, training_recipe
 from pipeline.transforms import plain_tensors
 
@@ -179,4 +179,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "pipeline.train_classifier")

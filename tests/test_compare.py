@@ -1,7 +1,9 @@
+import csv
+
 import numpy as np
 import pytest
 
-from pipeline.compare import StrategyResult, compare, ratio_table
+from pipeline.compare import StrategyResult, compare, curve_tables, ratio_table, write_confusion
 from pipeline.metrics import classification_metrics, summarise_runs
 
 LABELS = np.array([0] * 30 + [1] * 10)  # class "b" is the minority
@@ -83,3 +85,31 @@ def test_several_minority_classes_are_compared_on_each_recall():
     vs = compare(results)["vae"]["vs_real_only"]
     assert set(vs) == {"balanced_accuracy", "macro_f1", "auroc", "recall_b", "recall_c"}
     assert vs["balanced_accuracy"]["difference"] > 0 and vs["auroc"]["ci_low"] >= 0
+
+
+def test_curves_have_one_column_per_strategy_and_end_where_they_must(tmp_path):
+    results = {"real_only": _result("real_only", 0.6), "vae": _result("vae", 1.0)}
+    curves = curve_tables(results, points=11)
+    assert [list(curves["roc"][0]), list(curves["pr"][0])] == [
+        ["fpr", "real_only", "vae"],
+        ["recall", "real_only", "vae"],
+    ]
+    assert all(row["vae"] == 1.0 for row in curves["roc"])  # a perfect classifier: every positive at no FPR
+    assert all(row["vae"] == 1.0 for row in curves["pr"])
+    assert curves["roc"][-1]["real_only"] == 1.0 and curves["roc"][5]["real_only"] < 1.0
+    tprs = [row["real_only"] for row in curves["roc"]]
+    assert tprs == sorted(tprs)  # a ROC curve never goes down
+
+
+def test_confusion_files_hold_every_seed_and_test_image(tmp_path):
+    results = {"real_only": _result("real_only", 0.6), "vae": _result("vae", 1.0)}
+    matrices = write_confusion(tmp_path / "confusion", results)
+    assert sorted(p.name for p in (tmp_path / "confusion").iterdir()) == ["real_only.csv", "vae.csv"]
+    with open(tmp_path / "confusion" / "vae.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 3 * len(LABELS) and {r["seed"] for r in rows} == {"0", "1", "2"}
+    assert all(r["actual"] == r["predicted"] for r in rows)  # the perfect strategy
+    assert matrices["vae"].tolist() == [[90, 0], [0, 30]]
+    assert matrices["real_only"].sum() == 3 * len(LABELS) and matrices["real_only"][0, 1] > 0
+    write_confusion(tmp_path / "confusion", {"vae": results["vae"]})  # a strategy since removed leaves no file
+    assert [p.name for p in (tmp_path / "confusion").iterdir()] == ["vae.csv"]

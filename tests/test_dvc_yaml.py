@@ -23,7 +23,9 @@ def _imports(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
             found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}").is_file()}
+            found |= {
+                f"{node.module}.{a.name}" for a in node.names if _module_file(f"{node.module}.{a.name}").is_file()
+            }
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("pipeline")}
     return {m for m in found if _module_file(m).is_file() and m != "pipeline"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 import yaml
 
 from pipeline.io.arrays import load_split
-from tests.project import TINY, dvc, reproduced_project
+from pipeline.reporting.provenance import dataset_fingerprint, lock_fingerprint
+from tests.project import TINY, dvc, dvc_env, reproduced_project
 
 # The same pipeline on whole volumes: demo patients as DICOM series / NIfTI volumes, 3D VAEs (one per class,
 # bootstrap sampler, consistency filter) and classifier.
@@ -96,6 +98,30 @@ def test_anomaly_and_latent_stages_report_their_results(project):
 
 
 @pytest.mark.slow
+def test_html_report_is_self_contained_with_curves_and_provenance(project):
+    page = (project / "reports/augmentation_report.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) >= 15 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http://" not in page and "https://" not in page and "<script" not in page  # opens offline
+    report = (project / "reports/augmentation_report.md").read_text()
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert f"`{lock_fingerprint(lock)}`" in report  # every stage's dvc.lock entry as it stood, the report aside
+    assert dataset_fingerprint(lock, "data/demo")["md5"] in report and "Code: not a git checkout" in report
+    assert re.search(r"\| train_vae \| \d+ s \| cpu", report)  # its run here, from the run log
+    salt = yaml.safe_load((project / "params.yaml").read_text())["preprocess"]["id_salt"]
+    assert salt not in report and salt not in page
+    strategies = yaml.safe_load((project / "params.yaml").read_text())["train_classifier"]["strategies"]
+    with open(project / "reports/curves/roc.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["fpr", *strategies] and all(float(rows[-1][s]) == 1.0 for s in strategies)
+    assert sorted(p.stem for p in (project / "reports/curves/confusion").iterdir()) == sorted(strategies)
+    run = [sys.executable, "-m", "dvc", "plots", "show", "--json"]
+    plots = json.loads(subprocess.run(run, cwd=project, env=dvc_env(), capture_output=True, text=True).stdout)
+    assert not plots.get("errors") and {"classifier_roc", "classifier_pr", "vae_loss"} <= set(plots["data"])
+    assert "reports/curves/confusion/vae.csv" in plots["data"]
+
+
+@pytest.mark.slow
 def test_medaug_score_scores_dicom_files_with_the_anomaly_model(project):
     """`medaug score` in the project folder on a DICOM slice and a DICOM series of the dataset: one row per
     slice; a corrupt file is an error naming it, and the exit status says so."""
@@ -164,7 +190,7 @@ def test_no_phi_from_dicom_headers_in_outputs(project):
         for p in (project / d).rglob("*")
         if p.is_file()
     ]
-    outputs.append(project / "dvc.lock")
+    outputs += [project / "dvc.lock", *(project / ".medaug").rglob("*.json")]
     assert len(outputs) > 10
     for path in outputs:
         blob = path.read_bytes()

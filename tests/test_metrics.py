@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
-from pipeline.metrics import classification_metrics, minority_classes, summarise_runs
+from pipeline.metrics import classification_metrics, mean_curves, minority_classes, summarise_runs
 
 
 def test_binary_metrics_match_scikit_learn():
@@ -97,3 +97,17 @@ def test_bootstrap_draws_are_paired_between_strategies_and_the_paired_test_sees_
     assert 0 < better["ci_low"] <= better["ci_high"] and better["p_bootstrap"] < 0.05
     assert better["p_seeds"] == pytest.approx(ttest_rel([0.95, 0.9, 0.92], [0.7, 0.72, 0.6]).pvalue)
     assert better["difference"] == pytest.approx(np.mean([0.25, 0.18, 0.32]))
+
+
+def test_mean_curves_average_roc_and_interpolated_precision_over_runs():
+    labels = np.array([0, 0, 1, 1])
+    perfect = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.2, 0.8]])
+    mixed = np.array([[0.9, 0.1], [0.6, 0.4], [0.65, 0.35], [0.2, 0.8]])  # one positive ranked below a negative
+    grid = np.linspace(0, 1, 5)
+    tpr, precision = mean_curves(labels, [perfect], 1, grid)
+    assert tpr.tolist() == [1.0] * 5 and precision.tolist() == [1.0] * 5
+    tpr, precision = mean_curves(labels, [mixed], 1, grid)
+    assert tpr.tolist() == [0.5, 0.5, 1.0, 1.0, 1.0]
+    assert precision.tolist() == pytest.approx([1, 1, 1, 2 / 3, 2 / 3])  # best precision at recall >= r
+    tpr, _ = mean_curves(labels, [perfect, mixed], 1, grid)
+    assert tpr.tolist() == [0.75, 0.75, 1.0, 1.0, 1.0]

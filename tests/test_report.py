@@ -118,3 +118,58 @@ def test_report_shows_the_anomaly_and_latent_results_it_is_given():
     assert "| 2 | 0.00400 | 0.00900 | 0.00950 | 0.850 | 0.700 |" in text
     assert "| 0.1 | 20.00 | 25.50 | 0.500 | 0.800 |" in text and "figures/latent_traversal.png" in text
     assert "## Anomaly detection" not in render_report(summary, [], _metrics(0.7, 0.8), {})
+
+
+def test_verdict_names_the_winner_and_whether_anything_beat_real_only():
+    helped = verdict(_metrics(0.7, 0.8))
+    assert "Best balanced accuracy (every class weighs the same): **vae** 0.800" in helped
+    assert "+0.100 [+0.080, +0.120] against real_only (a clear gain)" in helped
+    assert "Shown better than real_only on balanced accuracy: **vae**." in helped
+    assert "Best recall of minority class 'nodule': **vae** 0.500" in helped
+    noise = verdict(_metrics(0.70, 0.71, std=0.05))
+    assert "(within the noise)" in noise and "**No strategy is shown better than real_only**" in noise
+    hurt = verdict(_metrics(0.8, 0.7))
+    assert "**real_only** 0.800" in hurt and "no remedy did better than the real images alone" in hurt
+
+
+def test_provenance_section_says_what_it_could_not_record():
+    prov = {
+        "generated_utc": "2026-11-24T06:00:00+00:00",
+        "git": {"commit": "a" * 40, "uncommitted": ["params.yaml"]},
+        "lock_sha256": "f" * 64,
+        "dataset": {"md5": "abc.dir", "nfiles": 2, "size": 3 * 2**20},
+        "params": "data:\n  root: data/demo\n",
+        "versions": {"torch": "2.13.0", "python": "3.11.7"},
+        "device": "cpu (2 cores, 2 torch threads)",
+        "stages": [
+            {"stage": "train_vae", "seconds": 90.0, "device": "cpu (2 cores)", "finished_utc": "2026-11-24T05:59"},
+            {"stage": "generate", "seconds": None, "device": None, "finished_utc": None},
+        ],
+    }
+    text = render_report(SUMMARY, [], _metrics(0.7, 0.8), {}, provenance=prov)
+    assert f"commit `{'a' * 40}` **with uncommitted changes** to `params.yaml`" in text
+    assert "`abc.dir` (2 files, 3.0 MiB" in text and "torch 2.13.0, python 3.11.7" in text
+    assert "| train_vae | 90 s | cpu (2 cores) |" in text and "| generate | not run here" in text
+    assert "1.5 min over 1 of 2 stages" in text and "```yaml\ndata:\n  root: data/demo\n```" in text
+    prov["git"] = None
+    assert "Code: not a git checkout" in render_report(SUMMARY, [], _metrics(0.7, 0.8), {}, provenance=prov)
+
+
+def test_quality_section_says_in_words_when_synthetic_images_are_off():
+    def q(fd, precision, held_fd=10.0, held_precision=0.8):
+        keys = ("fd", "precision", "recall", "density", "coverage")
+        own = dict(zip(keys, (fd, precision, 0.5, 0.5, 0.5), strict=True))
+        held = {f"held_out_{k}": v for k, v in zip(keys, (held_fd, held_precision, 0.9, 0.9, 0.9), strict=True)}
+        return own | held | {"synthetic_images": 20, "held_out_images": 10}
+
+    quality = {
+        "per_class": {"nodule": q(40.0, 0.1), "normal": q(11.0, 0.7)},
+        "per_sampler": {"prior": {"nodule": q(50.0, 0.0) | {"images": 5}}},
+        "pool_sampler": "prior",
+        "memorisation": {},
+        "copy_quantile": 0.01,
+    }
+    text = render_report(SUMMARY, [], _metrics(0.7, 0.8), {}, quality=quality)
+    assert "nodule: the synthetic images are **further from the real ones than new real patients are** (FD 40" in text
+    assert "normal: the synthetic images are about as close to the training images as new real patients are" in text
+    assert "| nodule | prior* | 5 | 50.000 | 0.000 |" in text

@@ -1,0 +1,399 @@
+"""Markdown sections of the augmentation report, each from the metrics file of one stage; each returns a list of
+lines (empty when the stage's results are absent)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+__all__ = [
+    "METRICS",
+    "fmt",
+    "strategies",
+    "p_value",
+    "difference_lines",
+    "ratio_lines",
+    "skipped_lines",
+    "generation_lines",
+    "quality_lines",
+    "anomaly_lines",
+    "latent_lines",
+    "data_lines",
+    "classifier_lines",
+    "picture",
+    "provenance_lines",
+]
+
+METRICS = ("balanced_accuracy", "macro_f1", "auroc", "accuracy")
+
+
+def picture(caption: str, path: str) -> list[str]:
+    """A captioned picture; ``path`` relative to the report."""
+    return [f"**{caption}**", "", f"![{caption}]({path})", ""]
+
+
+def fmt(summary: dict, key: str) -> str:
+    """Mean ± standard deviation over seeds, and the 95% bootstrap interval when the summary has one."""
+    text = f"{summary[key]:.3f} ± {summary[key + '_std']:.3f}"
+    if f"{key}_ci_low" in summary:
+        text += f" [{summary[key + '_ci_low']:.3f}, {summary[key + '_ci_high']:.3f}]"
+    return text
+
+
+def strategies(metrics: dict) -> list[str]:
+    return [name for name, value in metrics.items() if isinstance(value, dict) and "balanced_accuracy" in value]
+
+
+def p_value(p: float) -> str:
+    """``0.012``, ``<0.001`` (a bootstrap p of 0 only means none of the resamples crossed zero), or ``n/a`` for
+    NaN (fewer than two seeds, or identical results)."""
+    if p != p:
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def difference_lines(metrics: dict) -> list[str]:
+    """A table of each strategy's paired difference to each baseline, per metric."""
+    keys = ["balanced_accuracy", "macro_f1", "auroc"] + [f"recall_{c}" for c in metrics["minority_classes"]]
+    lines = [
+        "Difference to the baseline (mean over seeds) [95% paired bootstrap interval over test images] "
+        "(p: paired bootstrap / paired t-test over seeds):",
+        "",
+        "| strategy | vs | " + " | ".join(keys) + " |",
+        "|---|---|" + "---|" * len(keys),
+    ]
+    for name in strategies(metrics):
+        for base in ("real_only", "oversample"):
+            if f"vs_{base}" not in metrics[name]:
+                continue
+            cells = [metrics[name][f"vs_{base}"][k] for k in keys]
+            text = [
+                f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
+                f"(p {p_value(d['p_bootstrap'])} / {p_value(d['p_seeds'])})"
+                for d in cells
+            ]
+            lines.append(f"| {name} | {base} | " + " | ".join(text) + " |")
+    return lines + [""]
+
+
+def ratio_lines(rows: list[dict], minorities: list[str]) -> list[str]:
+    if len(rows) < 2:
+        return []
+    keys = ["balanced_accuracy"] + [f"recall_{c}" for c in minorities]
+    lines = [
+        "## Synthetic-ratio ablation",
+        "",
+        "The vae strategy with more or fewer synthetic images (ratio: synthetic images per minority class as a "
+        "multiple of its gap to the majority; 0 is real_only).",
+        "",
+        "| ratio | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+    for row in rows:
+        cells = [
+            f"{float(row[k]):.3f} [{float(row[k + '_ci_low']):.3f}, {float(row[k + '_ci_high']):.3f}]" for k in keys
+        ]
+        lines.append(f"| {float(row['ratio']):g} | " + " | ".join(cells) + " |")
+    return lines + ["", "![synthetic-ratio curve](figures/synthetic_ratio.png)", ""]
+
+
+def skipped_lines(skipped: list[dict], shown: int = 20) -> list[str]:
+    """Where each skipped manifest row is (line and relative path, no reasons: those name full paths and
+    stay in summary.json)."""
+    if not skipped:
+        return ["No input file was skipped."]
+    where = [
+        f"- labels.csv line {s['labels_csv_line']}: `{s['path']}`" if "path" in s else "- a manifest problem"
+        for s in skipped[:shown]
+    ]
+    more = [f"- ... and {len(skipped) - shown} more"] if len(skipped) > shown else []
+    return [
+        f"**{len(skipped)} input row(s) were skipped** (reasons in the preprocessing summary.json):",
+        "",
+        *where,
+        *more,
+    ]
+
+
+def generation_lines(generation: dict) -> list[str]:
+    if not generation:
+        return []
+    lines = [f"VAE mode: {generation['mode']}; filter: {generation['filter']}."]
+    if generation["filter"] != "none":
+        lines += [
+            "Consistency filter (samples kept / dropped): "
+            + ", ".join(f"{c}: {f['kept']} / {f['dropped']}" for c, f in generation["filtering"].items() if f["kept"])
+            + "."
+        ]
+    return lines + [""]
+
+
+def _quality_words(name: str, q: dict) -> str:
+    """One sentence: how the class's synthetic images compare with the held-out real yardstick."""
+    if q["fd"] <= 1.5 * q["held_out_fd"] and q["precision"] >= 0.5 * q["held_out_precision"]:
+        return (
+            f"{name}: the synthetic images are about as close to the training images as new real patients are "
+            f"(FD {q['fd']:.3g} vs {q['held_out_fd']:.3g}; precision {q['precision']:.2f} vs "
+            f"{q['held_out_precision']:.2f})."
+        )
+    return (
+        f"{name}: the synthetic images are **further from the real ones than new real patients are** (FD "
+        f"{q['fd']:.3g} vs {q['held_out_fd']:.3g}; precision {q['precision']:.2f} vs {q['held_out_precision']:.2f}, "
+        f"recall {q['recall']:.2f} vs {q['held_out_recall']:.2f}): the feature network tells them apart."
+    )
+
+
+def _sampler_lines(per_sampler: dict, pool: str | None) -> list[str]:
+    """Per class, one row per sampler: fresh samples' FD and PRDC (lower FD and higher precision/recall are
+    closer to the real images); the pool's sampler is marked."""
+    if not per_sampler:
+        return []
+    lines = [
+        "",
+        "Per sampler (fresh samples, as many per class as its training images; the pool's sampler marked *):",
+        "",
+        "| class | sampler | images | FD | precision | recall | density | coverage |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    classes = list(dict.fromkeys(c for by_class in per_sampler.values() for c in by_class))
+    for name in classes:
+        for sampler, by_class in per_sampler.items():
+            if name in by_class:
+                q = by_class[name]
+                cells = " | ".join(f"{q[k]:.3f}" for k in ("fd", "precision", "recall", "density", "coverage"))
+                mark = "*" if sampler == pool else ""
+                lines.append(f"| {name} | {sampler}{mark} | {q['images']} | {cells} |")
+    return lines
+
+
+def quality_lines(quality: dict, metrics: dict) -> list[str]:
+    if not quality:
+        return []
+    lines = [
+        "## Synthetic data quality",
+        "",
+        "In the feature space of a classifier trained here on the real training split, against the real training "
+        "images: Fréchet distance (FD), and precision/density (synthetic images on the real manifold) and "
+        "recall/coverage (the real manifold covered; Naeem et al. 2020). The yardstick row is the same for held-out "
+        "real images (validation + test patients): what new real patients score.",
+        "",
+        "| class | images | FD | precision | recall | density | coverage |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = ("fd", "precision", "recall", "density", "coverage")
+    for name, q in quality["per_class"].items():
+        synthetic = " | ".join(f"{q[k]:.3f}" for k in keys)
+        held_out = " | ".join(f"{q['held_out_' + k]:.3f}" for k in keys)
+        lines.append(f"| {name}: synthetic | {q['synthetic_images']} | {synthetic} |")
+        lines.append(f"| {name}: held-out real (yardstick) | {q['held_out_images']} | {held_out} |")
+    lines += ["", *[f"- {_quality_words(name, q)}" for name, q in quality["per_class"].items()]]
+    lines += _sampler_lines(quality.get("per_sampler", {}), quality.get("pool_sampler"))
+    if "synthetic_only" in metrics:
+        lines += [
+            "",
+            f"Train on synthetic, test on real (synthetic_only): balanced accuracy "
+            f"{fmt(metrics['synthetic_only'], 'balanced_accuracy')}.",
+        ]
+    memo = quality["memorisation"]
+    lines += [
+        "",
+        f"Memorisation audit: a synthetic image nearer its nearest training image than the "
+        f"{quality['copy_quantile']:.0%} quantile of held-out real images' distances is flagged as a near-copy. "
+        + "; ".join(
+            f"{space}: {m['flagged']} flagged ({m['flagged_fraction']:.1%}), median distance synthetic "
+            f"{m['median_synthetic']:.4g} vs held-out real {m['median_held_out']:.4g}"
+            for space, m in memo.items()
+        )
+        + ".",
+        "",
+        "![memorisation audit](figures/memorisation.png)",
+        "",
+        "**The synthetic images closest to a training image, above their nearest training images**",
+        "",
+        "![closest pairs](figures/closest_pairs.png)",
+        "",
+    ]
+    return lines
+
+
+def anomaly_lines(anomaly: dict) -> list[str]:
+    if not anomaly:
+        return []
+    per_class = [f"{k.removeprefix('auroc_')} {v:.3f}" for k, v in anomaly.items() if k.startswith("auroc_")]
+    by_score = anomaly["by_score"]
+    return [
+        "## Anomaly detection",
+        "",
+        f"A VAE trained on the '{anomaly['normal_class']}' class alone scores every test image by how badly it "
+        f"reconstructs it ({anomaly['score']} score; threshold chosen on the validation split). Abnormal vs normal "
+        f"on the test split: AUROC **{anomaly['auroc']:.3f}**, AUPRC {anomaly['auprc']:.3f} (prevalence "
+        f"{anomaly['prevalence']:.3f}); at the threshold, sensitivity {anomaly['sensitivity']:.3f} and specificity "
+        f"{anomaly['specificity']:.3f}. AUROC per class against normal: {', '.join(per_class)}. AUROC by score: "
+        + ", ".join(f"{name} {v['auroc']:.3f}" for name, v in by_score.items())
+        + ".",
+        "",
+        "![anomaly scores](figures/anomaly_scores.png)",
+        "",
+        "Highest-scoring test images, what the normal-class VAE makes of them, and where they differ:",
+        "",
+        "![anomaly maps](figures/anomaly_maps.png)",
+        "",
+    ]
+
+
+def latent_lines(latent: dict) -> list[str]:
+    if not latent:
+        return []
+    lines = [
+        "## The VAE as dimensionality reduction",
+        "",
+        "Unconditional VAEs (never shown the label) against PCA and ICA with as many components; test split.",
+        "",
+        "| components | MSE VAE | MSE PCA | MSE ICA | logistic regression BA on VAE means | ... on PCA |",
+        "|---|---|---|---|---|---|",
+    ]
+    ba = {(r["components"], r["features"]): r["balanced_accuracy"] for r in latent["classification"]}
+    for r in latent["reduction"]:
+        n = r["components"]
+        lines.append(
+            f"| {n} | {r['vae_mse']:.5f} | {r['pca_mse']:.5f} | {r['ica_mse']:.5f} | {ba[n, 'vae']:.3f} | "
+            f"{ba[n, 'pca']:.3f} |"
+        )
+    lines += ["", "Denoising (largest VAE; PSNR in dB and SSIM against the clean test images):", ""]
+    lines += ["| noise sd | PSNR noisy | PSNR VAE | SSIM noisy | SSIM VAE |", "|---|---|---|---|---|"]
+    for r in latent["denoising"]:
+        lines.append(
+            f"| {r['noise_sd']:g} | {r['psnr_noisy']:.2f} | {r['psnr_denoised']:.2f} | {r['ssim_noisy']:.3f} | "
+            f"{r['ssim_denoised']:.3f} |"
+        )
+    pictures = {
+        "reconstruction error against components": "latent_reduction.png",
+        "test latents in 2D, by class": "latent_projection.png",
+        "interpolation between real test images, within and across classes": "latent_interpolation.png",
+        "traversal of the latent dimensions with the highest KL": "latent_traversal.png",
+        "denoising: noisy test images and the VAE's reconstructions": "latent_denoising.png",
+    }
+    lines += [""] + [f"**{caption}**\n\n![{caption}](figures/{name})\n" for caption, name in pictures.items()]
+    return lines
+
+
+def data_lines(summary: dict, synthetic_rows: list[dict], generation: dict) -> list[str]:
+    """Counts per class and split (patients are counted, never named), modalities, skipped rows, and the
+    synthetic pool."""
+    classes = summary["classes"]
+    lines = [
+        "## Data",
+        "",
+        f"{summary['n_images']} images from {summary['n_files']} files; modalities: "
+        + ", ".join(f"{m} ({n})" for m, n in summary["modalities"].items())
+        + ".",
+        "",
+        "| split | patients | " + " | ".join(classes) + " |",
+        "|---|---|" + "---|" * len(classes),
+    ]
+    for split, info in summary["splits"].items():
+        lines.append(f"| {split} | {info['patients']} | " + " | ".join(str(info["images"][c]) for c in classes) + " |")
+    lines += ["", f"Splits: {summary.get('split_source', 'patient-level stratified split')}.", ""]
+    lines += skipped_lines(summary.get("skipped", []))
+    generated = Counter(r["label"] for r in synthetic_rows)
+    samplers = sorted({r["sampler"] for r in synthetic_rows}) or ["none"]
+    lines += [
+        "",
+        "## Synthetic images",
+        "",
+        "Generated from the training split only, as a pool the strategies draw from (sampler: "
+        + ", ".join(samplers)
+        + "): "
+        + (", ".join(f"{c}: {generated[c]}" for c in classes if generated[c]) or "none")
+        + ".",
+        "",
+    ]
+    return lines + generation_lines(generation)
+
+
+def classifier_lines(metrics: dict, classes: list[str], figures: set[str]) -> list[str]:
+    """The metrics table, the paired differences and, for those in ``figures`` (names under ``figures/``), the
+    bars, ROC/PR curves and confusion matrices of the compare stage."""
+    lines = [
+        "## Classifier on the test split",
+        "",
+        "| strategy | "
+        + " | ".join(METRICS)
+        + " | "
+        + " | ".join(f"recall {c}" + (" (minority)" if c in metrics["minority_classes"] else "") for c in classes)
+        + " |",
+        "|---|" + "---|" * (len(METRICS) + len(classes)),
+    ]
+    for strategy in strategies(metrics):
+        cells = [fmt(metrics[strategy], k) for k in METRICS] + [fmt(metrics[strategy], f"recall_{c}") for c in classes]
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    lines += [""]
+    if "strategy_bars.png" in figures:
+        lines += picture(
+            "Balanced accuracy and minority recall per strategy (95% bootstrap intervals; dashed: real_only)",
+            "figures/strategy_bars.png",
+        )
+    lines += difference_lines(metrics)
+    target = metrics.get("curves_class", "the smallest class")
+    if "roc_pr.png" in figures:
+        lines += picture(
+            f"ROC and precision-recall curves, {target} against the rest (mean over seeds)", "figures/roc_pr.png"
+        )
+    if "confusion_matrices.png" in figures:
+        lines += picture("Confusion matrices (test split, rows: true class)", "figures/confusion_matrices.png")
+    return lines
+
+
+def _stage_table(stages: list[dict]) -> list[str]:
+    lines = ["| stage | wall time | device | finished (UTC) |", "|---|---|---|---|"]
+    for s in stages:
+        if s["seconds"] is None:
+            lines.append(f"| {s['stage']} | not run here (outputs from DVC's cache or git) | | |")
+        else:
+            lines.append(f"| {s['stage']} | {s['seconds']:.0f} s | {s['device']} | {s['finished_utc']} |")
+    timed = [s["seconds"] for s in stages if s["seconds"] is not None]
+    total = f"{sum(timed) / 60:.1f} min over {len(timed)} of {len(stages)} stages" if timed else "no stage timed"
+    return lines + ["", f"Total recorded run time: {total} (report stage excluded)."]
+
+
+def provenance_lines(prov: dict) -> list[str]:
+    """Commit, pipeline and dataset fingerprints, versions, device, stage times and the parameters."""
+    if not prov:
+        return []
+    git = prov["git"]
+    if git is None:
+        code = "not a git checkout"
+    else:
+        code = f"commit `{git['commit']}`"
+        if git["uncommitted"]:
+            code += " **with uncommitted changes** to " + ", ".join(f"`{f}`" for f in git["uncommitted"])
+    data = prov["dataset"]
+    dataset = (
+        f"`{data.get('md5')}` ({data.get('nfiles', '?')} files, {data.get('size', 0) / 2**20:.1f} MiB; DVC's "
+        "content hash of data.root)"
+        if data
+        else "not recorded (preprocess has not run under DVC)"
+    )
+    lines = [
+        "## Provenance",
+        "",
+        f"- Report generated: {prov['generated_utc']}",
+        f"- Code: {code}",
+        f"- Pipeline state (SHA-256 of every other stage's dvc.lock entry): `{prov['lock_sha256'] or 'no dvc.lock'}`",
+        f"- Dataset fingerprint: {dataset}",
+        f"- Device running the report: {prov['device']}",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()),
+        "",
+        "Stage run times, as last recorded on this machine (.medaug/runs):",
+        "",
+        *_stage_table(prov["stages"]),
+        "",
+        "<details><summary>Parameters (params.yaml)</summary>",
+        "",
+        "```yaml",
+        prov["params"].rstrip(),
+        "```",
+        "",
+        "</details>",
+        "",
+    ]
+    return lines
