@@ -342,6 +342,7 @@ def test_a_whole_dvc_repro_writes_shows_and_logs_no_phi(marker_dataset, tmp_path
     names = {p.relative_to(project).as_posix() for p in files}
     expected = {
         "reports/augmentation_report.md",
+        "reports/augmentation_report.html",
         "reports/metrics.json",
         "reports/classifier/vae/predictions.npz",
         "models/vae.pt",
@@ -352,6 +353,7 @@ def test_a_whole_dvc_repro_writes_shows_and_logs_no_phi(marker_dataset, tmp_path
     assert expected <= names, sorted(expected - names)
     assert any(n.startswith("data/synthetic/") and n.endswith(".dcm") for n in names), "no synthetic DICOM written"
     assert any(n.startswith(".dvc/cache/") for n in names)
+    assert any(n.startswith(".medaug/runs/") for n in names)  # the run log is searched too
     blobs = [b for p in files for b in _blobs(p)] + [("dvc output", log.encode())]
     found = find_markers(blobs, markers)
     assert not found, "PHI markers after dvc repro:\n" + "\n".join(

@@ -140,7 +140,13 @@ def _tree(project: Path) -> dict[str, str]:
 
 
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "folder"
+    """SHA-256 of a file; of the report, up to its provenance section (when and where it ran differs by run)."""
+    if not path.is_file():
+        return "folder"
+    blob = path.read_bytes()
+    if path.name.startswith("augmentation_report."):
+        blob = re.split(rb"## Provenance|<h2>Provenance</h2>", blob)[0]
+    return hashlib.sha256(blob).hexdigest()
 
 
 def _incomplete(tree: dict[str, str], reference: dict[str, str]) -> list[str]:
