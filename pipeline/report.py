@@ -86,6 +86,13 @@ def verdict(metrics: dict, baseline: str = "real_only", augmented: str = "vae") 
         f"- {_winner(metrics, f'recall_{c}', f'Best recall of minority class {c!r}')}"
         for c in metrics["minority_classes"]
     ]
+    n = len(strategies(metrics))
+    if n > 2 and any("a clear gain" in line for line in lines):
+        lines.append(
+            f"- These are the best of {n} strategies and ratios: the interval of whichever came out on top is "
+            "optimistic (it was picked because it did well), so take a clear gain there as a lead to confirm on new "
+            "patients, not a result."
+        )
     better = [
         name
         for name in strategies(metrics)

@@ -126,6 +126,12 @@ def test_verdict_names_the_winner_and_whether_anything_beat_real_only():
     assert "+0.100 [+0.080, +0.120] against real_only (a clear gain)" in helped
     assert "Shown better than real_only on balanced accuracy: **vae**." in helped
     assert "Best recall of minority class 'nodule': **vae** 0.500" in helped
+    assert "best of" not in helped  # two strategies: nothing was picked out of many
+    three = _metrics(0.7, 0.8)
+    three["oversample"] = dict(three["real_only"])
+    assert "the best of 3 strategies and ratios: the interval of whichever came out on top is optimistic" in verdict(
+        three
+    )
     noise = verdict(_metrics(0.70, 0.71, std=0.05))
     assert "(within the noise)" in noise and "**No strategy is shown better than real_only**" in noise
     hurt = verdict(_metrics(0.8, 0.7))
@@ -156,14 +162,14 @@ def test_provenance_section_says_what_it_could_not_record():
 
 
 def test_quality_section_says_in_words_when_synthetic_images_are_off():
-    def q(fd, precision, held_fd=10.0, held_precision=0.8):
+    def q(fd, precision, held_fd=10.0, held_precision=0.8, recall=0.5):
         keys = ("fd", "precision", "recall", "density", "coverage")
-        own = dict(zip(keys, (fd, precision, 0.5, 0.5, 0.5), strict=True))
+        own = dict(zip(keys, (fd, precision, recall, 0.5, 0.5), strict=True))
         held = {f"held_out_{k}": v for k, v in zip(keys, (held_fd, held_precision, 0.9, 0.9, 0.9), strict=True)}
         return own | held | {"synthetic_images": 20, "held_out_images": 10}
 
     quality = {
-        "per_class": {"nodule": q(40.0, 0.1), "normal": q(11.0, 0.7)},
+        "per_class": {"nodule": q(40.0, 0.1), "normal": q(11.0, 0.7), "benign": q(9.0, 0.9, recall=0.1)},
         "per_sampler": {"prior": {"nodule": q(50.0, 0.0) | {"images": 5}}},
         "pool_sampler": "prior",
         "memorisation": {},
@@ -171,5 +177,6 @@ def test_quality_section_says_in_words_when_synthetic_images_are_off():
     }
     text = render_report(SUMMARY, [], _metrics(0.7, 0.8), {}, quality=quality)
     assert "nodule: the synthetic images are **further from the real ones than new real patients are** (FD 40" in text
-    assert "normal: the synthetic images are about as close to the training images as new real patients are" in text
+    assert "normal: the synthetic images are about as close to the training images, and as varied, as new" in text
+    assert "benign: the synthetic images look like real ones but **cover only part of the real variety**" in text
     assert "| nodule | prior* | 5 | 50.000 | 0.000 |" in text

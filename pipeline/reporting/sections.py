@@ -128,17 +128,27 @@ def generation_lines(generation: dict) -> list[str]:
 
 
 def _quality_words(name: str, q: dict) -> str:
-    """One sentence: how the class's synthetic images compare with the held-out real yardstick."""
-    if q["fd"] <= 1.5 * q["held_out_fd"] and q["precision"] >= 0.5 * q["held_out_precision"]:
+    """One sentence: how the class's synthetic images compare with the held-out real yardstick, on fidelity (FD,
+    precision) and on diversity (recall). A rule of thumb (within 1.5 times the yardstick's FD, at least half its
+    precision and recall), stated with the numbers it used."""
+    numbers = (
+        f"FD {q['fd']:.3g} vs {q['held_out_fd']:.3g}; precision {q['precision']:.2f} vs "
+        f"{q['held_out_precision']:.2f}; recall {q['recall']:.2f} vs {q['held_out_recall']:.2f}"
+    )
+    faithful = q["fd"] <= 1.5 * q["held_out_fd"] and q["precision"] >= 0.5 * q["held_out_precision"]
+    if faithful and q["recall"] >= 0.5 * q["held_out_recall"]:
         return (
-            f"{name}: the synthetic images are about as close to the training images as new real patients are "
-            f"(FD {q['fd']:.3g} vs {q['held_out_fd']:.3g}; precision {q['precision']:.2f} vs "
-            f"{q['held_out_precision']:.2f})."
+            f"{name}: the synthetic images are about as close to the training images, and as varied, as new real "
+            f"patients ({numbers})."
+        )
+    if faithful:
+        return (
+            f"{name}: the synthetic images look like real ones but **cover only part of the real variety** "
+            f"({numbers}): too little diversity to stand in for more patients."
         )
     return (
-        f"{name}: the synthetic images are **further from the real ones than new real patients are** (FD "
-        f"{q['fd']:.3g} vs {q['held_out_fd']:.3g}; precision {q['precision']:.2f} vs {q['held_out_precision']:.2f}, "
-        f"recall {q['recall']:.2f} vs {q['held_out_recall']:.2f}): the feature network tells them apart."
+        f"{name}: the synthetic images are **further from the real ones than new real patients are** ({numbers}): "
+        "the feature network tells them apart."
     )
 
 
