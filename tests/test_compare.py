@@ -5,6 +5,7 @@ import pytest
 
 from pipeline.compare import StrategyResult, compare, curve_tables, ratio_table, write_confusion
 from pipeline.metrics import classification_metrics, summarise_runs
+from pipeline.plots import confusion_matrices, roc_pr_curves, strategy_bars
 
 LABELS = np.array([0] * 30 + [1] * 10)  # class "b" is the minority
 CLASSES = ("a", "b")
@@ -70,7 +71,7 @@ def test_the_ratio_curve_runs_from_real_only_through_the_ablation():
     assert rows[2]["balanced_accuracy"] == combined["vae"]["balanced_accuracy"] and "recall_b_ci_high" in rows[0]
 
 
-def test_several_minority_classes_are_compared_on_each_recall():
+def test_several_minority_classes_are_compared_on_each_recall(tmp_path):
     labels = np.array([0] * 20 + [1] * 8 + [2] * 6)
     classes = ("a", "b", "c")
     results = {}
@@ -82,9 +83,24 @@ def test_several_minority_classes_are_compared_on_each_recall():
         predictions = {"labels": labels, "proba": np.stack(probas), "thresholds": np.full(2, np.nan)}
         predictions |= {"seeds": np.array([0, 1]), "positive": np.array(2), "classes": np.array(classes)}
         results[name] = StrategyResult(summary | {"threshold": "argmax"}, runs, predictions)
-    vs = compare(results)["vae"]["vs_real_only"]
+    combined = compare(results)
+    vs = combined["vae"]["vs_real_only"]
     assert set(vs) == {"balanced_accuracy", "macro_f1", "auroc", "recall_b", "recall_c"}
     assert vs["balanced_accuracy"]["difference"] > 0 and vs["auroc"]["ci_low"] >= 0
+    # the curves are class "c" (the smallest, `positive`) against the rest; the matrices are 3 x 3
+    curves = curve_tables(results, points=11)
+    assert curves["roc"][-1] == {"fpr": 1.0, "real_only": 1.0, "vae": 1.0}
+    matrices = write_confusion(tmp_path / "confusion", results)
+    assert matrices["vae"].shape == (3, 3) and matrices["vae"].sum() == 2 * len(labels)
+    assert matrices["vae"].sum(axis=1).tolist() == [40, 16, 12]  # each true class once per seed
+    combined["curves_class"] = "c"
+    for name, draw in {
+        "bars.png": lambda path: strategy_bars(path, combined),
+        "roc_pr.png": lambda path: roc_pr_curves(path, curves, combined),
+        "confusion.png": lambda path: confusion_matrices(path, matrices, classes, 2),
+    }.items():
+        draw(tmp_path / name)
+        assert (tmp_path / name).stat().st_size > 5000
 
 
 def test_curves_have_one_column_per_strategy_and_end_where_they_must(tmp_path):
