@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import pairwise_distances_argmin_min
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
@@ -31,6 +32,7 @@ from pipeline.io.atomic import atomic_dir
 from pipeline.io.errors import BurnedInAnnotationError, DatasetTooSmallError, MedaugInputError, UnreadableImageError
 from pipeline.io.manifest import ManifestRow, check_manifest, read_manifest
 from pipeline.io.reader import is_nifti, load_image
+from pipeline.plots import image_grid
 from pipeline.runtime import run_stage
 from pipeline.transforms import (
     ct_window,
@@ -48,10 +50,13 @@ __all__ = [
     "check_given_split",
     "load_samples",
     "preprocess_dataset",
+    "near_twins",
     "main",
 ]
 
 logger = logging.getLogger(__name__)
+
+TWIN_FRACTION = 0.25  # near_twins: a held-out image this much closer to a training image than is typical is a twin
 
 
 @dataclass
@@ -203,6 +208,55 @@ def load_samples(rows: list[ManifestRow], cfg: PreprocessConfig) -> tuple[list[S
     return samples, skipped
 
 
+def near_twins(
+    splits: dict[str, SplitData], lines: dict[str, list[int]], fraction: float = TWIN_FRACTION, shown: int = 8
+) -> dict:
+    """Validation and test images with a near-identical image in the training split: pixel RMS distance to their
+    nearest training image below ``fraction`` of the median of those distances. Patient-level splits keep a
+    patient's images together only when the patient is known; the same image under two names, or images of one
+    patient or lesion without a patient_id, slip through them and make test scores optimistic.
+
+    Returns the rule's threshold, the count per held-out split and how many twins carry another label than their
+    training twin, every twin pair closest first (split, index, nearest training index, their labels.csv lines
+    in ``lines``, RMS distance, whether the labels agree) and, twins or not, the ``shown`` closest pairs."""
+    train = splits["train"]
+    flat = train.images.reshape(len(train), -1)
+    found = {}
+    for name in ("val", "test"):
+        held = splits[name]
+        if len(held) and len(train):
+            nearest, distance = pairwise_distances_argmin_min(held.images.reshape(len(held), -1), flat)
+            found[name] = (nearest, distance / np.sqrt(flat.shape[1]))
+    if not found:
+        return {"threshold_rms": None, "pairs": [], "closest": []}
+    threshold = fraction * float(np.median(np.concatenate([d for _, d in found.values()])))
+    every = [
+        {
+            "split": name,
+            "index": int(i),
+            "train_index": int(nearest[i]),
+            "labels_csv_line": lines[name][i],
+            "train_labels_csv_line": lines["train"][nearest[i]],
+            "rms": float(distance[i]),
+            "same_label": bool(splits[name].labels[i] == train.labels[nearest[i]]),
+        }
+        for name, (nearest, distance) in found.items()
+        for i in range(len(distance))
+    ]
+    every.sort(key=lambda p: p["rms"])
+    pairs = [p for p in every if p["rms"] < threshold]
+    counts = {name: sum(p["split"] == name for p in pairs) for name in found}
+    return {
+        "rule": f"pixel RMS distance to the nearest training image below {fraction:g} x the median",
+        "threshold_rms": threshold,
+        "held_out_images": {name: len(splits[name]) for name in found},
+        "twins": counts,
+        "different_label": sum(not p["same_label"] for p in pairs),
+        "pairs": pairs,
+        "closest": every[:shown],
+    }
+
+
 def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, SplitData], list[dict], dict]:
     """Core of the stage: return the split arrays, the split manifest rows and the summary."""
     if cfg.on_error == "fail":
@@ -220,7 +274,7 @@ def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, Spl
     else:
         split = split_by_patient(labels, patients, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     classes = tuple(sorted({str(label) for label in labels}))
-    splits, manifest = {}, []
+    splits, manifest, lines = {}, [], {}
     for name in SPLITS:
         idx = np.flatnonzero(split == name)
         splits[name] = SplitData(
@@ -233,6 +287,7 @@ def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, Spl
             {"split": name, "index": j, "patient": patients[i], "label": labels[i], "labels_csv_line": samples[i].line}
             for j, i in enumerate(idx)
         ]
+        lines[name] = [samples[i].line for i in idx]
     summary = {
         "n_files": len(rows),
         "n_images": len(samples),
@@ -246,8 +301,25 @@ def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, Spl
         },
         "skipped": skipped,
         "split_source": "labels.csv" if fixed else "patient-level stratified split",
+        "near_twins": near_twins(splits, lines),
     }
     return splits, manifest, summary
+
+
+def _draw_closest(twins: dict, splits: dict[str, SplitData], path: Path) -> None:
+    """The held-out images closest to a training image above their nearest training images (twins or not)."""
+    closest, cut = twins["closest"], twins["threshold_rms"]
+    rows = [("no validation or test images to compare", splits["train"].images[:0])]
+    if closest:
+        spread = f"RMS {closest[0]['rms']:.3g} to {closest[-1]['rms']:.3g}; twins below {cut:.3g}"
+        rows = [
+            (
+                f"validation/test images closest to a training image ({spread})",
+                np.stack([splits[p["split"]].images[p["index"]] for p in closest]),
+            ),
+            ("their nearest training images", np.stack([splits["train"].images[p["train_index"]] for p in closest])),
+        ]
+    image_grid(path, rows)
 
 
 def main() -> None:
@@ -267,6 +339,16 @@ def main() -> None:
         write_csv(staging / "split_manifest.csv", manifest)
         write_json(staging / "summary.json", summary)
     logger.info("preprocessed %d images from %d files: %s", summary["n_images"], summary["n_files"], summary["splits"])
+    twins = summary["near_twins"]
+    if twins["pairs"]:
+        logger.warning(
+            "%d validation/test image(s) have a near-identical twin in the training split (%d with another label): "
+            "if they are the same patients or lesions, test scores are optimistic; labels.csv lines in %s",
+            len(twins["pairs"]),
+            twins["different_label"],
+            out_dir / "summary.json",
+        )
+    _draw_closest(summary["near_twins"], splits, Path(load_section("paths").reports) / "figures" / "split_twins.png")
     if summary["skipped"]:
         logger.warning("%d manifest row(s) skipped, listed in %s", len(summary["skipped"]), out_dir / "summary.json")
 

@@ -4,8 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.io.arrays import SplitData
 from pipeline.io.errors import DatasetTooSmallError
-from pipeline.preprocess import preprocess_dataset, pseudonymise, split_by_patient
+from pipeline.preprocess import near_twins, preprocess_dataset, pseudonymise, split_by_patient
 from tests.conftest import SHARED_DATA, TINY_DEMO, TINY_PREPROCESS
 
 
@@ -273,3 +274,38 @@ def test_max_image_gib_refuses_larger_images_naming_the_file_and_the_param(tiny_
         preprocess_dataset(root, limit)
     _, _, summary = preprocess_dataset(root, dataclasses.replace(limit, on_error="skip"))
     assert [s["path"] for s in summary["skipped"]] == ["big.nii.gz"] and summary["n_images"] == 48
+
+
+def _split(images, labels):
+    return SplitData(np.asarray(images, np.float32), np.asarray(labels), np.array(["p"] * len(labels)), ("a", "b"))
+
+
+def test_near_twins_across_splits_are_found_with_their_lines_and_labels():
+    rng = np.random.default_rng(0)
+    train = rng.uniform(size=(30, 1, 8, 8))
+    val, test = rng.uniform(size=(10, 1, 8, 8)), rng.uniform(size=(10, 1, 8, 8))
+    test[3] = train[7] + 0.001  # the same picture, re-saved
+    val[0] = train[2]  # an exact copy, labelled otherwise
+    splits = {
+        "train": _split(train, [0] * 30),
+        "val": _split(val, [1] + [0] * 9),
+        "test": _split(test, [0] * 10),
+    }
+    lines = {name: list(range(100 * k, 100 * k + len(s))) for k, (name, s) in enumerate(splits.items())}
+    twins = near_twins(splits, lines)
+    assert twins["twins"] == {"val": 1, "test": 1} and twins["different_label"] == 1
+    first, second = twins["pairs"]
+    assert (first["split"], first["index"], first["train_index"], first["rms"]) == ("val", 0, 2, 0.0)
+    assert first["labels_csv_line"] == 100 and first["train_labels_csv_line"] == 2 and not first["same_label"]
+    assert (second["split"], second["index"], second["train_index"], second["same_label"]) == ("test", 3, 7, True)
+    assert second["labels_csv_line"] == 203 and len(twins["closest"]) == 8
+
+
+def test_distinct_images_have_no_twins():
+    rng = np.random.default_rng(1)
+    splits = {
+        name: _split(rng.uniform(size=(n, 1, 8, 8)), [0] * n) for name, n in (("train", 30), ("val", 8), ("test", 8))
+    }
+    lines = {name: list(range(len(s))) for name, s in splits.items()}
+    twins = near_twins(splits, lines)
+    assert twins["pairs"] == [] and twins["twins"] == {"val": 0, "test": 0} and twins["threshold_rms"] > 0

@@ -180,3 +180,20 @@ def test_quality_section_says_in_words_when_synthetic_images_are_off():
     assert "normal: the synthetic images are about as close to the training images, and as varied, as new" in text
     assert "benign: the synthetic images look like real ones but **cover only part of the real variety**" in text
     assert "| nodule | prior* | 5 | 50.000 | 0.000 |" in text
+
+
+def test_data_section_warns_of_near_twins_across_splits():
+    twins = {
+        "rule": "pixel RMS distance to the nearest training image below 0.25 x the median",
+        "threshold_rms": 0.036,
+        "held_out_images": {"val": 78, "test": 156},
+        "twins": {"val": 16, "test": 46},
+        "different_label": 5,
+        "pairs": [{"split": "test"}] * 62,
+    }
+    text = render_report(SUMMARY | {"near_twins": twins}, [], _metrics(0.7, 0.8), {})
+    assert "**Possible leak across splits: 16 of 78 val, 46 of 156 test images have a near-identical twin" in text
+    assert "5 of the pairs carry different labels" in text and "figures/split_twins.png" in text
+    none = twins | {"twins": {"val": 0, "test": 0}, "pairs": [], "different_label": 0}
+    text = render_report(SUMMARY | {"near_twins": none}, [], _metrics(0.7, 0.8), {})
+    assert "Near-duplicates across splits: none" in text and "Possible leak" not in text

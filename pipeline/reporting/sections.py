@@ -17,6 +17,7 @@ __all__ = [
     "quality_lines",
     "anomaly_lines",
     "latent_lines",
+    "twin_lines",
     "data_lines",
     "classifier_lines",
     "picture",
@@ -286,6 +287,31 @@ def latent_lines(latent: dict) -> list[str]:
     return lines
 
 
+def twin_lines(twins: dict) -> list[str]:
+    """The near-duplicate check across splits (preprocess's ``near_twins``): a warning with counts when held-out
+    images have a near-identical training image, one line when none has; labels.csv lines stay in summary.json."""
+    if not twins.get("threshold_rms"):
+        return []
+    held = twins["held_out_images"]
+    counts = ", ".join(f"{twins['twins'][name]} of {held[name]} {name}" for name in held)
+    if not twins["pairs"]:
+        return [
+            f"Near-duplicates across splits: none (no validation or test image is within {twins['threshold_rms']:.3g} "
+            "RMS of a training image, a quarter of the typical distance).",
+            "",
+        ]
+    return [
+        f"**Possible leak across splits: {counts} images have a near-identical twin in the training split** "
+        f"({twins['rule']}: {twins['threshold_rms']:.3g}; {twins['different_label']} of the pairs carry different "
+        "labels). The same image under two names, or images of one patient or lesion without a patient_id in "
+        "labels.csv, pass a patient-level split; if these are such, every test score here is optimistic. Their "
+        "labels.csv lines are in data/processed/summary.json (near_twins).",
+        "",
+        "![validation/test images closest to a training image](figures/split_twins.png)",
+        "",
+    ]
+
+
 def data_lines(summary: dict, synthetic_rows: list[dict], generation: dict) -> list[str]:
     """Counts per class and split (patients are counted, never named), modalities, skipped rows, and the
     synthetic pool."""
@@ -303,7 +329,7 @@ def data_lines(summary: dict, synthetic_rows: list[dict], generation: dict) -> l
     for split, info in summary["splits"].items():
         lines.append(f"| {split} | {info['patients']} | " + " | ".join(str(info["images"][c]) for c in classes) + " |")
     lines += ["", f"Splits: {summary.get('split_source', 'patient-level stratified split')}.", ""]
-    lines += skipped_lines(summary.get("skipped", []))
+    lines += twin_lines(summary.get("near_twins", {})) + skipped_lines(summary.get("skipped", []))
     generated = Counter(r["label"] for r in synthetic_rows)
     samplers = sorted({r["sampler"] for r in synthetic_rows}) or ["none"]
     lines += [
