@@ -119,10 +119,17 @@ def memorisation(synthetic: np.ndarray, held_out: np.ndarray, train: np.ndarray,
     }
 
 
-def class_quality(train_f: np.ndarray, held_f: np.ndarray, synth_f: np.ndarray, k: int) -> dict[str, float]:
+def class_quality(
+    train_f: np.ndarray, held_f: np.ndarray, synth_f: np.ndarray, k: int, seed: int = 0
+) -> dict[str, float]:
     """FD and PRDC against the training features, of the synthetic features and, as the yardstick, of the held-out
-    real features (keys ``held_out_...``)."""
-    out = {}
+    real features (keys ``held_out_...``). Both sets are first cut to the same size (a seeded random subset of the
+    larger, ``compared_images``): FD falls and coverage rises with the number of images compared, so a large
+    synthetic pool would otherwise look better than a small held-out set for its size alone."""
+    rng = np.random.default_rng(seed)
+    n = min(len(held_f), len(synth_f))
+    synth_f, held_f = (f[np.sort(rng.choice(len(f), n, replace=False))] for f in (synth_f, held_f))
+    out: dict[str, float] = {"compared_images": n}
     for prefix, other in (("", synth_f), ("held_out_", held_f)):
         out[f"{prefix}fd"] = frechet_distance(other, train_f)
         scores = prdc(train_f, other, min(k, len(train_f) - 1, len(other) - 1))

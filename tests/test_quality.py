@@ -98,3 +98,16 @@ def test_sampler_quality_scores_every_sampler_and_class_with_fresh_samples():
         assert q["fd"] >= 0 and all(0 <= q[k] <= 1 for k in ("precision", "recall", "coverage"))
     again = sampler_quality(_vaes(), GEN, train, train_f, model, "cpu", k=3, most=20)
     assert again == result  # seeded
+
+
+def test_class_quality_compares_as_many_synthetic_as_held_out_images():
+    """A synthetic set from the held-out images' own distribution, ten times larger, must not look better than
+    them for its size alone: coverage rises and FD falls with the number of images compared."""
+    rng = np.random.default_rng(8)
+    train, held, synth = rng.normal(size=(200, 4)), rng.normal(size=(40, 4)), rng.normal(size=(400, 4))
+    q = class_quality(train, held, synth, k=5)
+    assert q["compared_images"] == 40
+    assert abs(q["coverage"] - q["held_out_coverage"]) < 0.15 and abs(q["fd"] - q["held_out_fd"]) < 0.3
+    unmatched = prdc(train, synth, 5)["coverage"]  # all 400: covers far more of the training set
+    assert unmatched > q["coverage"] + 0.2
+    assert class_quality(train, held, synth, k=5) == q  # the subset is seeded

@@ -185,17 +185,19 @@ def quality_lines(quality: dict, metrics: dict) -> list[str]:
         "In the feature space of a classifier trained here on the real training split, against the real training "
         "images: Fréchet distance (FD), and precision/density (synthetic images on the real manifold) and "
         "recall/coverage (the real manifold covered; Naeem et al. 2020). The yardstick row is the same for held-out "
-        "real images (validation + test patients): what new real patients score.",
+        "real images (validation + test patients): what new real patients score. Both rows of a class compare as "
+        "many images (a random subset of the larger set), since FD and coverage move with the number compared.",
         "",
-        "| class | images | FD | precision | recall | density | coverage |",
+        "| class | images compared | FD | precision | recall | density | coverage |",
         "|---|---|---|---|---|---|---|",
     ]
     keys = ("fd", "precision", "recall", "density", "coverage")
     for name, q in quality["per_class"].items():
         synthetic = " | ".join(f"{q[k]:.3f}" for k in keys)
         held_out = " | ".join(f"{q['held_out_' + k]:.3f}" for k in keys)
-        lines.append(f"| {name}: synthetic | {q['synthetic_images']} | {synthetic} |")
-        lines.append(f"| {name}: held-out real (yardstick) | {q['held_out_images']} | {held_out} |")
+        n = q.get("compared_images", q["synthetic_images"])
+        lines.append(f"| {name}: synthetic | {n} of {q['synthetic_images']} | {synthetic} |")
+        lines.append(f"| {name}: held-out real (yardstick) | {n} of {q['held_out_images']} | {held_out} |")
     lines += ["", *[f"- {_quality_words(name, q)}" for name, q in quality["per_class"].items()]]
     lines += _sampler_lines(quality.get("per_sampler", {}), quality.get("pool_sampler"))
     if "synthetic_only" in metrics:
