@@ -5,8 +5,9 @@ network and budget) trained on the real training split with its first seed; an i
 input of that network's last linear layer. Per class, on those features:
 
 - **Fréchet distance** (FD, the formula of FID) between the synthetic images and the real training images, beside
-  the same distance between held-out real images (validation + test, patients the VAE never saw) and the
-  training images: a synthetic FD near that baseline means "as close as new real patients are";
+  the same distance between held-out real images (validation + test, patients the VAE never saw, less the
+  near-twins of training images that preprocess found) and the training images: a synthetic FD near that
+  baseline means "as close as new real patients are";
 - **precision, recall, density, coverage** (Naeem et al. 2020, k nearest neighbours): precision/density, how
   much of the synthetic set lies on the real manifold; recall/coverage, how much of the real manifold it covers.
 
@@ -31,7 +32,7 @@ from sklearn.metrics import pairwise_distances
 
 from pipeline.config import GenerateConfig, QualityConfig, TrainClassifierConfig, load_section
 from pipeline.generate import SAMPLERS, sample_images
-from pipeline.io.arrays import SplitData, load_split, write_json
+from pipeline.io.arrays import SplitData, load_split, read_json, write_json
 from pipeline.io.synthetic import read_synthetic
 from pipeline.models.vae import ClassVAEs, load_vae
 from pipeline.plots import distance_histograms, image_grid
@@ -47,6 +48,7 @@ __all__ = [
     "memorisation",
     "class_quality",
     "sampler_quality",
+    "held_out_without_twins",
     "main",
 ]
 
@@ -157,6 +159,23 @@ def sampler_quality(
     return out
 
 
+def held_out_without_twins(val: SplitData, test: SplitData, twins: dict) -> SplitData:
+    """Validation and test images together, less those preprocess found to be near-twins of a training image
+    (``summary.json``'s ``near_twins``): a yardstick of new patients must not hold copies of training images, or
+    it sets the near-copy threshold inside the copies and makes real images look closer than new patients are."""
+    drop = {(p["split"], p["index"]) for p in twins.get("pairs", [])}
+    keep = [
+        (name, i) for name, data in (("val", val), ("test", test)) for i in range(len(data)) if (name, i) not in drop
+    ]
+    source = {"val": val, "test": test}
+    return SplitData(
+        np.stack([source[name].images[i] for name, i in keep]),
+        np.array([source[name].labels[i] for name, i in keep]),
+        np.array([source[name].patients[i] for name, i in keep]),
+        val.classes,
+    )
+
+
 def _pixels(data: SplitData) -> np.ndarray:
     return data.images.reshape(len(data), -1).astype(np.float64) / np.sqrt(data.images[0].size)  # RMS distance
 
@@ -168,12 +187,7 @@ def main() -> None:
     paths = load_section("paths")
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
     synthetic = read_synthetic(paths.synthetic, train.classes)
-    held = SplitData(
-        np.concatenate([val.images, test.images]),
-        np.concatenate([val.labels, test.labels]),
-        np.concatenate([val.patients, test.patients]),
-        train.classes,
-    )
+    held = held_out_without_twins(val, test, read_json(Path(paths.processed) / "summary.json").get("near_twins", {}))
     device = select_device()
     seed = clf_cfg.seeds[0]
     model, _ = fit_classifier(

@@ -111,3 +111,19 @@ def test_class_quality_compares_as_many_synthetic_as_held_out_images():
     unmatched = prdc(train, synth, 5)["coverage"]  # all 400: covers far more of the training set
     assert unmatched > q["coverage"] + 0.2
     assert class_quality(train, held, synth, k=5) == q  # the subset is seeded
+
+
+def test_the_yardstick_leaves_out_held_out_twins_of_training_images():
+    from pipeline.io.arrays import SplitData
+    from pipeline.quality import held_out_without_twins
+
+    def split(n, start):
+        images = np.arange(start, start + n, dtype=np.float32)[:, None, None, None] * np.ones((1, 1, 2, 2), np.float32)
+        return SplitData(images, np.arange(n) % 2, np.array([f"p{start + i}" for i in range(n)]), ("a", "b"))
+
+    val, test = split(3, 0), split(4, 10)
+    twins = {"pairs": [{"split": "val", "index": 1}, {"split": "test", "index": 0}, {"split": "test", "index": 3}]}
+    held = held_out_without_twins(val, test, twins)
+    assert held.images[:, 0, 0, 0].tolist() == [0, 2, 11, 12] and held.patients.tolist() == ["p0", "p2", "p11", "p12"]
+    assert held.labels.tolist() == [0, 0, 1, 0]
+    assert len(held_out_without_twins(val, test, {})) == 7  # no twin check (older summary.json): all of them

@@ -185,7 +185,8 @@ def quality_lines(quality: dict, metrics: dict) -> list[str]:
         "In the feature space of a classifier trained here on the real training split, against the real training "
         "images: Fréchet distance (FD), and precision/density (synthetic images on the real manifold) and "
         "recall/coverage (the real manifold covered; Naeem et al. 2020). The yardstick row is the same for held-out "
-        "real images (validation + test patients): what new real patients score. Both rows of a class compare as "
+        "real images (validation + test patients, near-twins of training images left out): what new real patients "
+        "score. Both rows of a class compare as "
         "many images (a random subset of the larger set), since FD and coverage move with the number compared.",
         "",
         "| class | images compared | FD | precision | recall | density | coverage |",
