@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import subprocess
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.runtime import device_name, run_record
+from pipeline.runtime import device_name, run_record, versions
 
 __all__ = [
     "PACKAGES",
@@ -26,7 +25,8 @@ __all__ = [
     "provenance",
 ]
 
-PACKAGES = ("torch", "monai", "numpy", "scipy", "scikit-learn", "pydicom", "nibabel", "matplotlib", "dvc")
+# besides runtime.versions() (python, torch, monai, numpy: what the checkpoints record)
+PACKAGES = ("scipy", "scikit-learn", "pydicom", "nibabel", "matplotlib", "dvc")
 # what decides the results besides the data: a change here that is not committed is reported as such
 CODE = ("pipeline", "params.yaml", "dvc.yaml", "pyproject.toml", "requirements.lock")
 
@@ -76,7 +76,8 @@ def shown_params(path: Path) -> str:
 
 
 def package_versions() -> dict[str, str]:
-    found = {}
+    """:func:`pipeline.runtime.versions` and the installed version of each of ``PACKAGES``."""
+    found = versions()
     for name in PACKAGES:
         try:
             found[name] = version(name)
@@ -107,7 +108,7 @@ def provenance(root: str | Path, data_root: str, params_file: str = "params.yaml
         "lock_sha256": lock_fingerprint(lock),
         "dataset": dataset_fingerprint(lock, data_root),
         "params": shown_params(params) if params.is_file() else "",
-        "versions": package_versions() | {"python": platform.python_version()},
+        "versions": package_versions(),
         "device": device_name(),
         "stages": stage_times(lock, root),
     }
