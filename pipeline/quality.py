@@ -163,15 +163,14 @@ def held_out_without_twins(val: SplitData, test: SplitData, twins: dict) -> Spli
     """Validation and test images together, less those preprocess found to be near-twins of a training image
     (``summary.json``'s ``near_twins``): a yardstick of new patients must not hold copies of training images, or
     it sets the near-copy threshold inside the copies and makes real images look closer than new patients are."""
-    drop = {(p["split"], p["index"]) for p in twins.get("pairs", [])}
-    keep = [
-        (name, i) for name, data in (("val", val), ("test", test)) for i in range(len(data)) if (name, i) not in drop
-    ]
-    source = {"val": val, "test": test}
+    keep = {"val": np.ones(len(val), bool), "test": np.ones(len(test), bool)}
+    for pair in twins.get("pairs", []):
+        keep[pair["split"]][pair["index"]] = False
+    parts = [(data, keep[name]) for name, data in (("val", val), ("test", test))]
     return SplitData(
-        np.stack([source[name].images[i] for name, i in keep]),
-        np.array([source[name].labels[i] for name, i in keep]),
-        np.array([source[name].patients[i] for name, i in keep]),
+        np.concatenate([d.images[k] for d, k in parts]),
+        np.concatenate([d.labels[k] for d, k in parts]),
+        np.concatenate([d.patients[k] for d, k in parts]),
         val.classes,
     )
 
