@@ -5,11 +5,11 @@ listed in ``tests/data/ps3_15_basic_profile.csv``; the source is named in that f
 text, date, time, UID, person-name or number-string VR is set to a unique marker in every DICOM file of a small
 demo dataset, sequences of the profile get an item holding a marker, and a private block holds more. The stage
 then runs as a user runs it (``python -m pipeline.preprocess`` in a project folder with its own params.yaml),
-and every file it writes, its stdout and its stderr are searched for every marker: raw bytes, the decompressed
-members of zip files (``.npz``, torch checkpoints), the text of string arrays, in UTF-8, UTF-16 and UTF-32, and for
-dates and times their usual reformatted spellings. The same dataset then goes through the whole pipeline
-(`dvc repro`), and every file of the project folder, DVC's cache, `dvc metrics show`, `dvc plots show` and the
-run's log are searched the same way.
+and every file it writes, its stdout and its stderr are searched for every marker, in every spelling a writer could
+give it, by :mod:`tests.phi`: it opens zip, gzip, DICOM and PNG files and pickles, and searches a short or
+digits-only spelling only where text stands, so that random UIDs, hashes and floats cannot raise a false alarm.
+The same dataset then goes through the whole pipeline (`dvc repro`), and every file of the project folder, DVC's
+cache, `dvc metrics show`, `dvc plots show` and the run's log are searched the same way.
 """
 
 from __future__ import annotations
@@ -17,14 +17,10 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
-import gzip
-import io
 import json
 import shutil
 import subprocess
 import sys
-import zipfile
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +33,7 @@ from pydicom.sequence import Sequence
 
 from pipeline.demo_data import write_demo_dataset
 from tests.conftest import TINY_DEMO
+from tests.phi import Markers, blobs_of, find_markers, text_blob
 from tests.project import SMALLEST, TINY, dvc, scratch_project
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +49,6 @@ SKIP_GROUPS = {0x0000, 0x0028, 0xFFFA, 0xFFFC}
 FILE_META_GROUP = 0x0002
 PER_PATIENT = {0x00100010, 0x00100020, 0x0020000D, 0x0020000E}  # PatientName, PatientID, Study/Series UIDs
 PER_FILE = {0x00080018, 0x00020003}  # SOPInstanceUID, MediaStorageSOPInstanceUID (kept equal)
-UID_ROOT = "1.2.826.0.1.3680043.10.999"
 
 
 def read_profile() -> list[tuple[int, str, str]]:
@@ -60,72 +56,6 @@ def read_profile() -> list[tuple[int, str, str]]:
     with open(PROFILE_CSV, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
     return [(int(r["tag"], 16), r["keyword"], r["action"]) for r in rows]
-
-
-class Markers:
-    """Hands out unique marker values fitting a VR and remembers every searchable spelling of each."""
-
-    def __init__(self) -> None:
-        self.n = 0
-        self.per_vr: dict[str, int] = {}
-        self.spellings: dict[str, str] = {}  # text to search for -> which marker it stands for
-
-    def _record(self, marker: str, what: str, *variants: str) -> None:
-        label = f"{marker} ({what})"
-        for text in (marker, *variants):
-            assert text not in self.spellings, f"marker spelling {text} used twice"
-            self.spellings[text] = label
-
-    def new(self, vr: str, what: str) -> str:
-        self.n += 1
-        n, k = self.n, self.per_vr.get(vr, 0)
-        self.per_vr[vr] = k + 1
-        # dates in 1901 (DA) or 1902 (DT) with day > 12, so day/month and month/day spellings never coincide
-        day = date(1901 + (vr == "DT"), 1 + k // 16, 13 + k % 16)
-        hh, mm, ss = (21 if vr == "DT" else 13) + k // 60, k % 60, (7 * k + 11) % 60
-        frac = f"{424200 + k}"
-        if vr == "PN":
-            family, given = f"PHIMARK{n:04d}F", f"PHIMARK{n:04d}G"
-            self._record(family, f"{what} family name")
-            self._record(given, f"{what} given name")
-            return f"{family}^{given}"
-        if vr == "DA":
-            value = day.strftime("%Y%m%d")
-            formats = ("%Y-%m-%d", "%Y/%m/%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y")
-            self._record(value, what, *(day.strftime(f) for f in formats))
-        elif vr == "TM":
-            value = f"{hh:02d}{mm:02d}{ss:02d}.{frac}"
-            self._record(value, what, f"{hh:02d}:{mm:02d}:{ss:02d}", f"{hh:02d}{mm:02d}{ss:02d}")
-        elif vr == "DT":
-            value = f"{day:%Y%m%d}{hh:02d}{mm:02d}{ss:02d}.{frac}"
-            iso = f"{day:%Y-%m-%d}T{hh:02d}:{mm:02d}:{ss:02d}"
-            self._record(value, what, iso, iso.replace("T", " "), f"{day:%Y%m%d}{hh:02d}{mm:02d}{ss:02d}")
-        elif vr == "AS":
-            value = f"{n % 1000:03d}Y"
-            self._record(value, what)
-        elif vr == "DS":
-            value = f"9{n:04d}.{n:04d}3"
-            self._record(value, what)
-        elif vr == "IS":
-            value = f"9{n:05d}7"
-            self._record(value, what)
-        elif vr == "UI":
-            value = f"{UID_ROOT}.{10000 + n}"
-            self._record(value, what)
-        elif vr == "UR":
-            value = f"http://phimark{n:04d}.example/"
-            self._record(f"phimark{n:04d}", what)
-        else:  # AE, CS, SH (16 characters at most, CS upper case), LO, LT, ST, UC, UT
-            value = f"PHIMARK{n:04d}"
-            self._record(value, what)
-        return value
-
-    def needles(self) -> list[tuple[bytes, str]]:
-        return [
-            (text.encode(encoding), label)
-            for text, label in self.spellings.items()
-            for encoding in ("utf-8", "utf-16-le", "utf-32-le")
-        ]
 
 
 def fillable_attributes() -> list[tuple[int, str, str]]:
@@ -202,37 +132,6 @@ def rewrite_labels(root: Path, change) -> None:
         writer.writerows(rows)
 
 
-def _blobs(path: Path) -> list[tuple[str, bytes]]:
-    """The bytes of a file and, for zip (npz) and gzip files, of what they hold, with string arrays as text."""
-    raw = path.read_bytes()
-    blobs = [(str(path), raw)]
-    if raw[:2] == b"\x1f\x8b":
-        blobs.append((f"{path} (gunzipped)", gzip.decompress(raw)))
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            for name in zf.namelist():
-                member = zf.read(name)
-                blobs.append((f"{path}:{name}", member))
-                if name.endswith(".npy"):
-                    array = np.load(io.BytesIO(member), allow_pickle=False)
-                    blobs.append((f"{path}:{name} (array bytes)", array.tobytes()))
-                    if array.dtype.kind in "SU":
-                        text = "\n".join(array.ravel().astype(str).tolist())
-                        blobs.append((f"{path}:{name} (as text)", text.encode("utf-8")))
-    return blobs
-
-
-def find_markers(blobs: list[tuple[str, bytes]], markers: Markers) -> dict[str, set[str]]:
-    """{where: markers found there}, empty when no marker is found anywhere."""
-    needles = markers.needles()
-    found: dict[str, set[str]] = {}
-    for where, blob in blobs:
-        hits = {label for needle, label in needles if needle in blob}
-        if hits:
-            found[where] = hits
-    return found
-
-
 @pytest.fixture(scope="module")
 def marker_dataset(tmp_path_factory) -> tuple[Path, Markers, int]:
     root = tmp_path_factory.mktemp("phi") / "dataset"
@@ -271,7 +170,8 @@ def assert_no_marker(project: Path, done: subprocess.CompletedProcess, markers: 
     outputs = [p for p in project.rglob("*") if p.is_file()]
     processed = Path(yaml.safe_load((project / "params.yaml").read_text())["paths"]["processed"])
     assert {p.name for p in processed.iterdir()} >= {"train.npz", "val.npz", "test.npz", "summary.json"}
-    blobs = [b for p in outputs for b in _blobs(p)] + [("stdout", done.stdout), ("stderr", done.stderr)]
+    blobs = [b for p in outputs for b in blobs_of(p)]
+    blobs += [text_blob("stdout", done.stdout), text_blob("stderr", done.stderr)]
     found = find_markers(blobs, markers)
     assert not found, "PHI markers in the stage's outputs:\n" + "\n".join(
         f"  {where}: {', '.join(sorted(hits)[:10])}" + (f" and {len(hits) - 10} more" if len(hits) > 10 else "")
@@ -284,14 +184,14 @@ def test_marker_scan_finds_markers_in_dicom_and_npz(marker_dataset, tmp_path):
     root, markers, n_attributes = marker_dataset
     assert n_attributes >= 150 and len(markers.spellings) > 300
     first = next((root / "dicom").rglob("*.dcm"))
-    in_dicom = set().union(*find_markers(_blobs(first), markers).values())
+    in_dicom = set().union(*find_markers(blobs_of(first), markers).values())
     ds = pydicom.dcmread(first)
     name = str(ds.PatientName).split("^")[0]
     assert any(hit.startswith(name) for hit in in_dicom)
     assert any("ReferringPhysicianName" in hit for hit in in_dicom) and any("private LO" in hit for hit in in_dicom)
     assert ds.BurnedInAnnotation == "NO" and ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     np.savez(tmp_path / "leak.npz", patients=np.array(["P1", ds.PatientID]))
-    assert find_markers(_blobs(tmp_path / "leak.npz"), markers)
+    assert find_markers(blobs_of(tmp_path / "leak.npz"), markers)
 
 
 def test_preprocess_outputs_hold_no_phi(marker_dataset, tmp_path):
@@ -314,7 +214,7 @@ def test_skipped_file_reason_holds_no_phi(marker_dataset, tmp_path):
     bad = next(r["path"] for r in rows if r["path"].endswith(".dcm") and r["label"] == "normal")
     blob = (dataset / bad).read_bytes()
     (dataset / bad).write_bytes(blob[: len(blob) - 1500])  # header with all its markers kept, pixel data cut
-    assert len(find_markers(_blobs(dataset / bad), markers)[str(dataset / bad)]) > 200
+    assert len(find_markers(blobs_of(dataset / bad), markers)[str(dataset / bad)]) > 200
     rewrite_labels(dataset, lambda row: {k: v for k, v in row.items() if k != "patient_id"})
     project, done = run_preprocess(tmp_path, dataset, on_error="skip")
     summary = read_summary(project)
@@ -354,7 +254,7 @@ def test_a_whole_dvc_repro_writes_shows_and_logs_no_phi(marker_dataset, tmp_path
     assert any(n.startswith("data/synthetic/") and n.endswith(".dcm") for n in names), "no synthetic DICOM written"
     assert any(n.startswith(".dvc/cache/") for n in names)
     assert any(n.startswith(".medaug/runs/") for n in names)  # the run log is searched too
-    blobs = [b for p in files for b in _blobs(p)] + [("dvc output", log.encode())]
+    blobs = [b for p in files for b in blobs_of(p)] + [text_blob("dvc output", log)]
     found = find_markers(blobs, markers)
     assert not found, "PHI markers after dvc repro:\n" + "\n".join(
         f"  {where}: {', '.join(sorted(hits)[:10])}" for where, hits in found.items()
