@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.transforms import Compose, Rand2DElastic, RandAdjustContrast, RandAffine, RandFlip, RandGaussianNoise
 
+from pipeline.augment import BatchAugment
 from pipeline.config import STRATEGY_NAMES
 from pipeline.io.arrays import SplitData
 
@@ -53,7 +53,7 @@ class Recipe:
 
     data: SplitData
     weighted: bool = False  # cross-entropy weighted by inverse class frequency
-    augment: bool = False  # classical MONAI augmentation on the fly
+    augment: bool = False  # classical augmentation of each training batch (pipeline.augment)
 
 
 def oversample(data: SplitData, seed: int) -> SplitData:
@@ -74,25 +74,11 @@ def class_weights(data: SplitData) -> torch.Tensor:
     return torch.from_numpy(len(data) / (len(data.classes) * np.maximum(counts, 1)))
 
 
-def classical_augmentation(spatial_dims: int, seed: int) -> Compose:
-    """The classical remedy, from MONAI: random flip, rotation and scaling, contrast and noise, and in 2D an
-    elastic deformation; seeded. Applied to one ``(C, *spatial)`` image at a time."""
-    transforms = [
-        RandFlip(prob=0.5, spatial_axis=0),
-        RandAffine(
-            prob=0.5,
-            rotate_range=[0.26] * (1 if spatial_dims == 2 else 3),
-            scale_range=[0.1] * spatial_dims,
-            padding_mode="border",
-        ),
-        RandAdjustContrast(prob=0.3, gamma=(0.8, 1.25)),
-        RandGaussianNoise(prob=0.2, std=0.02),
-    ]
-    if spatial_dims == 2:
-        transforms.append(Rand2DElastic(spacing=(16, 16), magnitude_range=(0.5, 1.5), prob=0.2, padding_mode="border"))
-    augment = Compose(transforms)
-    augment.set_random_state(seed)
-    return augment
+def classical_augmentation(spatial_dims: int, seed: int) -> BatchAugment:
+    """The classical remedy: random flip, rotation and scaling, contrast and noise, and in 2D an elastic
+    deformation, with MONAI's ranges (see :mod:`pipeline.augment`); seeded. Applied to a whole ``(B, C, *spatial)``
+    batch at once, on its device."""
+    return BatchAugment(spatial_dims, seed)
 
 
 def take_synthetic(synthetic: SplitData, wanted: dict[str, int]) -> SplitData:

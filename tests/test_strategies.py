@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from pipeline.strategies import (
     STRATEGIES,
@@ -29,9 +30,9 @@ def test_class_weights_are_inverse_frequency():
 
 def test_classical_augmentation_changes_images_but_not_their_shape():
     augment = classical_augmentation(2, seed=0)
-    image = TRAIN.images[0]
-    outputs = [np.asarray(augment(image)) for _ in range(4)]
-    assert all(o.shape == image.shape for o in outputs) and any(not np.allclose(o, image) for o in outputs)
+    batch = torch.from_numpy(TRAIN.images)
+    outputs = [augment(batch) for _ in range(4)]
+    assert all(o.shape == batch.shape for o in outputs) and any(not torch.allclose(o, batch) for o in outputs)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,136 @@
+"""Classical augmentation of a whole training batch at once, on the batch's device (CPU or GPU).
+
+The classical remedy of the classifier stages: random flip, rotation and scaling, contrast (gamma) and Gaussian
+noise, and in 2D an elastic deformation, with the ranges of MONAI's ``RandFlip``, ``RandAffine``,
+``RandAdjustContrast``, ``RandGaussianNoise`` and ``Rand2DElastic``. Instead of one image at a time, each step
+draws its parameters for every image of the batch and transforms the chosen images together: the affine with
+MONAI's :class:`~monai.networks.layers.AffineTransform` and the elastic warp with MONAI's
+:class:`~monai.networks.blocks.Warp` (both ``grid_sample`` on the whole batch), contrast and noise as tensor
+arithmetic. All random numbers come from one seeded CPU generator, so a seed gives the same draws on any device.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import Warp
+from monai.networks.layers import AffineTransform
+
+__all__ = ["BatchAugment"]
+
+
+class BatchAugment:
+    """Random flip, affine, contrast, noise and (2D) elastic deformation of ``(B, C, *spatial)`` batches.
+
+    Args:
+        spatial_dims: 2 or 3.
+        seed: seed of the generator every random parameter is drawn from.
+        flip_prob: chance of a flip along the first spatial axis.
+        affine_prob: chance of a rotation (uniform within +-``rotate`` radians, about each axis in 3D) and a
+            scaling (a factor within 1 +- ``scale`` per axis).
+        contrast_prob: chance of a gamma change, gamma uniform in ``gamma``, keeping the image's range.
+        noise_prob: chance of Gaussian noise, its standard deviation uniform in [0, ``noise_std``].
+        elastic_prob: 2D only: chance of an elastic warp, displacements drawn on a grid of control points
+            ``elastic_spacing`` pixels apart (normal, scaled by a magnitude uniform in ``elastic_magnitude``
+            pixels) and interpolated bicubically.
+
+    Example::
+
+        augment = BatchAugment(spatial_dims=2, seed=0)
+        x = augment(torch.rand(32, 1, 64, 64))  # same shape, same device
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        seed: int,
+        flip_prob: float = 0.5,
+        affine_prob: float = 0.5,
+        rotate: float = 0.26,
+        scale: float = 0.1,
+        contrast_prob: float = 0.3,
+        gamma: tuple[float, float] = (0.8, 1.25),
+        noise_prob: float = 0.2,
+        noise_std: float = 0.02,
+        elastic_prob: float = 0.2,
+        elastic_spacing: int = 16,
+        elastic_magnitude: tuple[float, float] = (0.5, 1.5),
+    ) -> None:
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        self.spatial_dims = spatial_dims
+        self.generator = torch.Generator().manual_seed(seed)
+        self.flip_prob, self.affine_prob, self.contrast_prob, self.noise_prob = (
+            flip_prob,
+            affine_prob,
+            contrast_prob,
+            noise_prob,
+        )
+        self.rotate, self.scale, self.gamma, self.noise_std = rotate, scale, gamma, noise_std
+        self.elastic_prob = elastic_prob if spatial_dims == 2 else 0.0
+        self.elastic_spacing, self.elastic_magnitude = elastic_spacing, elastic_magnitude
+        self.affine = AffineTransform(normalized=True, mode="bilinear", padding_mode="border", align_corners=False)
+        with warnings.catch_warnings():  # MONAI notes that it uses PyTorch's grid_sample (its compiled one is absent)
+            warnings.simplefilter("ignore", UserWarning)
+            self.warp = Warp(mode="bilinear", padding_mode="border")
+
+    def _uniform(self, low: float, high: float, *shape: int) -> torch.Tensor:
+        return low + (high - low) * torch.rand(*shape, generator=self.generator)
+
+    def _chosen(self, n: int, prob: float) -> torch.Tensor:
+        """Indices of the images that get a step applied with probability ``prob``."""
+        return torch.nonzero(torch.rand(n, generator=self.generator) < prob).flatten()
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != self.spatial_dims + 2:
+            raise ValueError(f"expected a (B, C, {self.spatial_dims} spatial axes) batch, got shape {tuple(x.shape)}")
+        x = x.float().clone()
+        n, device = len(x), x.device
+        if len(flip := self._chosen(n, self.flip_prob)):
+            x[flip.to(device)] = x[flip.to(device)].flip(2)
+        if len(pick := self._chosen(n, self.affine_prob)):
+            theta = self._affine_matrices(len(pick)).to(device)
+            x[pick.to(device)] = self.affine(x[pick.to(device)], theta)
+        if len(pick := self._chosen(n, self.contrast_prob)):
+            x[pick.to(device)] = self._contrast(x[pick.to(device)], self._uniform(*self.gamma, len(pick)).to(device))
+        if len(pick := self._chosen(n, self.noise_prob)):
+            std = self._uniform(0.0, self.noise_std, len(pick)).view(-1, *[1] * (x.ndim - 1))
+            noise = torch.randn(len(pick), *x.shape[1:], generator=self.generator) * std
+            x[pick.to(device)] += noise.to(device)
+        if len(pick := self._chosen(n, self.elastic_prob)):
+            x[pick.to(device)] = self.warp(x[pick.to(device)], self._displacements(len(pick), x.shape[2:]).to(device))
+        return x
+
+    def _affine_matrices(self, n: int) -> torch.Tensor:
+        """(n, D, D + 1) rotation-and-scaling matrices about the image centre, in normalised coordinates."""
+        d = self.spatial_dims
+        angles = self._uniform(-self.rotate, self.rotate, n, 1 if d == 2 else 3)
+        scales = self._uniform(1 - self.scale, 1 + self.scale, n, d)
+        rotation = torch.eye(d).repeat(n, 1, 1)
+        planes = [(0, 1)] if d == 2 else [(1, 2), (0, 2), (0, 1)]
+        for k, (i, j) in enumerate(planes):
+            c, s = torch.cos(angles[:, k]), torch.sin(angles[:, k])
+            step = torch.eye(d).repeat(n, 1, 1)
+            step[:, i, i], step[:, i, j], step[:, j, i], step[:, j, j] = c, -s, s, c
+            rotation = step @ rotation
+        return torch.cat([rotation * scales[:, None, :], torch.zeros(n, d, 1)], dim=2)
+
+    @staticmethod
+    def _contrast(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+        """MONAI's ``AdjustContrast`` per image: ((x - min) / range) ** gamma * range + min."""
+        flat = x.flatten(1)
+        low = flat.min(1).values.view(-1, *[1] * (x.ndim - 1))
+        span = (flat.max(1).values.view(-1, *[1] * (x.ndim - 1)) - low)
+        scaled = ((x - low) / (span + 1e-7)).clamp_min(0)
+        return scaled ** gamma.view(-1, *[1] * (x.ndim - 1)) * span + low
+
+    def _displacements(self, n: int, size: torch.Size) -> torch.Tensor:
+        """(n, 2, H, W) displacements in pixels, smooth between control points ``elastic_spacing`` apart."""
+        grid = [math.ceil(s / self.elastic_spacing) + 1 for s in size]
+        magnitude = self._uniform(*self.elastic_magnitude, n).view(n, 1, 1, 1)
+        coarse = torch.randn(n, 2, *grid, generator=self.generator) * magnitude
+        return F.interpolate(coarse, size=tuple(size), mode="bicubic", align_corners=True)
