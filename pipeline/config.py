@@ -163,12 +163,13 @@ STRATEGY_NAMES = ("real_only", "class_weight", "oversample", "classical", "vae",
 
 @dataclass(frozen=True)
 class TrainClassifierConfig:
-    strategies: tuple[Literal[STRATEGY_NAMES], ...]  # remedies compared, one DVC stage each
+    strategies: tuple[Literal[STRATEGY_NAMES], ...]  # remedies compared (the train_classifier stage trains each)
     synthetic_ratio: float  # vae strategies: synthetic images per minority class, as a multiple of its gap
     ablation_ratios: tuple[float, ...]  # the vae strategy also trained at these ratios (the ablation curve)
     network: Literal["resnet_small", "resnet18", "densenet121"]  # classifier architecture (MONAI networks)
     channels: tuple[int, ...]  # resnet_small: channels of the four ResNet levels
     blocks_per_level: int  # resnet_small: residual blocks per level
+    stem_stride: int  # resnet_small: stride of the first convolution (1 | 2)
     epochs: int  # maximum training epochs, the same for every strategy
     patience: int  # early stopping: epochs without a better validation score (0 = train all epochs)
     batch_size: int  # minibatch size
@@ -178,6 +179,7 @@ class TrainClassifierConfig:
     def __post_init__(self) -> None:
         _check(len(self.channels) == 4, "train_classifier.channels", "a list of 4 channel counts")
         _check(self.blocks_per_level >= 1, "train_classifier.blocks_per_level", "at least 1")
+        _check(self.stem_stride in (1, 2), "train_classifier.stem_stride", "1 or 2")
         _check(self.epochs >= 1 and self.batch_size >= 1, "train_classifier.epochs/batch_size", "at least 1")
         _check(self.patience >= 0, "train_classifier.patience", "0 (off) or a positive number of epochs")
         _check(self.learning_rate > 0, "train_classifier.learning_rate", "positive")

@@ -38,7 +38,7 @@ from pipeline.models.vae import ClassVAEs, load_vae
 from pipeline.plots import distance_histograms, image_grid
 from pipeline.runtime import run_stage, select_device
 from pipeline.strategies import training_recipe
-from pipeline.train_classifier import fit_classifier
+from pipeline.train_classifier import as_input, fit_classifier
 
 __all__ = [
     "features",
@@ -66,7 +66,7 @@ def features(model: torch.nn.Module, images: np.ndarray, device, batch_size: int
     try:
         model.eval()
         for start in range(0, len(images), batch_size):
-            model(torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).to(device))
+            model(as_input(images[start : start + batch_size], device))
     finally:
         hook.remove()
     return torch.cat(captured).numpy().astype(np.float64)

@@ -17,6 +17,7 @@ CFG = TrainClassifierConfig(
     network="resnet_small",
     channels=(4, 8, 8, 8),
     blocks_per_level=1,
+    stem_stride=1,
     epochs=8,
     patience=0,
     batch_size=8,

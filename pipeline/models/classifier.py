@@ -1,6 +1,6 @@
 """The downstream classifier, one of three MONAI networks (2D or 3D):
 
-- ``resnet_small``: a small :class:`~monai.networks.nets.ResNet` (basic blocks, a 3x3 stride-1 stem, global
+- ``resnet_small``: a small :class:`~monai.networks.nets.ResNet` (basic blocks, a 3x3 stem of stride 1 or 2, global
   pooling); fast on a CPU. Global average pooling makes it translation invariant, which matters when the finding
   (a nodule) can be anywhere in the image and the minority class has few examples.
 - ``resnet18``: MONAI's standard ResNet-18 (the MedMNIST v2 baseline architecture).
@@ -14,9 +14,16 @@ from collections.abc import Sequence
 import torch
 from monai.networks.nets import DenseNet121, ResNet, resnet18
 
-__all__ = ["NETWORKS", "build_classifier"]
+__all__ = ["NETWORKS", "build_classifier", "memory_format"]
 
 NETWORKS = ("resnet_small", "resnet18", "densenet121")
+
+
+def memory_format(spatial_dims: int) -> torch.memory_format:
+    """Channels-last layout for 2D/3D convolutions: oneDNN's fast layout on CPUs (about 1.5x the images per second
+    of the default layout for ``resnet_small`` at 64 px on 2 cores, bench/bench_classifier.py) and cuDNN's for
+    tensor cores."""
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
 
 
 def build_classifier(
@@ -25,6 +32,7 @@ def build_classifier(
     network: str = "resnet_small",
     channels: Sequence[int] = (16, 32, 64, 128),
     blocks_per_level: int = 1,
+    stem_stride: int = 1,
 ) -> torch.nn.Module:
     """A CNN mapping ``(B, *in_shape)`` images to ``(B, num_classes)`` logits.
 
@@ -34,6 +42,10 @@ def build_classifier(
         network: one of :data:`NETWORKS`.
         channels: ``resnet_small`` only: channels of its four levels.
         blocks_per_level: ``resnet_small`` only: residual blocks in each level.
+        stem_stride: ``resnet_small`` only: stride of the first 3x3 convolution, 1 or 2. With 2 (ResNet's usual
+            downsampling) the network runs about 2.5x faster on a CPU; the kernel still sees every pixel.
+
+    The network's weights are in :func:`memory_format` (channels last); inputs in that layout run fastest.
 
     Example::
 
@@ -45,6 +57,13 @@ def build_classifier(
     if network not in NETWORKS:
         raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
     spatial_dims, in_channels = len(in_shape) - 1, in_shape[0]
+    net = _network(spatial_dims, in_channels, in_shape, num_classes, network, channels, blocks_per_level, stem_stride)
+    return net.to(memory_format=memory_format(spatial_dims))
+
+
+def _network(
+    spatial_dims, in_channels, in_shape, num_classes, network, channels, blocks_per_level, stem_stride
+) -> torch.nn.Module:
     if network == "resnet18":
         return resnet18(spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=num_classes)
     if network == "densenet121":
@@ -58,6 +77,8 @@ def build_classifier(
         raise ValueError(f"channels must list the 4 ResNet levels, got {list(channels)}")
     if blocks_per_level < 1:
         raise ValueError(f"blocks_per_level must be at least 1, got {blocks_per_level}")
+    if stem_stride not in (1, 2):
+        raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
     return ResNet(
         block="basic",
         layers=[blocks_per_level] * 4,
@@ -65,6 +86,6 @@ def build_classifier(
         spatial_dims=spatial_dims,
         n_input_channels=in_channels,
         num_classes=num_classes,
-        conv1_t_size=3,  # small first kernel and stride 1: findings are a few pixels wide
-        conv1_t_stride=1,
+        conv1_t_size=3,  # a small first kernel: findings are a few pixels wide
+        conv1_t_stride=stem_stride,
     )

@@ -27,6 +27,7 @@ def test_every_network_maps_images_to_class_logits(network, shape):
         ({"network": "densenet121"}, "at least 32 pixels"),  # 28 px would halve to nothing
         ({"channels": (4, 8)}, "4 ResNet levels"),
         ({"blocks_per_level": 0}, "blocks_per_level"),
+        ({"stem_stride": 3}, "stem_stride"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):
