@@ -1,4 +1,8 @@
-"""Run-time helpers shared by the stages: device choice, seeding, hashing, versions, and the run log."""
+"""Run-time helpers shared by the stages: device choice, seeding, hashing, versions, and the run log.
+
+torch and MONAI are imported only by the helpers that need them (about 2.5 s per process together): every stage
+calls :func:`run_stage`, and the stages that use neither (demo data, compare, report) should not pay for them.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,8 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
-
-import monai
-import numpy as np
-import torch
-from monai.utils import set_determinism
 
 __all__ = [
     "RUN_LOG",
@@ -33,22 +33,34 @@ __all__ = [
 RUN_LOG = Path(".medaug") / "runs"
 
 
-def select_device() -> torch.device:
+def select_device():
     """CUDA when available, else the CPU; the same code runs on both."""
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def device_name() -> str:
-    """What :func:`select_device` gives, in words: the GPU's name, or the CPU and its core count."""
+    """What :func:`select_device` gives, in words: the GPU's name, or the CPU and its core count; for a process that
+    never imported torch, the CPU."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return f"cpu ({os.cpu_count()} cores, no torch)"
     if torch.cuda.is_available():
         return f"cuda ({torch.cuda.get_device_name(0)})"
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch, and ask for deterministic algorithms (bit-identical CPU runs)."""
+    """Seed Python, NumPy and torch (MONAI's ``set_determinism``: deterministic cuDNN too). On CUDA also ask for
+    deterministic algorithms everywhere; PyTorch's CPU kernels are deterministic already (runs repeat bit for bit,
+    tests/test_reliability.py), and asking costs a CPU process 1.6 s of imports (``torch._inductor``)."""
+    import torch
+    from monai.utils import set_determinism
+
     set_determinism(seed=seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.cuda.is_available():
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -60,12 +72,8 @@ def file_sha256(path: str | Path) -> str:
 
 
 def versions() -> dict[str, str]:
-    return {
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "monai": str(monai.__version__),
-        "numpy": str(np.__version__),
-    }
+    """Python's version and the installed torch, MONAI and NumPy versions (what checkpoints record)."""
+    return {"python": platform.python_version(), **{name: version(name) for name in ("torch", "monai", "numpy")}}
 
 
 def _command_key(command: str) -> str:
