@@ -1,6 +1,6 @@
 """Stage ``compare``: the strategies side by side, with paired tests and the synthetic-ratio curve.
 
-Reads what each ``train_classifier@<strategy>`` and ``ablation@<ratio>`` stage wrote (``metrics.json``,
+Reads what the ``train_classifier`` stage wrote for each strategy and ablation ratio (``metrics.json``,
 ``runs.json``, ``predictions.npz``) and writes:
 
 - ``metrics.json``: every strategy's summary plus, for each strategy, its difference to ``real_only`` and to

@@ -1,7 +1,7 @@
-"""Stages ``train_classifier@<strategy>`` and ``ablation@<ratio>``: one remedy for class imbalance, the same
-classifier trained once per seed.
+"""Stage ``train_classifier``: every remedy for class imbalance, the same classifier trained once per seed for each.
 
-``python -m pipeline.train_classifier STRATEGY --out DIR [--ratio R]``. The strategies are in
+``python -m pipeline.train_classifier`` trains every strategy of ``train_classifier.strategies``, then the ``vae``
+strategy at each of ``train_classifier.ablation_ratios``, in one process (data loaded once). The strategies are in
 :mod:`pipeline.strategies`; all share architecture, epochs, optimiser, early stopping and seeds. On the
 validation split only: the epoch (best balanced accuracy, ties broken by the lower validation loss; early stopping
 after ``patience`` epochs without a better one) and, for two classes, the decision threshold on the minority
@@ -9,7 +9,8 @@ class's probability. Each chosen model then sees the untouched test split once. 
 refuses to go on if a test patient is among the training or validation patients, the patients the VAE learnt
 from, or a strategy's training set.
 
-Outputs in ``DIR``: ``metrics.json`` (mean and standard deviation over seeds, 95% bootstrap intervals over test
+Outputs in ``reports/classifier/<strategy>`` and ``reports/classifier/ablation_<ratio>``, the folder written whole
+(complete or absent): ``metrics.json`` (mean and standard deviation over seeds, 95% bootstrap intervals over test
 images), ``runs.json`` (per seed: epochs, threshold, training counts, test metrics with the confusion matrix) and
 ``predictions.npz`` (test labels, every seed's test probabilities and threshold: for the compare stage's paired
 tests and the report's curves).
@@ -17,7 +18,6 @@ tests and the report's curves).
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
@@ -28,25 +28,31 @@ from tqdm import tqdm
 
 from pipeline.config import TrainClassifierConfig, load_section
 from pipeline.io.arrays import SplitData, load_split, read_json, write_json, write_npz
+from pipeline.io.atomic import atomic_dir
 from pipeline.io.synthetic import read_synthetic
 from pipeline.metrics import bootstrap_ci, choose_threshold, classification_metrics, minority_classes, summarise_runs
-from pipeline.models.classifier import build_classifier
+from pipeline.models.classifier import build_classifier, memory_format
 from pipeline.runtime import run_stage, seed_everything, select_device
 from pipeline.strategies import Recipe, check_no_test_patients, class_weights, classical_augmentation, training_recipe
-from pipeline.transforms import plain_tensors
 
-__all__ = ["fit_classifier", "predict_proba", "run_strategy", "main"]
+__all__ = ["as_input", "fit_classifier", "predict_proba", "run_strategy", "classifier_runs", "main"]
 
 logger = logging.getLogger(__name__)
 
 NEEDS_SYNTHETIC = ("vae", "vae_classical", "synthetic_only")
 
 
+def as_input(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Images as the classifier's input: a float tensor on ``device`` in its memory layout (channels last)."""
+    images = torch.as_tensor(images).to(device)
+    return images.contiguous(memory_format=memory_format(images.ndim - 2))
+
+
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 256) -> np.ndarray:
     model.eval()
     out = [
-        torch.softmax(model(torch.from_numpy(images[i : i + batch]).to(device)).float(), 1).cpu()
+        torch.softmax(model(as_input(images[i : i + batch], device)).float(), 1).cpu()
         for i in range(0, len(images), batch)
     ]
     return torch.cat(out).numpy()
@@ -69,20 +75,18 @@ def fit_classifier(
     weight = class_weights(train).to(device) if recipe.weighted else None
     transform = classical_augmentation(train.images.ndim - 2, seed) if recipe.augment else None
     model = build_classifier(
-        train.images.shape[1:], len(train.classes), cfg.network, cfg.channels, cfg.blocks_per_level
+        train.images.shape[1:], len(train.classes), cfg.network, cfg.channels, cfg.blocks_per_level, cfg.stem_stride
     ).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    images, labels = torch.from_numpy(train.images), torch.from_numpy(train.labels)
+    images, labels = torch.from_numpy(train.images).to(device), torch.from_numpy(train.labels).to(device)
     order = torch.Generator().manual_seed(seed)
     best, best_epoch, best_state, stale, epoch = (-1.0, -np.inf), -1, None, 0, -1
     for epoch in tqdm(range(cfg.epochs), desc=desc, unit="epoch", leave=False):
         model.train()
         for batch in torch.randperm(len(labels), generator=order).split(cfg.batch_size):
-            x = images[batch]
-            if transform is not None:
-                with plain_tensors():
-                    x = torch.stack([torch.as_tensor(transform(image), dtype=torch.float32) for image in x])
-            loss = F.cross_entropy(model(x.to(device)), labels[batch].to(device), weight=weight)
+            batch = batch.to(device)
+            x = images[batch] if transform is None else transform(images[batch])
+            loss = F.cross_entropy(model(as_input(x, device)), labels[batch], weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -152,30 +156,34 @@ def run_strategy(
     return summary, runs, predictions
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("strategy", help="one of train_classifier.strategies' choices")
-    parser.add_argument("--out", required=True, help="folder for metrics.json, runs.json, predictions.npz")
-    parser.add_argument("--ratio", type=float, help="vae strategies: synthetic ratio (default synthetic_ratio)")
-    args = parser.parse_args(argv)
+def classifier_runs(cfg: TrainClassifierConfig) -> list[tuple[str, str, float | None]]:
+    """(output folder name, strategy, synthetic ratio) of every remedy the stage trains: each strategy (its ratio
+    ``synthetic_ratio`` for the vae ones), then the vae strategy at each ablation ratio (``ablation_<ratio>``)."""
+    return [(s, s, None) for s in cfg.strategies] + [(f"ablation_{r}", "vae", r) for r in cfg.ablation_ratios]
+
+
+def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg: TrainClassifierConfig = load_section("train_classifier")
     paths = load_section("paths")
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
+    runs = classifier_runs(cfg)
     synthetic = None
-    if args.strategy in NEEDS_SYNTHETIC:
+    if any(strategy in NEEDS_SYNTHETIC for _, strategy, _ in runs):
         generation = read_json(Path(paths.synthetic) / "summary.json")
         if "vae_patients" not in generation:
             raise ValueError(f"{paths.synthetic}/summary.json does not list the VAE's patients: re-run train_vae")
         check_no_test_patients(test, **{"the VAE's training data": np.array(generation["vae_patients"])})
         synthetic = read_synthetic(paths.synthetic, train.classes)
-    summary, runs, predictions = run_strategy(
-        args.strategy, train, val, test, synthetic, cfg, select_device(), ratio=args.ratio
-    )
-    out = Path(args.out)
-    write_npz(out / "predictions.npz", predictions)
-    write_json(out / "runs.json", runs)
-    write_json(out / "metrics.json", summary)
+    device = select_device()
+    with atomic_dir(Path(paths.reports) / "classifier") as staging:
+        for name, strategy, ratio in tqdm(runs, desc="remedies", unit="remedy"):
+            summary, records, predictions = run_strategy(
+                strategy, train, val, test, synthetic, cfg, device, ratio=ratio
+            )
+            write_npz(staging / name / "predictions.npz", predictions)
+            write_json(staging / name / "runs.json", records)
+            write_json(staging / name / "metrics.json", summary)
 
 
 if __name__ == "__main__":
