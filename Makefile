@@ -6,13 +6,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.medaug-installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run test lint bench clean-outputs
+.PHONY: run test test-fast lint bench clean-outputs
 
 run: $(STAMP)
 	dvc repro
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# the inner loop: every test but the whole-pipeline runs (marked slow); `make test` (and CI) runs everything
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests bench

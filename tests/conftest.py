@@ -51,6 +51,27 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def marker_dataset(tmp_path_factory):
+    """The tiny demo dataset with a PHI marker in every PS3.15 attribute of every DICOM header and in every
+    patient_id of labels.csv: (root, markers, number of attributes marked). See tests/phi.py."""
+    from tests.phi import build_marker_dataset
+
+    root = tmp_path_factory.mktemp("phi") / "dataset"
+    markers, n_attributes = build_marker_dataset(root)
+    return root, markers, n_attributes
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory, marker_dataset):
+    """The one `dvc repro` of the whole tiny pipeline that the end-to-end, privacy, read-only-source and reliability
+    tests share (tests/project.py, ``shared_pipeline_run``)."""
+    from tests.project import shared_pipeline_run
+
+    root, markers, _ = marker_dataset
+    return shared_pipeline_run(tmp_path_factory.mktemp("shared"), root, markers)
+
+
 def make_split(
     n: int = 24,
     size: int = 16,

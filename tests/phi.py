@@ -23,6 +23,8 @@ cache, whose files have no suffix, is searched the same way) and data-URI pictur
 from __future__ import annotations
 
 import base64
+import copy
+import csv
 import gzip
 import io
 import pickletools
@@ -36,8 +38,14 @@ import nibabel as nib
 import numpy as np
 import pydicom
 from PIL import Image
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
-__all__ = ["Markers", "Blob", "blobs_of", "text_blob", "find_markers"]
+from pipeline.demo_data import write_demo_dataset
+from tests.conftest import TINY_DEMO
+
+__all__ = ["Markers", "Blob", "blobs_of", "text_blob", "find_markers", "build_marker_dataset", "rewrite_labels"]
 
 UID_ROOT = "1.2.826.0.1.3680043.10.999"
 ENCODINGS = ("utf-8", "utf-16-le", "utf-32-le")
@@ -283,3 +291,107 @@ def _dicom_blobs(where: str, raw: bytes) -> list[Blob]:
         Blob(f"{where} (UIDs)", "\n".join(uids).encode(), "uid"),
         Blob(f"{where} (binary elements)", b"".join(binary)),
     ]
+
+
+# --- a dataset whose every DICOM header attribute of PS3.15 holds a marker ----------------------------------------
+
+PROFILE_CSV = Path(__file__).parent / "data" / "ps3_15_basic_profile.csv"
+# the tiny demo dataset: DICOM slices and series, and NIfTI volumes (whose patients get a marker ID in labels.csv)
+DEMO = TINY_DEMO
+# VRs whose value is text a marker can be written into
+TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+# groups left alone: the command set (0000), the image pixel module (0028: decoding and geometry), digital
+# signatures (FFFA) and trailing padding (FFFC)
+SKIP_GROUPS = {0x0000, 0x0028, 0xFFFA, 0xFFFC}
+FILE_META_GROUP = 0x0002
+PER_PATIENT = {0x00100010, 0x00100020, 0x0020000D, 0x0020000E}  # PatientName, PatientID, Study/Series UIDs
+PER_FILE = {0x00080018, 0x00020003}  # SOPInstanceUID, MediaStorageSOPInstanceUID (kept equal)
+
+
+def read_profile() -> list[tuple[int, str, str]]:
+    """(tag, keyword, action) rows of the profile CSV, its ``#`` lines skipped."""
+    with open(PROFILE_CSV, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    return [(int(r["tag"], 16), r["keyword"], r["action"]) for r in rows]
+
+
+def fillable_attributes() -> list[tuple[int, str, str]]:
+    """(tag, keyword, VR) of the profile attributes that get a marker: text VRs and sequences."""
+    kept = []
+    for tag, keyword, _ in read_profile():
+        vr = dictionary_VR(tag)
+        if tag >> 16 not in SKIP_GROUPS and (vr in TEXT_VRS or vr == "SQ"):
+            kept.append((tag, keyword, vr))
+    return kept
+
+
+def _set(ds: Dataset, tag: int, vr: str, value) -> None:
+    target = ds.file_meta if tag >> 16 == FILE_META_GROUP else ds
+    target.add_new(tag, vr, value)
+
+
+def private_values(markers: Markers) -> dict[int, tuple[str, object]]:
+    """Elements of a private creator block (0011,00xx) 'ACME PHI': LO, SH, PN and a sequence holding markers."""
+    item = Dataset()
+    item.add_new(0x00100020, "LO", markers.new("LO", "PatientID in a private sequence item"))
+    item.add_new(0x00100030, "DA", markers.new("DA", "PatientBirthDate in a private sequence item"))
+    return {
+        0x01: ("LO", markers.new("LO", "private LO")),
+        0x02: ("SH", markers.new("SH", "private SH")),
+        0x03: ("PN", markers.new("PN", "private PN")),
+        0x10: ("SQ", Sequence([item])),
+    }
+
+
+def build_marker_dataset(root: Path) -> tuple[Markers, int]:
+    """Write the demo dataset to ``root`` and put a marker into every fillable attribute of every DICOM file
+    and into labels.csv's patient_id column; return the markers and the number of attributes filled."""
+    write_demo_dataset(root, DEMO)
+    markers = Markers()
+    attributes = fillable_attributes()
+    shared = {
+        tag: (vr, markers.new(vr, f"{keyword} ({tag:08X})"))
+        for tag, keyword, vr in attributes
+        if tag not in PER_PATIENT | PER_FILE
+    }
+    private = private_values(markers)
+    patient_ids = {}
+    for case in sorted((root / "dicom").iterdir()):
+        per_patient = {
+            tag: (vr, markers.new(vr, f"{kw} of {case.name}")) for tag, kw, vr in attributes if tag in PER_PATIENT
+        }
+        patient_ids[case.name] = per_patient[0x00100020][1]
+        for path in sorted(case.glob("*.dcm")):
+            ds = pydicom.dcmread(path)
+            sop = markers.new("UI", f"SOPInstanceUID of {case.name}/{path.name}")
+            values = {**shared, **per_patient, **dict.fromkeys(PER_FILE, ("UI", sop))}
+            for tag, (vr, value) in values.items():
+                if vr == "SQ":
+                    item = Dataset()
+                    item.CodeMeaning = value
+                    value = Sequence([item])
+                _set(ds, tag, vr, value)
+            block = ds.private_block(0x0011, "ACME PHI", create=True)
+            for offset, (vr, value) in private.items():
+                block.add_new(offset, vr, copy.deepcopy(value))
+            ds.BurnedInAnnotation = "NO"
+            ds.save_as(path, enforce_file_format=True)
+    for row in _labels(root):  # NIfTI volumes have no header to mark: their patient ID in labels.csv is one
+        case = Path(row["path"]).parts[1]
+        patient_ids.setdefault(case, markers.new("LO", f"patient_id of {case}"))
+    rewrite_labels(root, lambda row: {**row, "patient_id": patient_ids[Path(row["path"]).parts[1]]})
+    return markers, len(attributes)
+
+
+def _labels(root: Path) -> list[dict[str, str]]:
+    with open(root / "labels.csv", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def rewrite_labels(root: Path, change) -> None:
+    """Rewrite labels.csv, each row through ``change``."""
+    rows = [change(row) for row in _labels(root)]
+    with open(root / "labels.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -3,16 +3,22 @@
 ``scratch_project`` copies ``pipeline/`` and ``dvc.yaml`` into a temporary folder, writes params.yaml with overrides
 (``{"section": {"key": value}}``, applied in order) and runs `dvc init --no-scm`; ``reproduced_project`` then runs
 `dvc repro` to the end. ``dvc`` runs DVC there with the test's Python first on PATH (the stages call ``python``).
+``shared_pipeline_run`` is the one whole run that several test modules share (the ``shared_run`` fixture).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,3 +87,79 @@ def reproduced_project(project: Path, *overrides: dict) -> Path:
     scratch_project(project, *overrides)
     dvc(project, "repro")
     return project
+
+
+# --- the shared run -------------------------------------------------------------------------------------------------
+
+# TINY, with a VAE that trains 20 epochs, so that a kill sent when its training starts lands during it
+# (tests/test_reliability.py kills a copy of the shared run there)
+SHARED = {**TINY, "train_vae": {**TINY["train_vae"], "epochs": 20}}
+CORRUPT = "dicom/corrupt/slice_000.dcm"  # a truncated DICOM in the shared run's source, left out by on_error: skip
+
+
+@dataclass(frozen=True)
+class SharedRun:
+    project: Path  # the project folder after `dvc repro` (params SHARED, data.root = source)
+    source: Path  # the dataset it read, outside the project
+    markers: object  # the PHI markers in the source's headers and labels.csv (tests.phi.Markers)
+    log: str  # what `dvc repro` printed
+    source_before: dict  # snapshot() of the source before the run
+
+
+def shared_pipeline_run(folder: Path, marked_dataset: Path, markers) -> SharedRun:
+    """The whole tiny pipeline (``SHARED``) through `dvc repro` as a user runs it on their own data: the source is a
+    copy of the PHI-marked dataset (tests/phi.py) plus one truncated DICOM with its labels.csv row, outside the
+    project and read-only during the run; ``preprocess.on_error: skip`` leaves the truncated file out."""
+    source = folder / "source"
+    shutil.copytree(marked_dataset, source)
+    first = sorted((source / "dicom").rglob("*.dcm"))[0]
+    (source / CORRUPT).parent.mkdir(parents=True)
+    (source / CORRUPT).write_bytes(first.read_bytes()[:400])  # cut inside the header, its markers kept
+    with open(source / "labels.csv", "a", encoding="utf-8") as fh:
+        fh.write(f"{CORRUPT},normal,{markers.new('LO', 'patient_id of the truncated file')}\n")
+    before = snapshot(source)
+    overrides = {"data": {"root": str(source)}, "preprocess": {"on_error": "skip"}}
+    project = scratch_project(folder / "project", SHARED, overrides)
+    with read_only(source):
+        log = dvc(project, "repro")
+    return SharedRun(project, source, markers, log, before)
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    """Every entry under ``root`` (and root itself): its SHA-256 (files) or kind, and its mtime in ns."""
+    entries = {}
+    for path in [root, *sorted(root.rglob("*"))]:
+        info = path.lstat()
+        if path.is_symlink():
+            kind = f"symlink to {os.readlink(path)}"
+        elif path.is_file():
+            kind = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            kind = "folder"
+        entries[path.relative_to(root).as_posix()] = (kind, info.st_mtime_ns)
+    return entries
+
+
+@contextmanager
+def read_only(root: Path):
+    """Make every file and folder under ``root`` read-only; undo it afterwards, whatever happens."""
+    paths = [root, *root.rglob("*")]
+    modes = {path: path.stat().st_mode for path in paths}
+    immutable = False
+    try:
+        for path in paths:
+            path.chmod(modes[path] & ~0o222)
+        if os.geteuid() == 0:  # root writes through any mode bits; the immutable attribute stops root too
+            immutable = (
+                shutil.which("chattr") is not None and subprocess.run(["chattr", "-R", "+i", str(root)]).returncode == 0
+            )
+            if not immutable:
+                warnings.warn("running as root without chattr: the source is read-only by mode bits only", stacklevel=2)
+        with pytest.raises(PermissionError):  # the protection is real: a write attempt fails loudly
+            (root / "probe.txt").write_text("written")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-R", "-i", str(root)], check=True)
+        for path in paths:
+            path.chmod(modes[path])

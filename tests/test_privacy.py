@@ -14,9 +14,7 @@ cache, `dvc metrics show`, `dvc plots show` and the run's log are searched the s
 
 from __future__ import annotations
 
-import copy
 import csv
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -27,118 +25,11 @@ import numpy as np
 import pydicom
 import pytest
 import yaml
-from pydicom.datadict import dictionary_VR
-from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 
-from pipeline.demo_data import write_demo_dataset
-from tests.conftest import TINY_DEMO
-from tests.phi import Markers, blobs_of, find_markers, text_blob
-from tests.project import SMALLEST, TINY, dvc, scratch_project
+from tests.phi import Markers, blobs_of, find_markers, rewrite_labels, text_blob
+from tests.project import dvc
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILE_CSV = Path(__file__).parent / "data" / "ps3_15_basic_profile.csv"
-DEMO = dataclasses.replace(
-    TINY_DEMO, n_patients=16, slices_per_patient=2, minority_fraction=0.4, nifti_fraction=0.0, image_size=32, seed=0
-)
-# VRs whose value is text a marker can be written into
-TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
-# groups left alone: the command set (0000), the image pixel module (0028: decoding and geometry), digital
-# signatures (FFFA) and trailing padding (FFFC)
-SKIP_GROUPS = {0x0000, 0x0028, 0xFFFA, 0xFFFC}
-FILE_META_GROUP = 0x0002
-PER_PATIENT = {0x00100010, 0x00100020, 0x0020000D, 0x0020000E}  # PatientName, PatientID, Study/Series UIDs
-PER_FILE = {0x00080018, 0x00020003}  # SOPInstanceUID, MediaStorageSOPInstanceUID (kept equal)
-
-
-def read_profile() -> list[tuple[int, str, str]]:
-    """(tag, keyword, action) rows of the profile CSV, its ``#`` lines skipped."""
-    with open(PROFILE_CSV, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
-    return [(int(r["tag"], 16), r["keyword"], r["action"]) for r in rows]
-
-
-def fillable_attributes() -> list[tuple[int, str, str]]:
-    """(tag, keyword, VR) of the profile attributes that get a marker: text VRs and sequences."""
-    kept = []
-    for tag, keyword, _ in read_profile():
-        vr = dictionary_VR(tag)
-        if tag >> 16 not in SKIP_GROUPS and (vr in TEXT_VRS or vr == "SQ"):
-            kept.append((tag, keyword, vr))
-    return kept
-
-
-def _set(ds: Dataset, tag: int, vr: str, value) -> None:
-    target = ds.file_meta if tag >> 16 == FILE_META_GROUP else ds
-    target.add_new(tag, vr, value)
-
-
-def private_values(markers: Markers) -> dict[int, tuple[str, object]]:
-    """Elements of a private creator block (0011,00xx) 'ACME PHI': LO, SH, PN and a sequence holding markers."""
-    item = Dataset()
-    item.add_new(0x00100020, "LO", markers.new("LO", "PatientID in a private sequence item"))
-    item.add_new(0x00100030, "DA", markers.new("DA", "PatientBirthDate in a private sequence item"))
-    return {
-        0x01: ("LO", markers.new("LO", "private LO")),
-        0x02: ("SH", markers.new("SH", "private SH")),
-        0x03: ("PN", markers.new("PN", "private PN")),
-        0x10: ("SQ", Sequence([item])),
-    }
-
-
-def build_marker_dataset(root: Path) -> tuple[Markers, int]:
-    """Write the demo dataset to ``root`` and put a marker into every fillable attribute of every DICOM file
-    and into labels.csv's patient_id column; return the markers and the number of attributes filled."""
-    write_demo_dataset(root, DEMO)
-    markers = Markers()
-    attributes = fillable_attributes()
-    shared = {
-        tag: (vr, markers.new(vr, f"{keyword} ({tag:08X})"))
-        for tag, keyword, vr in attributes
-        if tag not in PER_PATIENT | PER_FILE
-    }
-    private = private_values(markers)
-    patient_ids = {}
-    for case in sorted((root / "dicom").iterdir()):
-        per_patient = {
-            tag: (vr, markers.new(vr, f"{kw} of {case.name}")) for tag, kw, vr in attributes if tag in PER_PATIENT
-        }
-        patient_ids[case.name] = per_patient[0x00100020][1]
-        for path in sorted(case.glob("*.dcm")):
-            ds = pydicom.dcmread(path)
-            sop = markers.new("UI", f"SOPInstanceUID of {case.name}/{path.name}")
-            values = {**shared, **per_patient, **dict.fromkeys(PER_FILE, ("UI", sop))}
-            for tag, (vr, value) in values.items():
-                if vr == "SQ":
-                    item = Dataset()
-                    item.CodeMeaning = value
-                    value = Sequence([item])
-                _set(ds, tag, vr, value)
-            block = ds.private_block(0x0011, "ACME PHI", create=True)
-            for offset, (vr, value) in private.items():
-                block.add_new(offset, vr, copy.deepcopy(value))
-            ds.BurnedInAnnotation = "NO"
-            ds.save_as(path, enforce_file_format=True)
-    rewrite_labels(root, lambda row: {**row, "patient_id": patient_ids[Path(row["path"]).parts[1]]})
-    return markers, len(attributes)
-
-
-def rewrite_labels(root: Path, change) -> None:
-    with open(root / "labels.csv", newline="", encoding="utf-8") as fh:
-        rows = [change(row) for row in csv.DictReader(fh)]
-    with open(root / "labels.csv", "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-@pytest.fixture(scope="module")
-def marker_dataset(tmp_path_factory) -> tuple[Path, Markers, int]:
-    root = tmp_path_factory.mktemp("phi") / "dataset"
-    markers, n_attributes = build_marker_dataset(root)
-    return root, markers, n_attributes
-
-
 def run_preprocess(tmp_path: Path, dataset: Path, on_error: str) -> tuple[Path, subprocess.CompletedProcess]:
     """Run the stage in a fresh project folder whose params.yaml points at ``dataset`` and every output path
     inside the project folder; check that it wrote nothing into the dataset folder."""
@@ -225,18 +116,15 @@ def test_skipped_file_reason_holds_no_phi(marker_dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_whole_dvc_repro_writes_shows_and_logs_no_phi(marker_dataset, tmp_path):
-    """Every stage on the marker dataset, DICOM synthetic images included: no marker in any file of the project
-    (data/, models/, reports/, dvc.lock, .dvc/ with its cache), in what `dvc metrics show` and `dvc plots show`
-    print or write, or in the log of the run."""
-    root, markers, _ = marker_dataset
-    before = sorted(root.rglob("*"))
-    project = scratch_project(tmp_path / "project", TINY, SMALLEST, {"data": {"root": str(root)}})
-    log = dvc(project, "repro")
+def test_a_whole_dvc_repro_writes_shows_and_logs_no_phi(shared_run):
+    """Every stage of the shared run on the marker dataset, DICOM synthetic images included: no marker in any file of
+    the project (data/, models/, reports/, dvc.lock, .dvc/ with its cache), in what `dvc metrics show` and
+    `dvc plots show` print or write, or in the log of the run."""
+    project, markers = shared_run.project, shared_run.markers
+    log = shared_run.log
     log += dvc(project, "metrics", "show", "--json")
     log += dvc(project, "plots", "show", "--json")
     log += dvc(project, "plots", "show", "-o", "dvc_plots")
-    assert sorted(root.rglob("*")) == before, "dvc repro wrote into the dataset folder"
 
     files = [p for p in project.rglob("*") if p.is_file()]
     names = {p.relative_to(project).as_posix() for p in files}
