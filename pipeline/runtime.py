@@ -52,15 +52,12 @@ def device_name() -> str:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (MONAI's ``set_determinism``: deterministic cuDNN too). On CUDA also ask for
-    deterministic algorithms everywhere; PyTorch's CPU kernels are deterministic already (runs repeat bit for bit,
-    tests/test_reliability.py), and asking costs a CPU process 1.6 s of imports (``torch._inductor``)."""
+    """Seed Python, NumPy and torch, and ask for deterministic algorithms (bit-identical CPU runs)."""
     import torch
     from monai.utils import set_determinism
 
     set_determinism(seed=seed)
-    if torch.cuda.is_available():
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def file_sha256(path: str | Path) -> str:
