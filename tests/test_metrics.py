@@ -76,6 +76,13 @@ def test_bootstrap_intervals_use_the_fast_metrics_faithfully():
         low, high = ci[k]
         assert low < means[k] < high and high - low < 0.3
     assert ci == bootstrap_ci(labels, runs, [0.5] * 3, ("a", "b"), keys, n_resamples=300, positive=0)  # seeded
+    # three classes: the rank-based one-against-the-rest AUROC is scikit-learn's, ties included
+    labels3 = rng.integers(0, 3, 90)
+    proba3 = np.round(np.eye(3)[labels3] * 0.5 + rng.random((90, 3)), 1)  # rounded: many ties
+    proba3 /= proba3.sum(1, keepdims=True)
+    full3 = classification_metrics(labels3, proba3, ("a", "b", "c"))
+    fast3 = _resample_metrics(labels3, proba3.argmax(1), proba3, ("a", "b", "c"))
+    assert fast3 == pytest.approx({k: full3[k] for k in fast3})
 
 
 def test_bootstrap_draws_are_paired_between_strategies_and_the_paired_test_sees_a_real_difference():
