@@ -27,7 +27,7 @@ from pipeline.config import load_section
 from pipeline.io.arrays import load_split
 from pipeline.io.synthetic import read_synthetic
 from pipeline.models.classifier import build_classifier
-from pipeline.runtime import select_device
+from pipeline.runtime import adam, select_device
 from pipeline.strategies import Recipe
 from pipeline.train_classifier import as_input, classifier_runs, fit_classifier, run_strategy
 
@@ -44,7 +44,7 @@ def bare_loop(images: torch.Tensor, labels: torch.Tensor, cfg, device, epochs: i
         cfg.stem_stride,
     )
     model = model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    optimizer = adam(model.parameters(), cfg.learning_rate)  # the stage's optimiser
     transform = BatchAugment(images.ndim - 2, seed=0) if augment else None
     images, labels = images.to(device), labels.to(device)
     start = time.perf_counter()

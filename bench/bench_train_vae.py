@@ -21,7 +21,7 @@ import torch
 from pipeline.config import load_section
 from pipeline.io.arrays import load_split
 from pipeline.models.vae import kl_divergence, reconstruction_loss
-from pipeline.runtime import select_device
+from pipeline.runtime import adam, select_device
 from pipeline.train_vae import fit_vae, vae_network
 
 
@@ -29,7 +29,7 @@ def bare_loop(images: torch.Tensor, labels: torch.Tensor, cfg, device: torch.dev
     """Seconds for ``epochs`` epochs of the plainest training loop of the same network."""
     torch.manual_seed(cfg.seed)
     model = vae_network(tuple(images.shape[1:]), int(labels.max()) + 1, cfg).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    optimizer = adam(model.parameters(), cfg.learning_rate)  # the stage's optimiser
     images, labels = images.to(device), labels.to(device)
     start = time.perf_counter()
     for _ in range(epochs):

@@ -23,6 +23,7 @@ __all__ = [
     "classification_metrics",
     "choose_threshold",
     "predict_labels",
+    "balanced_accuracy",
     "bootstrap_draws",
     "bootstrap_ci",
     "paired_difference",
@@ -62,6 +63,13 @@ def predict_labels(proba: np.ndarray, threshold: float | None, positive: int) ->
     if threshold is None:
         return proba.argmax(axis=1)
     return np.where(proba[:, positive] > threshold, positive, 1 - positive)
+
+
+def balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``labels`` (scikit-learn's ``balanced_accuracy_score``, in numpy:
+    it runs after every training epoch)."""
+    present = np.unique(labels)
+    return float(np.mean([(pred[labels == k] == k).mean() for k in present]))
 
 
 def classification_metrics(

@@ -30,9 +30,16 @@ from pipeline.config import TrainClassifierConfig, load_section
 from pipeline.io.arrays import SplitData, load_split, read_json, write_json, write_npz
 from pipeline.io.atomic import atomic_dir
 from pipeline.io.synthetic import read_synthetic
-from pipeline.metrics import bootstrap_ci, choose_threshold, classification_metrics, minority_classes, summarise_runs
+from pipeline.metrics import (
+    balanced_accuracy,
+    bootstrap_ci,
+    choose_threshold,
+    classification_metrics,
+    minority_classes,
+    summarise_runs,
+)
 from pipeline.models.classifier import build_classifier, memory_format
-from pipeline.runtime import run_stage, seed_everything, select_device
+from pipeline.runtime import adam, run_stage, seed_everything, select_device
 from pipeline.strategies import Recipe, check_no_test_patients, class_weights, classical_augmentation, training_recipe
 
 __all__ = ["as_input", "fit_classifier", "predict_proba", "run_strategy", "classifier_runs", "main"]
@@ -60,9 +67,8 @@ def predict_proba(model: torch.nn.Module, images: np.ndarray, device: torch.devi
 
 def _validation_score(val: SplitData, proba: np.ndarray) -> tuple[float, float]:
     """(balanced accuracy, minus the cross-entropy): compared as a tuple, so the loss breaks ties."""
-    metrics = classification_metrics(val.labels, proba, val.classes)
     loss = -np.log(np.clip(proba[np.arange(len(val)), val.labels], 1e-12, None)).mean()
-    return metrics["balanced_accuracy"], -float(loss)
+    return balanced_accuracy(val.labels, proba.argmax(1)), -float(loss)
 
 
 def fit_classifier(
@@ -77,7 +83,7 @@ def fit_classifier(
     model = build_classifier(
         train.images.shape[1:], len(train.classes), cfg.network, cfg.channels, cfg.blocks_per_level, cfg.stem_stride
     ).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    optimizer = adam(model.parameters(), cfg.learning_rate)
     images, labels = torch.from_numpy(train.images).to(device), torch.from_numpy(train.labels).to(device)
     order = torch.Generator().manual_seed(seed)
     best, best_epoch, best_state, stale, epoch = (-1.0, -np.inf), -1, None, 0, -1

@@ -24,7 +24,7 @@ from pipeline.config import TrainVAEConfig, load_section
 from pipeline.io.arrays import SplitData, load_split, write_csv
 from pipeline.models.vae import ClassVAEs, ConditionalVAE, kl_divergence, kl_weight, reconstruction_loss, save_vae
 from pipeline.plots import training_curves
-from pipeline.runtime import run_stage, seed_everything, select_device, versions
+from pipeline.runtime import adam, run_stage, seed_everything, select_device, versions
 
 __all__ = ["train_vae", "fit_vae", "evaluate_vae", "vae_network", "one_class", "main"]
 
@@ -58,7 +58,7 @@ def fit_vae(
 ) -> list[dict]:
     """Train one network in place (ending with its best validation epoch's weights); return its history."""
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    optimizer = adam(model.parameters(), cfg.learning_rate)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     train_loader = _loader(train, cfg.batch_size, True, cfg.seed)

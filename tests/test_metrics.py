@@ -118,3 +118,24 @@ def test_mean_curves_average_roc_and_interpolated_precision_over_runs():
     assert precision.tolist() == pytest.approx([1, 1, 1, 2 / 3, 2 / 3])  # best precision at recall >= r
     tpr, _ = mean_curves(labels, [perfect, mixed], 1, grid)
     assert tpr.tolist() == [0.75, 0.75, 1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "labels, pred",
+    [
+        ([0, 0, 0, 1, 1, 2], [0, 1, 0, 1, 2, 2]),  # three classes, some errors
+        ([0, 0, 1, 1], [2, 2, 1, 1]),  # a predicted class absent from the labels
+        ([0, 0, 0], [0, 1, 0]),  # a single class present
+    ],
+)
+def test_balanced_accuracy_is_scikit_learns(labels, pred):
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    from pipeline.metrics import balanced_accuracy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = balanced_accuracy_score(labels, pred)
+    assert balanced_accuracy(np.array(labels), np.array(pred)) == pytest.approx(expected)
