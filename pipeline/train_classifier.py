@@ -71,6 +71,15 @@ def _validation_score(val: SplitData, proba: np.ndarray) -> tuple[float, float]:
     return balanced_accuracy(val.labels, proba.argmax(1)), -float(loss)
 
 
+def _batches(order: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """``order`` in batches of ``size``; a last batch of one image joins the one before it (batch normalisation
+    cannot train on one image once a network's last level is 1 pixel: 32-pixel images with a stride-2 stem)."""
+    batches = list(order.split(size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
 def fit_classifier(
     recipe: Recipe, val: SplitData, cfg: TrainClassifierConfig, seed: int, device: torch.device, desc: str = "fit"
 ) -> tuple[torch.nn.Module, dict]:
@@ -89,7 +98,7 @@ def fit_classifier(
     best, best_epoch, best_state, stale, epoch = (-1.0, -np.inf), -1, None, 0, -1
     for epoch in tqdm(range(cfg.epochs), desc=desc, unit="epoch", leave=False):
         model.train()
-        for batch in torch.randperm(len(labels), generator=order).split(cfg.batch_size):
+        for batch in _batches(torch.randperm(len(labels), generator=order), cfg.batch_size):
             batch = batch.to(device)
             x = images[batch] if transform is None else transform(images[batch])
             loss = F.cross_entropy(model(as_input(x, device)), labels[batch], weight=weight)

@@ -29,6 +29,14 @@ TRAIN, VAL, TEST = make_split(16, seed=0), make_split(8, seed=1, prefix="V"), ma
 SYNTHETIC = make_split(16, seed=3, prefix="S")
 
 
+def test_a_last_batch_of_one_image_trains_where_the_last_level_is_one_pixel():
+    """33 images of 32 px in batches of 32 with a stride-2 stem: the network's last level is 1 x 1, where batch
+    normalisation cannot train on a batch of one."""
+    cfg = dataclasses.replace(SHORT, stem_stride=2, batch_size=32)
+    _, fit = fit_classifier(Recipe(make_split(33, size=32)), make_split(8, size=32, seed=1, prefix="V"), cfg, 0, CPU)
+    assert fit["epochs_run"] == 1
+
+
 def test_learns_a_visible_difference():
     model, fit = fit_classifier(Recipe(make_split(32)), VAL, CFG, 0, CPU)
     assert (predict_proba(model, TEST.images, CPU).argmax(1) == TEST.labels).mean() >= 0.9
