@@ -26,10 +26,10 @@ from pipeline.augment import BatchAugment
 from pipeline.config import load_section
 from pipeline.io.arrays import load_split
 from pipeline.io.synthetic import read_synthetic
-from pipeline.models.classifier import build_classifier
+from pipeline.models.classifier import as_input, build_classifier
 from pipeline.runtime import adam, select_device
 from pipeline.strategies import Recipe
-from pipeline.train_classifier import as_input, classifier_runs, fit_classifier, run_strategy
+from pipeline.train_classifier import classifier_runs, fit_classifier, run_strategy
 
 
 def bare_loop(images: torch.Tensor, labels: torch.Tensor, cfg, device, epochs: int, augment: bool) -> float:

@@ -80,9 +80,9 @@ class BatchAugment:
     def _uniform(self, low: float, high: float, *shape: int) -> torch.Tensor:
         return low + (high - low) * torch.rand(*shape, generator=self.generator)
 
-    def _chosen(self, n: int, prob: float) -> torch.Tensor:
-        """Indices of the images that get a step applied with probability ``prob``."""
-        return torch.nonzero(torch.rand(n, generator=self.generator) < prob).flatten()
+    def _chosen(self, n: int, prob: float, device: torch.device) -> torch.Tensor:
+        """Indices (on ``device``) of the images that get a step applied with probability ``prob``."""
+        return torch.nonzero(torch.rand(n, generator=self.generator) < prob).flatten().to(device)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,19 +90,17 @@ class BatchAugment:
             raise ValueError(f"expected a (B, C, {self.spatial_dims} spatial axes) batch, got shape {tuple(x.shape)}")
         x = x.float().clone()
         n, device = len(x), x.device
-        if len(flip := self._chosen(n, self.flip_prob)):
-            x[flip.to(device)] = x[flip.to(device)].flip(2)
-        if len(pick := self._chosen(n, self.affine_prob)):
-            theta = self._affine_matrices(len(pick)).to(device)
-            x[pick.to(device)] = self.affine(x[pick.to(device)], theta)
-        if len(pick := self._chosen(n, self.contrast_prob)):
-            x[pick.to(device)] = self._contrast(x[pick.to(device)], self._uniform(*self.gamma, len(pick)).to(device))
-        if len(pick := self._chosen(n, self.noise_prob)):
-            std = self._uniform(0.0, self.noise_std, len(pick)).view(-1, *[1] * (x.ndim - 1))
-            noise = torch.randn(len(pick), *x.shape[1:], generator=self.generator) * std
-            x[pick.to(device)] += noise.to(device)
-        if len(pick := self._chosen(n, self.elastic_prob)):
-            x[pick.to(device)] = self.warp(x[pick.to(device)], self._displacements(len(pick), x.shape[2:]).to(device))
+        if len(pick := self._chosen(n, self.flip_prob, device)):
+            x[pick] = x[pick].flip(2)
+        if len(pick := self._chosen(n, self.affine_prob, device)):
+            x[pick] = self.affine(x[pick], self._affine_matrices(len(pick)).to(device))
+        if len(pick := self._chosen(n, self.contrast_prob, device)):
+            x[pick] = self._contrast(x[pick], self._uniform(*self.gamma, len(pick)).to(device))
+        if len(pick := self._chosen(n, self.noise_prob, device)):
+            std = _per_image(self._uniform(0.0, self.noise_std, len(pick)), x.ndim)
+            x[pick] += (torch.randn(len(pick), *x.shape[1:], generator=self.generator) * std).to(device)
+        if len(pick := self._chosen(n, self.elastic_prob, device)):
+            x[pick] = self.warp(x[pick], self._displacements(len(pick), x.shape[2:]).to(device))
         return x
 
     def _affine_matrices(self, n: int) -> torch.Tensor:
@@ -123,14 +121,19 @@ class BatchAugment:
     def _contrast(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
         """MONAI's ``AdjustContrast`` per image: ((x - min) / range) ** gamma * range + min."""
         flat = x.flatten(1)
-        low = flat.min(1).values.view(-1, *[1] * (x.ndim - 1))
-        span = (flat.max(1).values.view(-1, *[1] * (x.ndim - 1)) - low)
+        low = _per_image(flat.min(1).values, x.ndim)
+        span = _per_image(flat.max(1).values, x.ndim) - low
         scaled = ((x - low) / (span + 1e-7)).clamp_min(0)
-        return scaled ** gamma.view(-1, *[1] * (x.ndim - 1)) * span + low
+        return scaled ** _per_image(gamma, x.ndim) * span + low
 
     def _displacements(self, n: int, size: torch.Size) -> torch.Tensor:
         """(n, 2, H, W) displacements in pixels, smooth between control points ``elastic_spacing`` apart."""
         grid = [math.ceil(s / self.elastic_spacing) + 1 for s in size]
-        magnitude = self._uniform(*self.elastic_magnitude, n).view(n, 1, 1, 1)
+        magnitude = _per_image(self._uniform(*self.elastic_magnitude, n), 4)
         coarse = torch.randn(n, 2, *grid, generator=self.generator) * magnitude
         return F.interpolate(coarse, size=tuple(size), mode="bicubic", align_corners=True)
+
+
+def _per_image(values: torch.Tensor, ndim: int) -> torch.Tensor:
+    """One value per image, shaped to broadcast over a batch of ``ndim`` dimensions."""
+    return values.view(-1, *[1] * (ndim - 1))

@@ -34,11 +34,12 @@ from pipeline.config import GenerateConfig, QualityConfig, TrainClassifierConfig
 from pipeline.generate import SAMPLERS, sample_images
 from pipeline.io.arrays import SplitData, load_split, read_json, write_json
 from pipeline.io.synthetic import read_synthetic
+from pipeline.models.classifier import as_input
 from pipeline.models.vae import ClassVAEs, load_vae
 from pipeline.plots import distance_histograms, image_grid
 from pipeline.runtime import run_stage, select_device
 from pipeline.strategies import training_recipe
-from pipeline.train_classifier import as_input, fit_classifier
+from pipeline.train_classifier import fit_classifier
 
 __all__ = [
     "features",

@@ -38,21 +38,15 @@ from pipeline.metrics import (
     minority_classes,
     summarise_runs,
 )
-from pipeline.models.classifier import build_classifier, memory_format
+from pipeline.models.classifier import as_input, build_classifier
 from pipeline.runtime import adam, run_stage, seed_everything, select_device
 from pipeline.strategies import Recipe, check_no_test_patients, class_weights, classical_augmentation, training_recipe
 
-__all__ = ["as_input", "fit_classifier", "predict_proba", "run_strategy", "classifier_runs", "main"]
+__all__ = ["fit_classifier", "predict_proba", "run_strategy", "classifier_runs", "main"]
 
 logger = logging.getLogger(__name__)
 
 NEEDS_SYNTHETIC = ("vae", "vae_classical", "synthetic_only")
-
-
-def as_input(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Images as the classifier's input: a float tensor on ``device`` in its memory layout (channels last)."""
-    images = torch.as_tensor(images).to(device)
-    return images.contiguous(memory_format=memory_format(images.ndim - 2))
 
 
 @torch.no_grad()

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from monai.networks.nets import DenseNet121, ResNet, resnet18
 
-__all__ = ["NETWORKS", "build_classifier", "memory_format"]
+__all__ = ["NETWORKS", "build_classifier", "memory_format", "as_input"]
 
 NETWORKS = ("resnet_small", "resnet18", "densenet121")
 
@@ -24,6 +25,12 @@ def memory_format(spatial_dims: int) -> torch.memory_format:
     of the default layout for ``resnet_small`` at 64 px on 2 cores, bench/bench_classifier.py) and cuDNN's for
     tensor cores."""
     return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+
+def as_input(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Images as the classifier's input: a tensor on ``device`` in its memory layout (channels last)."""
+    images = torch.as_tensor(images).to(device)
+    return images.contiguous(memory_format=memory_format(images.ndim - 2))
 
 
 def build_classifier(
@@ -56,14 +63,12 @@ def build_classifier(
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     if network not in NETWORKS:
         raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
+    net = _network(in_shape, num_classes, network, channels, blocks_per_level, stem_stride)
+    return net.to(memory_format=memory_format(len(in_shape) - 1))
+
+
+def _network(in_shape, num_classes, network, channels, blocks_per_level, stem_stride) -> torch.nn.Module:
     spatial_dims, in_channels = len(in_shape) - 1, in_shape[0]
-    net = _network(spatial_dims, in_channels, in_shape, num_classes, network, channels, blocks_per_level, stem_stride)
-    return net.to(memory_format=memory_format(spatial_dims))
-
-
-def _network(
-    spatial_dims, in_channels, in_shape, num_classes, network, channels, blocks_per_level, stem_stride
-) -> torch.nn.Module:
     if network == "resnet18":
         return resnet18(spatial_dims=spatial_dims, n_input_channels=in_channels, num_classes=num_classes)
     if network == "densenet121":
