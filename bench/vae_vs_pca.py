@@ -1,18 +1,19 @@
-"""Validation reconstruction MSE of the trained VAE against PCA with as many components as the VAE has latent
-dimensions (scikit-learn, fitted on the same training split).
+"""Validation reconstruction MSE of the trained generator (any kind with a latent) against PCA with as many
+components as the generator has latent dimensions (scikit-learn, fitted on the same training split).
 
 Usage: .venv/bin/python bench/vae_vs_pca.py [PROCESSED_DIR] [VAE_CHECKPOINT] [--sweep 2,4,8,16]
 
-Defaults are the pipeline's outputs (data/processed, models/vae.pt). With ``--sweep`` it instead trains a VAE
-with params.yaml's ``train_vae`` settings at each listed latent size and compares each with PCA of that size.
+Defaults are the pipeline's outputs (data/processed, models/generator.pt). With ``--sweep`` it instead trains
+the generator of params.yaml's ``generator`` section with its settings at each listed latent size and compares
+each with PCA of that size.
 The VAE reconstructs each validation image from its posterior mean through the decoder of the image's class;
 PCA projects onto its components and back.
 For BreastMNIST at 28 x 28 (as in the closing note of the VAE issue):
 
     medaug import-medmnist ../shared/data/breastmnist/breastmnist.npz /tmp/breast --format nifti
     dvc exp run -S data.root=/tmp/breast -S preprocess.size=28 -S preprocess.modality_default=US \\
-        -S 'train_vae.channels=[32,64]' -S 'train_vae.strides=[2,2]' -S train_vae.res_units=2 \\
-        -S train_vae.beta=0.05 -S train_vae.epochs=100
+        -S generator.kind=vae -S 'vae.channels=[32,64]' -S 'vae.strides=[2,2]' -S vae.res_units=2 \\
+        -S vae.beta=0.05 -S vae.epochs=100
     .venv/bin/python bench/vae_vs_pca.py
     .venv/bin/python bench/vae_vs_pca.py --sweep 2,4,8,16
 """
@@ -24,24 +25,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.decomposition import PCA
 
 from pipeline.config import load_section
-from pipeline.generate import class_latents
+from pipeline.generators import build_generator, load_generator
 from pipeline.io.arrays import load_split
-from pipeline.models.vae import load_vae
 from pipeline.runtime import select_device
-from pipeline.train_vae import train_vae
 
 
-@torch.no_grad()
-def vae_reconstructions(vaes, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def vae_reconstructions(generator, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
     out = np.empty_like(images)
     for label in np.unique(labels):
         keep = labels == label
-        z = torch.from_numpy(class_latents(vaes, images[keep], int(label))).float()
-        out[keep] = vaes.decode(z, int(label)).numpy()
+        out[keep] = generator.reconstruct(images[keep], int(label))
     return out
 
 
@@ -62,15 +58,19 @@ def main(processed: Path, checkpoint: Path, sweep: list[int]) -> None:
     train, val = load_split(processed, "train"), load_split(processed, "val")
     print(f"train {train.images.shape}, val {val.images.shape}")
     if not sweep:
-        vaes, _ = load_vae(checkpoint)
-        print(f"VAE {checkpoint}, mode {vaes.mode}")
-        compare(vaes, train, val)
+        generator, _ = load_generator(checkpoint)
+        print(f"{generator.kind} {checkpoint}, mode {generator.mode}")
+        compare(generator, train, val)
         return
-    cfg = load_section("train_vae")
-    print(f"train_vae settings from params.yaml: {cfg}")
+    gen_cfg = load_section("generator")
+    cfg = load_section(gen_cfg.kind)
+    print(f"{gen_cfg.kind} settings from params.yaml: {cfg}")
+    shape = tuple(train.images.shape[1:])
     for k in sweep:
-        vaes, _ = train_vae(train, val, dataclasses.replace(cfg, latent_size=k), select_device())
-        compare(vaes.cpu(), train, val)
+        settings = dataclasses.replace(cfg, latent_size=k)
+        generator = build_generator(gen_cfg.kind, shape, train.classes, gen_cfg.mode, settings, gen_cfg.seed)
+        generator.fit(train, val, select_device())
+        compare(generator, train, val)
 
 
 if __name__ == "__main__":
@@ -79,6 +79,6 @@ if __name__ == "__main__":
     paths = [a for i, a in enumerate(args) if a != "--sweep" and (i == 0 or args[i - 1] != "--sweep")]
     main(
         Path(paths[0]) if paths else Path("data/processed"),
-        Path(paths[1]) if len(paths) > 1 else Path("models/vae.pt"),
+        Path(paths[1]) if len(paths) > 1 else Path("models/generator.pt"),
         sweep,
     )

@@ -1,13 +1,14 @@
 """Stage ``anomaly``: a VAE that has only seen normal images flags the images it reconstructs badly.
 
-One VAE (the ``train_vae`` architecture and training settings) learns the training images of the normal class
-(``anomaly.normal_class``; by default the largest class). Every validation and test image is then scored by how
-far it lies from what that VAE can produce: ``reconstruction``, the mean squared error per pixel of the image
-decoded from its posterior mean (not BCE: its floor is the image's own entropy, so bright lesions would score as
-*more* normal), and ``elbo``, the image's training loss (reconstruction loss plus the KL of its posterior: the
-negative ELBO at the posterior mean). ``anomaly.score`` picks the primary score; both are reported. The threshold
-on the primary score is the one that maximises sensitivity + specificity on the validation split (Youden's J),
-applied unchanged to the test split. Each test image also gets a pixel-wise error map |x - reconstruction|.
+One VAE (generator ``vae``: params.yaml's ``vae`` settings and ``generator.seed``) learns the training images of
+the normal class (``anomaly.normal_class``; by default the largest class). Every validation and test image is then
+scored by how far it lies from what that VAE can produce: ``reconstruction``, the mean squared error per pixel of
+the image decoded from its posterior mean (not BCE: its floor is the image's own entropy, so bright lesions would
+score as *more* normal), and ``elbo``, the image's training loss (reconstruction loss plus the KL of its posterior:
+the negative ELBO at the posterior mean). ``anomaly.score`` picks the primary score; both are reported. The
+threshold on the primary score is the one that maximises sensitivity + specificity on the validation split
+(Youden's J), applied unchanged to the test split. Each test image also gets a pixel-wise error map |x -
+reconstruction|.
 """
 
 from __future__ import annotations
@@ -21,23 +22,22 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from pipeline.config import AnomalyConfig, PreprocessConfig, TrainVAEConfig, load_section
+from pipeline.config import AnomalyConfig, PreprocessConfig, VAEConfig, load_section
+from pipeline.generators import load_generator, save_generator
+from pipeline.generators.base import one_class
+from pipeline.generators.vae import VAEGenerator
 from pipeline.io.arrays import SplitData, load_split, write_json
 from pipeline.io.atomic import atomic_file
 from pipeline.io.errors import MedaugInputError
 from pipeline.models.vae import (
-    ClassVAEs,
     ConditionalVAE,
     decode_codes,
     encode_images,
     kl_per_image,
-    load_vae,
     reconstruction_error,
-    save_vae,
 )
 from pipeline.plots import anomaly_maps, anomaly_scores
-from pipeline.runtime import run_stage, seed_everything, select_device, versions
-from pipeline.train_vae import fit_vae, one_class, vae_network
+from pipeline.runtime import run_stage, select_device, versions
 
 __all__ = [
     "normal_label",
@@ -67,13 +67,13 @@ def normal_label(data: SplitData, normal_class: str | None) -> int:
     return data.classes.index(normal_class)
 
 
-def train_normal_vae(train: SplitData, val: SplitData, normal: int, cfg: TrainVAEConfig, device) -> tuple:
+def train_normal_vae(
+    train: SplitData, val: SplitData, normal: int, cfg: VAEConfig, device, seed: int = 0
+) -> tuple[VAEGenerator, list[dict]]:
     """One single-class VAE on the ``normal`` class of ``train``, its epoch chosen on that class of ``val``."""
-    seed_everything(cfg.seed)
-    model = vae_network(tuple(train.images.shape[1:]), 1, cfg)
-    name = f"normal ({train.classes[normal]})"
-    history = fit_vae(model, one_class(train, normal), one_class(val, normal), cfg, device, name)
-    return model, history
+    generator = VAEGenerator(tuple(train.images.shape[1:]), (train.classes[normal],), "conditional", cfg, seed)
+    history = generator.fit(one_class(train, normal), one_class(val, normal), device)
+    return generator, history
 
 
 @torch.no_grad()
@@ -153,13 +153,15 @@ def _write_roc(path: Path, is_anomaly: np.ndarray, scores: np.ndarray) -> None:
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg: AnomalyConfig = load_section("anomaly")
-    vae_cfg: TrainVAEConfig = load_section("train_vae")
+    vae_cfg: VAEConfig = load_section("vae")
+    seed = load_section("generator").seed
     preprocess: PreprocessConfig = load_section("preprocess")
     paths = load_section("paths")
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
     normal = normal_label(train, cfg.normal_class)
     device = select_device()
-    model, history = train_normal_vae(train, val, normal, vae_cfg, device)
+    generator, history = train_normal_vae(train, val, normal, vae_cfg, device, seed)
+    model = generator.vaes.models[0]
     val_scores = score_images(model, val.images, vae_cfg.reconstruction, device)
     threshold = choose_score_threshold(val.labels != normal, val_scores[cfg.score])
     test_scores = score_images(model, test.images, vae_cfg.reconstruction, device)
@@ -176,9 +178,7 @@ def main() -> None:
         "best_epoch": min(history, key=lambda h: h["val_elbo"])["epoch"],
         "versions": versions(),
     }
-    save_vae(
-        paths.anomaly_vae, ClassVAEs("per_class", [model]), [train.classes[normal]], dataclasses.asdict(vae_cfg), extra
-    )
+    save_generator(paths.anomaly_vae, generator, extra)
     out = Path(paths.reports) / "anomaly"
     write_json(out / "metrics.json", metrics)
     _write_scores(out / "scores.csv", test, test_scores, threshold, cfg.score)
@@ -208,10 +208,10 @@ def main() -> None:
 
 def load_anomaly_model(path: str | Path, device="cpu") -> tuple[ConditionalVAE, dict]:
     """The normal-class VAE of an ``anomaly`` run and its checkpoint (threshold, preprocess settings)."""
-    vaes, checkpoint = load_vae(path, device)
+    generator, checkpoint = load_generator(path, device)
     if "anomaly" not in checkpoint:
         raise ValueError(f"{path} is not an anomaly model (written by the anomaly stage); run `dvc repro anomaly`")
-    return vaes.models[0], checkpoint
+    return generator.vaes.models[0], checkpoint
 
 
 def score_files(
@@ -225,7 +225,7 @@ def score_files(
     # imported here: only `medaug score` reads files; the anomaly stage itself works on the preprocessed arrays
     from pipeline.io.errors import UnreadableImageError
     from pipeline.io.manifest import ManifestRow
-    from pipeline.preprocess import row_samples
+    from pipeline.preparation import row_samples
 
     model, checkpoint = load_anomaly_model(model_path, device)
     raw = checkpoint["preprocess"]

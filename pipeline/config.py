@@ -22,7 +22,11 @@ __all__ = [
     "PathsConfig",
     "DemoDataConfig",
     "PreprocessConfig",
-    "TrainVAEConfig",
+    "GENERATOR_KINDS",
+    "SAMPLER_NAMES",
+    "GeneratorConfig",
+    "VAEConfig",
+    "VAEGANConfig",
     "GenerateConfig",
     "TrainClassifierConfig",
     "AnomalyConfig",
@@ -50,7 +54,7 @@ class DataConfig:
 class PathsConfig:
     demo: str  # output folder of the demo_data stage
     processed: str  # output folder of the preprocess stage
-    vae: str  # VAE checkpoint file
+    generator: str  # checkpoint of the train_generator stage
     anomaly_vae: str  # checkpoint of the normal-class VAE of the anomaly stage
     synthetic: str  # output folder of the generate stage
     reports: str  # report, metrics, plots and figures
@@ -107,9 +111,21 @@ class PreprocessConfig:
         _check(self.workers >= 0, "preprocess.workers", "0 (one per core) or a positive number")
 
 
+GENERATOR_KINDS = ("vae", "vae_gan")  # the registry of pipeline.generators (a test checks they agree)
+SAMPLER_NAMES = ("prior", "posterior", "interpolate", "bootstrap")  # the registry of pipeline.generators.samplers
+
+
 @dataclass(frozen=True)
-class TrainVAEConfig:
-    mode: Literal["conditional", "per_class"]  # one conditional VAE, or one VAE per class
+class GeneratorConfig:
+    kind: Literal[
+        GENERATOR_KINDS
+    ]  # which generator the train_generator stage trains; its settings: the section of that name
+    mode: Literal["conditional", "per_class"]  # one class-conditional network, or one network per class
+    seed: int  # initialisation and shuffling seed
+
+
+@dataclass(frozen=True)
+class VAEConfig:
     latent_size: int  # latent dimension
     channels: tuple[int, ...]  # encoder channels per level
     strides: tuple[int, ...]  # downsampling per level
@@ -123,26 +139,52 @@ class TrainVAEConfig:
     batch_size: int  # minibatch size
     learning_rate: float  # Adam learning rate
     amp: bool  # mixed precision on CUDA (ignored on CPU)
-    seed: int  # initialisation and shuffling seed
 
     def __post_init__(self) -> None:
-        _check(self.latent_size >= 1, "train_vae.latent_size", "at least 1")
-        _check(self.free_bits >= 0, "train_vae.free_bits", "non-negative")
-        _check(self.res_units >= 0, "train_vae.res_units", "0 or more")
-        _check(self.patience >= 0, "train_vae.patience", "0 (off) or a positive number of epochs")
-        _check(len(self.channels) >= 2, "train_vae.channels", "at least two levels")
-        _check(len(self.strides) == len(self.channels), "train_vae.strides", "as many entries as channels")
-        _check(self.beta >= 0, "train_vae.beta", "non-negative")
-        _check(self.kl_warmup_epochs >= 0, "train_vae.kl_warmup_epochs", "non-negative")
-        _check(self.epochs >= 1 and self.batch_size >= 1, "train_vae.epochs/batch_size", "at least 1")
-        _check(self.learning_rate > 0, "train_vae.learning_rate", "positive")
+        section = _section_name(self)
+        _check(self.latent_size >= 1, f"{section}.latent_size", "at least 1")
+        _check(self.free_bits >= 0, f"{section}.free_bits", "non-negative")
+        _check(self.res_units >= 0, f"{section}.res_units", "0 or more")
+        _check(self.patience >= 0, f"{section}.patience", "0 (off) or a positive number of epochs")
+        _check(len(self.channels) >= 2, f"{section}.channels", "at least two levels")
+        _check(len(self.strides) == len(self.channels), f"{section}.strides", "as many entries as channels")
+        _check(self.beta >= 0, f"{section}.beta", "non-negative")
+        _check(self.kl_warmup_epochs >= 0, f"{section}.kl_warmup_epochs", "non-negative")
+        _check(self.epochs >= 1 and self.batch_size >= 1, f"{section}.epochs/batch_size", "at least 1")
+        _check(self.learning_rate > 0, f"{section}.learning_rate", "positive")
+
+
+@dataclass(frozen=True)
+class VAEGANConfig(VAEConfig):
+    discriminator_channels: int  # channels of the PatchDiscriminator's first layer (doubled per layer)
+    discriminator_layers: int  # its strided convolution layers (3: a ~34-pixel receptive field)
+    discriminator_norm: Literal["instance", "batch"]  # its normalisation; batch norm over the all-real and all-fake
+    # batches the discriminator is shown normalises away what tells them apart (it stayed at chance on the demo)
+    discriminator_learning_rate: float  # its own Adam learning rate
+    adversarial_weight: float  # weight of the least-squares adversarial loss in the VAE's loss
+    feature_matching_weight: float  # weight of the L1 distance between the discriminator's features of real
+    # images and of their reconstructions (learned similarity, Larsen et al. 2016)
+    adversarial_warmup_epochs: int  # epochs of VAE training before the discriminator joins
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.discriminator_channels >= 1, "vae_gan.discriminator_channels", "at least 1")
+        _check(self.discriminator_layers >= 1, "vae_gan.discriminator_layers", "at least 1")
+        _check(self.discriminator_learning_rate > 0, "vae_gan.discriminator_learning_rate", "positive")
+        _check(self.adversarial_weight >= 0, "vae_gan.adversarial_weight", "non-negative")
+        _check(self.feature_matching_weight >= 0, "vae_gan.feature_matching_weight", "non-negative")
+        _check(self.adversarial_warmup_epochs >= 0, "vae_gan.adversarial_warmup_epochs", "non-negative")
+
+
+def _section_name(cfg: object) -> str:
+    return next((name for name, cls in SECTIONS.items() if cls is type(cfg)), type(cfg).__name__)
 
 
 @dataclass(frozen=True)
 class GenerateConfig:
     pool_ratio: float  # images per minority class as a multiple of its gap to the majority (the classifier's pool)
     every_class: bool  # also as many images of every class as its real training split (synthetic_only)
-    sampler: Literal["prior", "posterior", "interpolate", "bootstrap"]  # where latent codes come from
+    sampler: Literal[SAMPLER_NAMES]  # where latent codes come from
     temperature: float  # scale of the sampling spread
     mixture_components: int  # Gaussians in the posterior sampler's mixture (fewer if the class is small)
     bootstrap_noise: float  # standard deviation of the noise the bootstrap sampler adds to a real latent
@@ -197,7 +239,9 @@ class TrainClassifierConfig:
 
 @dataclass(frozen=True)
 class AnomalyConfig:
-    normal_class: str | None  # class the anomaly VAE learns as normal; None: the largest class of the training split
+    normal_class: (
+        str | None
+    )  # class the anomaly VAE (section vae) learns as normal; None: the largest class of the training split
     score: Literal["reconstruction", "elbo"]  # primary anomaly score (threshold, sensitivity); both are reported
     n_maps: int  # highest-scoring test images shown with their pixel-wise error maps
 
@@ -208,7 +252,7 @@ class AnomalyConfig:
 @dataclass(frozen=True)
 class LatentConfig:
     sizes: tuple[int, ...]  # latent sizes at which the VAE is compared with PCA and ICA (same number of components)
-    epochs: int  # training epochs of each unconditional VAE (the rest of its settings from train_vae)
+    epochs: int  # training epochs of each unconditional VAE (the rest of its settings from section vae)
     noise_levels: tuple[float, ...]  # standard deviations of the Gaussian noise of the denoising test
     tsne: bool  # also project the test latents with t-SNE (PCA always)
     traversal_dims: int  # latent dimensions with the highest KL shown in the traversal
@@ -235,7 +279,9 @@ SECTIONS: dict[str, type] = {
     "paths": PathsConfig,
     "demo_data": DemoDataConfig,
     "preprocess": PreprocessConfig,
-    "train_vae": TrainVAEConfig,
+    "generator": GeneratorConfig,
+    "vae": VAEConfig,
+    "vae_gan": VAEGANConfig,
     "generate": GenerateConfig,
     "train_classifier": TrainClassifierConfig,
     "anomaly": AnomalyConfig,

@@ -1,10 +1,10 @@
 """Stage ``latent``: the VAE as dimensionality reduction, against PCA and ICA, and a look at its latent space.
 
-For each size in ``latent.sizes`` an unconditional VAE (``train_vae``'s architecture and settings, ``latent.epochs``
-epochs; it never sees the label, so its codes are fair features) learns the training split. At the same number of
-components, scikit-learn's PCA and FastICA are fitted to the same images. Reported, on the test split:
-reconstruction MSE per pixel of each method; balanced accuracy of a logistic regression on the VAE means and on
-the PCA components; PSNR and SSIM (MONAI metrics) of noisy and of VAE-denoised images against the clean ones.
+For each size in ``latent.sizes`` an unconditional VAE (generator ``vae``: params.yaml's ``vae`` settings,
+``latent.epochs`` epochs; it never sees the label, so its codes are fair features) learns the training split. At
+the same number of components, scikit-learn's PCA and FastICA are fitted to the same images. Reported, on the test
+split: reconstruction MSE per pixel of each method; balanced accuracy of a logistic regression on the VAE means and
+on the PCA components; PSNR and SSIM (MONAI metrics) of noisy and of VAE-denoised images against the clean ones.
 Pictures (from the largest VAE): a 2D projection of the test latents coloured by class, interpolation strips
 between real images within and across classes, and a traversal of the latent dimensions with the highest KL.
 """
@@ -24,12 +24,12 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pipeline.config import LatentConfig, TrainVAEConfig, load_section
+from pipeline.config import LatentConfig, VAEConfig, load_section
+from pipeline.generators.vae import VAEGenerator
 from pipeline.io.arrays import SplitData, load_split, write_csv, write_json
 from pipeline.models.vae import ConditionalVAE, decode_codes, encode_images, kl_per_dimension
 from pipeline.plots import image_grid, latent_projection, reduction_curve
-from pipeline.runtime import run_stage, seed_everything, select_device
-from pipeline.train_vae import fit_vae, vae_network
+from pipeline.runtime import run_stage, select_device
 
 __all__ = [
     "train_unconditional_vae",
@@ -47,14 +47,13 @@ def _unlabelled(data: SplitData) -> SplitData:
 
 
 def train_unconditional_vae(
-    train: SplitData, val: SplitData, size: int, epochs: int, cfg: TrainVAEConfig, device
+    train: SplitData, val: SplitData, size: int, epochs: int, cfg: VAEConfig, device, seed: int = 0
 ) -> ConditionalVAE:
     """A VAE with ``size`` latent dimensions on every training image, label unseen; best epoch on ``val``."""
     cfg = dataclasses.replace(cfg, latent_size=size, epochs=epochs, kl_warmup_epochs=min(cfg.kl_warmup_epochs, epochs))
-    seed_everything(cfg.seed)
-    model = vae_network(tuple(train.images.shape[1:]), 1, cfg)
-    fit_vae(model, _unlabelled(train), _unlabelled(val), cfg, device, f"latent {size}")
-    return model
+    generator = VAEGenerator(tuple(train.images.shape[1:]), (f"latent {size}",), "conditional", cfg, seed)
+    generator.fit(_unlabelled(train), _unlabelled(val), device)
+    return generator.vaes.models[0]
 
 
 def _linear_methods(train: np.ndarray, size: int, seed: int) -> dict:
@@ -148,10 +147,26 @@ def _pictures(model: ConditionalVAE, test: SplitData, cfg: LatentConfig, figures
     image_grid(figures / "latent_traversal.png", traversal, columns=7)
 
 
+def keyed_metrics(reduction: list[dict], classification: list[dict], noise: list[dict]) -> dict:
+    """The stage's numbers keyed by latent size (and feature kind, noise level), not in lists: ``dvc metrics
+    show/diff`` drops lists, so VAE against PCA would not show there. ``{"reduction": {size: {vae_mse, pca_mse,
+    ica_mse}}, "classification": {size: {features: scores}}, "denoising": {noise sd: scores}}``."""
+    out: dict = {"reduction": {}, "classification": {}, "denoising": {}}
+    for row in reduction:
+        out["reduction"][str(row["components"])] = {k: v for k, v in row.items() if k != "components"}
+    for row in classification:
+        size = out["classification"].setdefault(str(row["components"]), {})
+        size[row["features"]] = {k: v for k, v in row.items() if k not in ("components", "features")}
+    for row in noise:
+        out["denoising"][str(row["noise_sd"])] = {k: v for k, v in row.items() if k != "noise_sd"}
+    return out
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg: LatentConfig = load_section("latent")
-    vae_cfg: TrainVAEConfig = load_section("train_vae")
+    vae_cfg: VAEConfig = load_section("vae")
+    seed = load_section("generator").seed
     paths = load_section("paths")
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
     device = select_device()
@@ -163,8 +178,8 @@ def main() -> None:
         )
     reduction, classification, models = [], [], {}
     for size in sorted(set(cfg.sizes)):
-        model = models[size] = train_unconditional_vae(train, val, size, cfg.epochs, vae_cfg, device)
-        errors, methods = reduction_errors(model, train, test, vae_cfg.seed, device)
+        model = models[size] = train_unconditional_vae(train, val, size, cfg.epochs, vae_cfg, device, seed)
+        errors, methods = reduction_errors(model, train, test, seed, device)
         reduction.append({"components": size, **{f"{k}_mse": v for k, v in errors.items()}})
         features = {
             "vae": (encode_images(model, train.images, device)[0], encode_images(model, test.images, device)[0]),
@@ -174,9 +189,9 @@ def main() -> None:
             scores = latent_classification(train_x, train.labels, test_x, test.labels)
             classification.append({"components": size, "features": name, **scores})
     largest = models[max(models)]
-    noise, examples = denoising(largest, test.images, cfg.noise_levels, vae_cfg.seed, device)
+    noise, examples = denoising(largest, test.images, cfg.noise_levels, seed, device)
     out, figures = Path(paths.reports) / "latent", Path(paths.reports) / "figures"
-    write_json(out / "metrics.json", {"reduction": reduction, "classification": classification, "denoising": noise})
+    write_json(out / "metrics.json", keyed_metrics(reduction, classification, noise))
     write_csv(out / "reduction.csv", reduction)
     reduction_curve(figures / "latent_reduction.png", reduction)
     denoise_rows = [("clean", test.images[:8])]

@@ -58,7 +58,8 @@ def image_grid(path: str | Path, rows: Sequence[tuple[str, np.ndarray]], columns
 
 def training_curves(path: str | Path, history: Sequence[dict], panels: dict[str, Sequence[str]]) -> None:
     """One panel per ``title: keys`` entry, each key of the history records plotted against ``epoch``; one
-    line per key and per ``model`` when the records name several models (per-class VAEs)."""
+    line per key and per ``model`` when the records name several models (per-class VAEs); a key missing from a record
+    (a loss that starts after a warm-up) leaves a gap."""
     models = list(dict.fromkeys(h.get("model", "") for h in history))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.5), squeeze=False)
     for ax, (title, keys) in zip(axes[0], panels.items(), strict=True):
@@ -66,7 +67,7 @@ def training_curves(path: str | Path, history: Sequence[dict], panels: dict[str,
             records = [h for h in history if h.get("model", "") == model]
             for key in keys:
                 label = f"{model} {key}" if len(models) > 1 else key
-                ax.plot([h["epoch"] for h in records], [h[key] for h in records], label=label)
+                ax.plot([h["epoch"] for h in records], [h.get(key, np.nan) for h in records], label=label)
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.legend(fontsize=7)

@@ -15,6 +15,13 @@ The same FD and PRDC **per sampler**: fresh samples of every sampler of the gene
 the class has training images, at most ``PER_SAMPLER_MAX``, from a random stream apart from the pool's),
 so a user can see which sampler to choose before training any classifier on it.
 
+**Class fidelity**: the share of synthetic images of class c that this classifier calls c, at the decision
+threshold chosen on the validation split (for two classes, on the smaller class's probability, as the classifier
+stage does; argmax otherwise), beside the same share of the test split's real images of class c (val chose the
+threshold, so it is no yardstick). An image that shows its class's finding is called that class; a blurred one
+is not, or is called whatever class the classifier gives to images it does not recognise, which the other
+classes' fidelity then shows.
+
 The **memorisation audit** takes every synthetic image's distance to its nearest training image, in pixels (root
 mean square difference) and in features, against the same distance from each held-out real image; a synthetic
 image closer than the ``quality.copy_quantile`` quantile of the held-out distances is flagged as a near-copy.
@@ -31,15 +38,16 @@ from scipy import linalg
 from sklearn.metrics import pairwise_distances
 
 from pipeline.config import GenerateConfig, QualityConfig, TrainClassifierConfig, load_section
-from pipeline.generate import SAMPLERS, sample_images
+from pipeline.generators import Generator, load_generator
+from pipeline.generators.samplers import SAMPLERS
+from pipeline.generators.sampling import sample_images
 from pipeline.io.arrays import SplitData, load_split, read_json, write_json
 from pipeline.io.synthetic import read_synthetic
-from pipeline.models.classifier import as_input
-from pipeline.models.vae import ClassVAEs, load_vae
+from pipeline.metrics import choose_threshold, predict_labels
+from pipeline.models.classifier import as_input, fit_classifier, predict_proba
 from pipeline.plots import distance_histograms, image_grid
 from pipeline.runtime import run_stage, select_device
 from pipeline.strategies import training_recipe
-from pipeline.train_classifier import fit_classifier
 
 __all__ = [
     "features",
@@ -47,6 +55,7 @@ __all__ = [
     "prdc",
     "nearest_distances",
     "memorisation",
+    "ClassCaller",
     "class_quality",
     "sampler_quality",
     "held_out_without_twins",
@@ -141,22 +150,32 @@ def class_quality(
 
 
 def sampler_quality(
-    vaes: ClassVAEs, cfg: GenerateConfig, train: SplitData, train_f: np.ndarray, model, device, k: int, most: int
+    generator: Generator,
+    cfg: GenerateConfig,
+    train: SplitData,
+    train_f: np.ndarray,
+    model,
+    device,
+    k: int,
+    most: int,
+    caller: ClassCaller | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """``{sampler: {class: {fd, precision, recall, density, coverage, images}}}`` of fresh samples against the
-    class's training features (``train_f``, rows of ``train``)."""
+    """``{sampler: {class: {fd, precision, recall, density, coverage, images[, fidelity]}}}`` of fresh samples against
+    the class's training features (``train_f``, rows of ``train``); class fidelity when a ``caller`` is given."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for sampler in SAMPLERS:
         out[sampler] = {}
         for label, name in enumerate(train.classes):
             real, own = train.images[train.labels == label], train_f[train.labels == label]
             seed = cfg.seed * 1000 + label + 700  # not the pool's stream (seed * 1000 + label) nor the pictures'
-            images, _ = sample_images(vaes, label, min(len(real), most), seed, cfg, real, sampler=sampler)
+            images, _ = sample_images(generator, label, min(len(real), most), seed, cfg, real, sampler=sampler)
             if min(len(images), len(own)) < 3:
                 continue
             made = features(model, images, device)
             scores = prdc(own, made, min(k, len(own) - 1, len(made) - 1))
             out[sampler][name] = {"images": len(images), "fd": frechet_distance(made, own), **scores}
+            if caller is not None:
+                out[sampler][name]["fidelity"] = caller.fidelity(images, label)
     return out
 
 
@@ -174,6 +193,24 @@ def held_out_without_twins(val: SplitData, test: SplitData, twins: dict) -> Spli
         np.concatenate([d.patients[k] for d, k in parts]),
         val.classes,
     )
+
+
+class ClassCaller:
+    """The class a classifier calls each image, at the threshold chosen on validation (``choose_threshold``: for two
+    classes on the smaller class's probability; argmax for more)."""
+
+    def __init__(self, model: torch.nn.Module, val: SplitData, positive: int, device) -> None:
+        self.model, self.positive, self.device = model, positive, device
+        self.threshold = choose_threshold(val.labels, predict_proba(model, val.images, device), positive)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        if len(images) == 0:
+            return np.zeros(0, dtype=np.int64)
+        return predict_labels(predict_proba(self.model, images, self.device), self.threshold, self.positive)
+
+    def fidelity(self, images: np.ndarray, label: int) -> float:
+        """The share of ``images`` called ``label`` (NaN for none)."""
+        return float(np.mean(self(images) == label)) if len(images) else float("nan")
 
 
 def _pixels(data: SplitData) -> np.ndarray:
@@ -196,6 +233,13 @@ def main() -> None:
     feats = {
         name: features(model, d.images, device) for name, d in (("train", train), ("held", held), ("synth", synthetic))
     }
+    counts = train.counts()
+    caller = ClassCaller(model, val, train.classes.index(min(counts, key=counts.get)), device)
+    test_twins = read_json(Path(paths.processed) / "summary.json").get("near_twins", {})
+    test_keep = np.ones(len(test), bool)
+    for pair in test_twins.get("pairs", []):
+        if pair["split"] == "test":
+            test_keep[pair["index"]] = False
     per_class = {}
     for label, name in enumerate(train.classes):
         pick = {
@@ -208,11 +252,15 @@ def main() -> None:
             "synthetic_images": int(len(pick["synth"])),
             "held_out_images": int(len(pick["held"])),
             **class_quality(pick["train"], pick["held"], pick["synth"], cfg.nearest_k),
+            "fidelity": caller.fidelity(synthetic.images[synthetic.labels == label], label),
+            "held_out_fidelity": caller.fidelity(test.images[test_keep & (test.labels == label)], label),
         }
     gen_cfg: GenerateConfig = load_section("generate")
-    vaes, _ = load_vae(paths.vae, device)
+    generator, checkpoint = load_generator(paths.generator, device)
     train_f = feats["train"]
-    by_sampler = sampler_quality(vaes, gen_cfg, train, train_f, model, device, cfg.nearest_k, PER_SAMPLER_MAX)
+    by_sampler = sampler_quality(
+        generator, gen_cfg, train, train_f, model, device, cfg.nearest_k, PER_SAMPLER_MAX, caller=caller
+    )
     audits = {
         "pixels": memorisation(_pixels(synthetic), _pixels(held), _pixels(train), cfg.copy_quantile),
         "features": memorisation(feats["synth"], feats["held"], feats["train"], cfg.copy_quantile),
@@ -234,6 +282,8 @@ def main() -> None:
             "per_class": per_class,
             "per_sampler": by_sampler,
             "pool_sampler": gen_cfg.sampler,
+            "generator": checkpoint["kind"],
+            "fidelity_threshold": caller.threshold,
             "memorisation": summary,
             "copy_quantile": cfg.copy_quantile,
         },
@@ -249,8 +299,11 @@ def main() -> None:
     )
     for name, q in per_class.items():
         logger.info(
-            "%s: FD %.2f (held-out real %.2f), precision %.2f (%.2f), recall %.2f (%.2f), coverage %.2f (%.2f)",
+            "%s: class fidelity %.2f (held-out real %.2f), FD %.2f (%.2f), precision %.2f (%.2f), recall %.2f (%.2f), "
+            "coverage %.2f (%.2f)",
             name,
+            q["fidelity"],
+            q["held_out_fidelity"],
             q["fd"],
             q["held_out_fd"],
             q["precision"],

@@ -25,6 +25,7 @@ from pipeline.reporting.sections import (
     anomaly_lines,
     classifier_lines,
     data_lines,
+    generators_lines,
     latent_lines,
     p_value,
     picture,
@@ -131,12 +132,14 @@ def render_report(
     latent: dict | None = None,
     quality: dict | None = None,
     provenance: dict | None = None,
+    generators: dict | None = None,
 ) -> str:
     """The Markdown report; ``figures`` maps a caption to a path relative to the report (``figures/<name>``):
     those of the compare stage (``strategy_bars.png``, ``roc_pr.png``, ``confusion_matrices.png``) and
     ``latent_synthetic.png`` go in their sections, the rest under Pictures. ``generation`` is the generate
     stage's summary.json; ``ratio_rows`` the compare stage's synthetic_ratio.csv; ``anomaly``, ``latent`` and
-    ``quality`` the metrics.json of those stages; ``provenance`` from :func:`pipeline.reporting.provenance`."""
+    ``quality`` the metrics.json of those stages; ``provenance`` from :func:`pipeline.reporting.provenance`;
+    ``generators`` the side-by-side measurement of ``bench/compare_generators.py``, when there is one."""
     placed = {"strategy_bars.png", "roc_pr.png", "confusion_matrices.png", "latent_synthetic.png"}
     names = {Path(path).name for path in figures.values()}
     lines = [
@@ -157,9 +160,10 @@ def render_report(
     lines += classifier_lines(metrics, summary["classes"], names)
     lines += ratio_lines(ratio_rows or [], metrics["minority_classes"])
     lines += quality_lines(quality or {}, metrics)
+    lines += generators_lines(generators or {})
     if "latent_synthetic.png" in names:
         lines += picture(
-            "The generating VAE's latent space: training images (dots) and the synthetic pool (crosses), PCA",
+            "The generator's latent space: training images (dots) and the synthetic pool (crosses), PCA",
             "figures/latent_synthetic.png",
         )
     lines += anomaly_lines(anomaly or {})
@@ -176,7 +180,7 @@ FIGURES = {
     "Real vs synthetic images per class": "figures/real_vs_synthetic.png",
     "Every sampler, per class (8 samples each)": "figures/synthetic_by_sampler.png",
     "Interpolation between two real images of each class": "figures/interpolation.png",
-    "VAE training curves": "figures/vae_training.png",
+    "Generator training curves": "figures/generator_training.png",
     "latent space with the synthetic pool": "figures/latent_synthetic.png",
     "strategy bars": "figures/strategy_bars.png",
     "ROC and PR": "figures/roc_pr.png",
@@ -197,9 +201,12 @@ def main() -> None:
         ratio_rows = list(csv.DictReader(fh))
     anomaly, latent = read_json(reports / "anomaly" / "metrics.json"), read_json(reports / "latent" / "metrics.json")
     quality = read_json(reports / "quality" / "metrics.json")
+    # a measurement committed with the code (bench/compare_generators.py), not a stage output: shown when present
+    comparison = reports / "generators" / "comparison.json"
+    generators = read_json(comparison) if comparison.is_file() else None
     prov = provenance(".", load_section("data").root)
     text = render_report(
-        summary, synthetic_rows, metrics, FIGURES, generation, ratio_rows, anomaly, latent, quality, prov
+        summary, synthetic_rows, metrics, FIGURES, generation, ratio_rows, anomaly, latent, quality, prov, generators
     )
     out = reports / "augmentation_report.md"
     with atomic_file(out) as tmp:

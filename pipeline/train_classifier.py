@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from pipeline.config import TrainClassifierConfig, load_section
@@ -31,85 +30,21 @@ from pipeline.io.arrays import SplitData, load_split, read_json, write_json, wri
 from pipeline.io.atomic import atomic_dir
 from pipeline.io.synthetic import read_synthetic
 from pipeline.metrics import (
-    balanced_accuracy,
     bootstrap_ci,
     choose_threshold,
     classification_metrics,
     minority_classes,
     summarise_runs,
 )
-from pipeline.models.classifier import as_input, build_classifier
-from pipeline.runtime import adam, run_stage, seed_everything, select_device
-from pipeline.strategies import Recipe, check_no_test_patients, class_weights, classical_augmentation, training_recipe
+from pipeline.models.classifier import fit_classifier, predict_proba
+from pipeline.runtime import run_stage, select_device
+from pipeline.strategies import check_no_test_patients, training_recipe
 
-__all__ = ["fit_classifier", "predict_proba", "run_strategy", "classifier_runs", "main"]
+__all__ = ["run_strategy", "classifier_runs", "main"]
 
 logger = logging.getLogger(__name__)
 
 NEEDS_SYNTHETIC = ("vae", "vae_classical", "synthetic_only")
-
-
-@torch.no_grad()
-def predict_proba(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 256) -> np.ndarray:
-    model.eval()
-    out = [
-        torch.softmax(model(as_input(images[i : i + batch], device)).float(), 1).cpu()
-        for i in range(0, len(images), batch)
-    ]
-    return torch.cat(out).numpy()
-
-
-def _validation_score(val: SplitData, proba: np.ndarray) -> tuple[float, float]:
-    """(balanced accuracy, minus the cross-entropy): compared as a tuple, so the loss breaks ties."""
-    loss = -np.log(np.clip(proba[np.arange(len(val)), val.labels], 1e-12, None)).mean()
-    return balanced_accuracy(val.labels, proba.argmax(1)), -float(loss)
-
-
-def _batches(order: torch.Tensor, size: int) -> list[torch.Tensor]:
-    """``order`` in batches of ``size``; a last batch of one image joins the one before it (batch normalisation
-    cannot train on one image once a network's last level is 1 pixel: 32-pixel images with a stride-2 stem)."""
-    batches = list(order.split(size))
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        batches[-2:] = [torch.cat(batches[-2:])]
-    return batches
-
-
-def fit_classifier(
-    recipe: Recipe, val: SplitData, cfg: TrainClassifierConfig, seed: int, device: torch.device, desc: str = "fit"
-) -> tuple[torch.nn.Module, dict]:
-    """Train on ``recipe`` for at most ``cfg.epochs``; return the model of the epoch with the best validation
-    score and ``{"best_epoch", "epochs_run"}``."""
-    seed_everything(seed)
-    train = recipe.data
-    weight = class_weights(train).to(device) if recipe.weighted else None
-    transform = classical_augmentation(train.images.ndim - 2, seed) if recipe.augment else None
-    model = build_classifier(
-        train.images.shape[1:], len(train.classes), cfg.network, cfg.channels, cfg.blocks_per_level, cfg.stem_stride
-    ).to(device)
-    optimizer = adam(model.parameters(), cfg.learning_rate)
-    images, labels = torch.from_numpy(train.images).to(device), torch.from_numpy(train.labels).to(device)
-    order = torch.Generator().manual_seed(seed)
-    best, best_epoch, best_state, stale, epoch = (-1.0, -np.inf), -1, None, 0, -1
-    for epoch in tqdm(range(cfg.epochs), desc=desc, unit="epoch", leave=False):
-        model.train()
-        for batch in _batches(torch.randperm(len(labels), generator=order), cfg.batch_size):
-            batch = batch.to(device)
-            x = images[batch] if transform is None else transform(images[batch])
-            loss = F.cross_entropy(model(as_input(x, device)), labels[batch], weight=weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        score = _validation_score(val, predict_proba(model, val.images, device))
-        if score > best:
-            best, best_epoch, stale = score, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-        if cfg.patience and stale >= cfg.patience:
-            break
-    assert best_state is not None
-    model.load_state_dict(best_state)
-    return model, {"best_epoch": best_epoch, "epochs_run": epoch + 1}
 
 
 def run_strategy(
@@ -180,9 +115,11 @@ def main() -> None:
     synthetic = None
     if any(strategy in NEEDS_SYNTHETIC for _, strategy, _ in runs):
         generation = read_json(Path(paths.synthetic) / "summary.json")
-        if "vae_patients" not in generation:
-            raise ValueError(f"{paths.synthetic}/summary.json does not list the VAE's patients: re-run train_vae")
-        check_no_test_patients(test, **{"the VAE's training data": np.array(generation["vae_patients"])})
+        if "generator_patients" not in generation:
+            raise ValueError(
+                f"{paths.synthetic}/summary.json does not list the generator's patients: re-run train_generator"
+            )
+        check_no_test_patients(test, **{"the generator's training data": np.array(generation["generator_patients"])})
         synthetic = read_synthetic(paths.synthetic, train.classes)
     device = select_device()
     with atomic_dir(Path(paths.reports) / "classifier") as staging:

@@ -25,10 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # A small pipeline: 24 demo patients at 32 px, a few VAE epochs, two classifier epochs and seeds, one ablation ratio,
 # two small latent sizes.
+_TINY_VAE = {"epochs": 4, "kl_warmup_epochs": 2, "channels": [8, 16], "strides": [2, 2], "latent_size": 8}
+KIND = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["generator"]["kind"]  # the default
 TINY = {
     "demo_data": {"n_patients": 24, "slices_per_patient": 2, "minority_fraction": 0.25, "image_size": 64},
     "preprocess": {"size": 32, "val_fraction": 0.2, "test_fraction": 0.25},
-    "train_vae": {"epochs": 4, "kl_warmup_epochs": 2, "channels": [8, 16], "strides": [2, 2], "latent_size": 8},
+    "vae": _TINY_VAE,
+    "vae_gan": {**_TINY_VAE, "adversarial_warmup_epochs": 2, "discriminator_channels": 8, "discriminator_layers": 2},
     "train_classifier": {"epochs": 2, "seeds": [0, 1], "channels": [4, 8, 8, 8], "ablation_ratios": [2.0]},
     "latent": {"sizes": [2, 4], "epochs": 2},
 }
@@ -91,9 +94,9 @@ def reproduced_project(project: Path, *overrides: dict) -> Path:
 
 # --- the shared run -------------------------------------------------------------------------------------------------
 
-# TINY, with a VAE that trains 20 epochs, so that a kill sent when its training starts lands during it
+# TINY, with a generator that trains 20 epochs, so that a kill sent when its training starts lands during it
 # (tests/test_reliability.py kills a copy of the shared run there)
-SHARED = {**TINY, "train_vae": {**TINY["train_vae"], "epochs": 20}}
+SHARED = {**TINY, KIND: {**TINY[KIND], "epochs": 20}}
 CORRUPT = "dicom/corrupt/slice_000.dcm"  # a truncated DICOM in the shared run's source, left out by on_error: skip
 
 

@@ -17,11 +17,13 @@ from pipeline.anomaly import (
     score_images,
     train_normal_vae,
 )
+from pipeline.generators import save_generator
+from pipeline.generators.vae import VAEGenerator
 from pipeline.io.arrays import SplitData
-from pipeline.models.vae import ClassVAEs, save_vae
+from pipeline.models.vae import ClassVAEs
 from pipeline.preprocess import preprocess_dataset
 from tests.conftest import TINY_PREPROCESS
-from tests.test_train_vae import CFG
+from tests.generators.test_vae import CFG
 
 CPU = torch.device("cpu")
 SQUARE = 4  # side of the planted bright square
@@ -50,8 +52,9 @@ def test_a_planted_anomaly_is_found_and_its_error_map_points_at_it():
     val, _ = planted(30, 10, seed=1)
     test, corners = planted(40, 20, seed=2)
     cfg = dataclasses.replace(CFG, epochs=25, latent_size=4, batch_size=16)
-    model, history = train_normal_vae(train, val, 0, cfg, CPU)
-    assert {h["model"] for h in history} == {"normal (normal)"}
+    generator, history = train_normal_vae(train, val, 0, cfg, CPU)
+    model = generator.vaes.models[0]
+    assert {h["model"] for h in history} == {"normal"}
     threshold = choose_score_threshold(val.labels != 0, score_images(model, val.images, "bce", CPU)["reconstruction"])
     scores = score_images(model, test.images, "bce", CPU)
     metrics = detection_metrics(test, 0, scores["reconstruction"], threshold)
@@ -100,15 +103,17 @@ def test_score_files_prepares_a_file_as_preprocess_did(tiny_dataset, tmp_path):
     """`medaug score` on a DICOM of the dataset gives the score of that file's image in the preprocessed split."""
     splits, manifest, _ = preprocess_dataset(tiny_dataset, TINY_PREPROCESS)
     torch.manual_seed(0)
-    from pipeline.train_vae import vae_network
+    from pipeline.generators.vae import vae_network
 
     model = vae_network(tuple(splits["train"].images.shape[1:]), 1, CFG).eval()
+    generator = VAEGenerator(tuple(splits["train"].images.shape[1:]), ("normal",), "conditional", CFG)
+    generator.vaes = ClassVAEs("conditional", [model]).eval()
     checkpoint = tmp_path / "anomaly_vae.pt"
     extra = {
         "anomaly": {"normal_class": "normal", "score": "reconstruction", "threshold": 100.0},
         "preprocess": dataclasses.asdict(TINY_PREPROCESS),
     }
-    save_vae(checkpoint, ClassVAEs("per_class", [model]), ["normal"], dataclasses.asdict(CFG), extra)
+    save_generator(checkpoint, generator, extra)
     import csv
 
     with open(tiny_dataset / "labels.csv", newline="") as fh:
@@ -122,5 +127,5 @@ def test_score_files_prepares_a_file_as_preprocess_did(tiny_dataset, tmp_path):
     assert scored[0]["abnormal"] == (scored[0]["reconstruction"] >= 100.0)
     with pytest.raises(ValueError, match="is not an anomaly model"):
         plain = tmp_path / "vae.pt"
-        save_vae(plain, ClassVAEs("per_class", [model]), ["normal"], dataclasses.asdict(CFG), {})
+        save_generator(plain, generator, {})
         score_files([tiny_dataset / row["path"]], plain)

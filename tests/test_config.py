@@ -3,14 +3,15 @@ import pytest
 from pipeline.config import (
     ConfigError,
     GenerateConfig,
+    GeneratorConfig,
     TrainClassifierConfig,
-    TrainVAEConfig,
+    VAEConfig,
+    VAEGANConfig,
     load_section,
     parse_section,
 )
 
 VAE = {
-    "mode": "conditional",
     "latent_size": 8,
     "channels": [8, 16],
     "strides": [2, 2],
@@ -24,17 +25,17 @@ VAE = {
     "batch_size": 4,
     "learning_rate": 0.001,
     "amp": True,
-    "seed": 0,
 }
 
 
 def test_repository_params_are_valid():
-    for name in ("data", "paths", "demo_data", "preprocess", "train_vae", "generate", "train_classifier"):
+    for name in ("data", "paths", "demo_data", "preprocess", "generator", "vae", "vae_gan", "generate"):
         assert load_section(name) is not None
+    assert load_section("train_classifier") is not None
 
 
 def test_lists_become_tuples_and_ints_become_floats():
-    cfg = parse_section("train_vae", {**VAE, "beta": 2}, TrainVAEConfig)
+    cfg = parse_section("vae", {**VAE, "beta": 2}, VAEConfig)
     assert cfg.channels == (8, 16) and isinstance(cfg.beta, float)
 
 
@@ -42,16 +43,59 @@ def test_lists_become_tuples_and_ints_become_floats():
     "change, message",
     [
         ({"reconstruction": "huber"}, "allowed values: bce, mse, l1"),  # Literal outside its choices
-        ({"latent_size": "8"}, "train_vae.latent_size must be of type int"),  # wrong type
-        ({"strides": [2]}, "train_vae.strides must be as many entries as channels"),  # inconsistent lengths
-        ({"beta": -1}, "train_vae.beta must be non-negative"),  # out of range
-        ({"unknown": 1}, "unknown key(s) train_vae.unknown"),  # typo in a key
-        ({"mode": "both"}, "allowed values: conditional, per_class"),
+        ({"latent_size": "8"}, "vae.latent_size must be of type int"),  # wrong type
+        ({"strides": [2]}, "vae.strides must be as many entries as channels"),  # inconsistent lengths
+        ({"beta": -1}, "vae.beta must be non-negative"),  # out of range
+        ({"unknown": 1}, "unknown key(s) vae.unknown"),  # typo in a key
     ],
 )
 def test_validation_names_the_key(change, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        parse_section("train_vae", {**VAE, **change}, TrainVAEConfig)
+        parse_section("vae", {**VAE, **change}, VAEConfig)
+
+
+GAN = {
+    **VAE,
+    "discriminator_channels": 8,
+    "discriminator_layers": 2,
+    "discriminator_norm": "instance",
+    "discriminator_learning_rate": 0.0005,
+    "adversarial_weight": 1.0,
+    "feature_matching_weight": 1.0,
+    "adversarial_warmup_epochs": 1,
+}
+
+
+@pytest.mark.parametrize(
+    "section, cls, raw, message",
+    [
+        (
+            "generator",
+            GeneratorConfig,
+            {"kind": "gan", "mode": "conditional", "seed": 0},
+            "allowed values: vae, vae_gan",
+        ),
+        ("generator", GeneratorConfig, {"kind": "vae", "mode": "both", "seed": 0}, "conditional, per_class"),
+        ("vae_gan", VAEGANConfig, {**GAN, "beta": -1}, "vae_gan.beta must be non-negative"),  # the VAE's own keys
+        ("vae_gan", VAEGANConfig, {**GAN, "adversarial_weight": -1}, "vae_gan.adversarial_weight must be non-negative"),
+        ("vae_gan", VAEGANConfig, VAE, "missing key(s) vae_gan.adversarial_warmup_epochs"),
+    ],
+)
+def test_generator_sections_name_their_keys(section, cls, raw, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_section(section, raw, cls)
+
+
+def test_only_the_selected_generator_section_is_read(tmp_path):
+    """A broken section of a generator kind that is not selected does not stop a run of another kind."""
+    import yaml
+
+    params = yaml.safe_load(open("params.yaml"))
+    params["generator"]["kind"] = "vae"
+    params["vae_gan"] = {"latent_size": "broken"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    kind = load_section("generator", tmp_path / "params.yaml").kind
+    assert load_section(kind, tmp_path / "params.yaml").latent_size == params["vae"]["latent_size"]
 
 
 def test_missing_key_is_reported():

@@ -62,3 +62,11 @@ def test_stage_deps_cover_the_code_it_runs(stage, module, deps):
     }
     missing.discard(Path("pipeline/__init__.py"))
     assert not missing, f"dvc.yaml stage {stage} runs {sorted(map(str, missing))} without listing it in deps"
+
+
+@pytest.mark.parametrize(("stage", "module", "deps"), _stages(), ids=[s[0] for s in _stages()])
+def test_no_stage_imports_another_stage(stage, module, deps):
+    """What two stages share lives in a package below them, so editing one stage re-runs that stage alone."""
+    stage_modules = {m for _, m, _ in _stages()} - {module}
+    reached = {str(p.with_suffix("")).replace("/", ".") for p in _closure(module)}
+    assert not reached & stage_modules, f"{stage} imports stage module(s) {sorted(reached & stage_modules)}"

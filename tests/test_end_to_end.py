@@ -24,7 +24,7 @@ from tests.project import SMALLEST, TINY, dvc, dvc_env, reproduced_project
 TINY_3D = {
     "demo_data": {"layout": "volumes", "slices_per_patient": 8},
     "preprocess": {"spatial_dims": 3, "size": 16},
-    "train_vae": {"mode": "per_class"},
+    "generator": {"mode": "per_class"},
     "generate": {"sampler": "bootstrap", "filter": "consistency"},
 }
 
@@ -117,7 +117,7 @@ def test_html_report_is_self_contained_with_curves_and_provenance(project):
     assert f"`{lock_fingerprint(lock)}`" in report  # every stage's dvc.lock entry as it stood, the report aside
     source = yaml.safe_load((project / "params.yaml").read_text())["data"]["root"]
     assert dataset_fingerprint(lock, source)["md5"] in report and "Code: not a git checkout" in report
-    assert re.search(r"\| train_vae \| \d+ s \| cpu", report)  # its run here, from the run log
+    assert re.search(r"\| train_generator \| \d+ s \| cpu", report)  # its run here, from the run log
     salt = yaml.safe_load((project / "params.yaml").read_text())["preprocess"]["id_salt"]
     assert salt not in report and salt not in page
     strategies = yaml.safe_load((project / "params.yaml").read_text())["train_classifier"]["strategies"]
@@ -161,7 +161,7 @@ def test_medaug_score_scores_dicom_files_with_the_anomaly_model(project, tmp_pat
 
 @pytest.mark.slow
 def test_vae_loss_decreases(project):
-    with open(project / "reports/vae_training.csv") as fh:
+    with open(project / "reports/generator_training.csv") as fh:
         history = list(csv.DictReader(fh))
     assert float(history[-1]["train_elbo"]) < float(history[0]["train_elbo"])
 
@@ -172,10 +172,10 @@ def test_no_test_patient_reaches_a_learner_and_generated_count_matches_the_pool(
 
     train, val, test = (load_split(project / "data/processed", s) for s in ("train", "val", "test"))
     assert not set(test.patients) & (set(train.patients) | set(val.patients))
-    vae_patients = set(torch.load(project / "models/vae.pt", weights_only=True)["patients"])
-    assert vae_patients == set(train.patients) | set(val.patients)  # the VAE learnt from train + val only
+    learnt_from = set(torch.load(project / "models/generator.pt", weights_only=True)["patients"])
+    assert learnt_from == set(train.patients) | set(val.patients)  # the generator learnt from train + val only
     generation = json.loads((project / "data/synthetic/summary.json").read_text())
-    assert set(generation["vae_patients"]) == vae_patients
+    assert set(generation["generator_patients"]) == learnt_from
     with open(project / "data/synthetic/manifest.csv") as fh:
         rows = list(csv.DictReader(fh))
     counts = train.counts()

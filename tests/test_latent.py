@@ -10,7 +10,7 @@ import torch
 
 from pipeline.io.arrays import SplitData
 from pipeline.latent import denoising, latent_classification, reduction_errors, train_unconditional_vae
-from tests.test_train_vae import CFG
+from tests.generators.test_vae import CFG
 
 CPU = torch.device("cpu")
 

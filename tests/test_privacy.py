@@ -133,7 +133,7 @@ def test_a_whole_dvc_repro_writes_shows_and_logs_no_phi(shared_run):
         "reports/augmentation_report.html",
         "reports/metrics.json",
         "reports/classifier/vae/predictions.npz",
-        "models/vae.pt",
+        "models/generator.pt",
         "data/synthetic/summary.json",
         "dvc_plots/index.html",
         "dvc.lock",

@@ -79,11 +79,11 @@ def test_features_are_what_the_last_linear_layer_maps_to_the_logits(network, sha
 def test_sampler_quality_scores_every_sampler_and_class_with_fresh_samples():
     import torch
 
-    from pipeline.generate import SAMPLERS
+    from pipeline.generators.samplers import SAMPLERS
     from pipeline.io.arrays import SplitData
     from pipeline.models.classifier import build_classifier
     from pipeline.quality import features, sampler_quality
-    from tests.test_generate import GEN, _vaes
+    from tests.generators.test_sampling import GEN, untrained
 
     rng = np.random.default_rng(7)
     labels = np.array([0] * 12 + [1] * 30)
@@ -91,12 +91,12 @@ def test_sampler_quality_scores_every_sampler_and_class_with_fresh_samples():
     torch.manual_seed(0)
     model = build_classifier((1, 16, 16), 2, "resnet_small", (4, 8, 8, 8), 1).eval()
     train_f = features(model, train.images, "cpu")
-    result = sampler_quality(_vaes(), GEN, train, train_f, model, "cpu", k=3, most=20)
+    result = sampler_quality(untrained(), GEN, train, train_f, model, "cpu", k=3, most=20)
     assert set(result) == set(SAMPLERS) and all(set(by_class) == {"a", "b"} for by_class in result.values())
     assert [result["prior"][c]["images"] for c in ("a", "b")] == [12, 20]  # the class's count, at most `most`
     for q in (q for by_class in result.values() for q in by_class.values()):
         assert q["fd"] >= 0 and all(0 <= q[k] <= 1 for k in ("precision", "recall", "coverage"))
-    again = sampler_quality(_vaes(), GEN, train, train_f, model, "cpu", k=3, most=20)
+    again = sampler_quality(untrained(), GEN, train, train_f, model, "cpu", k=3, most=20)
     assert again == result  # seeded
 
 

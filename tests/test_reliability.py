@@ -4,7 +4,7 @@ results twice, and a different seed changes them.
 The end-to-end tests use two runs of the small pipeline: ``reference``, the uninterrupted shared run
 (tests/project.py), and ``resumed``: a copy of it whose VAE and synthetic images are deleted (and DVC's cache, so
 that nothing is restored without running), whose `dvc repro` is then killed (SIGKILL to its whole process group)
-while ``train_vae`` trains, again while ``generate`` writes its images, and then runs to the end. Every output is
+while ``train_generator`` trains, again while ``generate`` writes its images, and then runs to the end. Every output is
 deterministic for its params, so "complete" can be checked exactly: each file present under its final name after a
 kill is the reference's file, each output folder present holds exactly the reference's files; and the stages that
 ran again gave the reference's bits (had they not, every stage after them would have run again and differed).
@@ -27,13 +27,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.io.atomic import atomic_dir, atomic_file, remove_stale_staging
-from tests.project import ROOT, dvc, dvc_env, set_params
+from tests.project import KIND, ROOT, dvc, dvc_env, set_params
 
 # folder outputs of demo_data, preprocess, generate and train_classifier, each written whole
 OUTPUT_DIRS = ("data/demo", "data/processed", "data/synthetic", "reports/classifier")
 TEMPORARY = re.compile(r"\.tmp(-\d+(-old)?)?(/|$)")  # atomic_file's and atomic_dir's names (pipeline/io/atomic.py)
-# the tqdm bars that show train_vae training and generate writing images (of the first class, "nodule")
-TRAINING, WRITING = "train_vae conditional", "write nodule"
+# the tqdm bars that show train_generator training and generate writing images (of the first class, "nodule")
+TRAINING, WRITING = f"{KIND} conditional", "write nodule"
 
 
 # --- the helpers of pipeline/io/atomic.py ---------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def reference(shared_run) -> Path:
 @pytest.fixture(scope="module")
 def resumed(reference, tmp_path_factory) -> dict:
     """A copy of the reference without its VAE, synthetic images and DVC cache, its `dvc repro` killed while
-    train_vae trains, killed again while generate writes, then run to the end: its project, and the outputs and
+    train_generator trains, killed again while generate writes, then run to the end: its project, and the outputs and
     `dvc repro` output after each kill."""
     project = tmp_path_factory.mktemp("resumed") / "project"
     shutil.copytree(reference, project, symlinks=True)
@@ -187,7 +187,7 @@ def resumed(reference, tmp_path_factory) -> dict:
     (project / "models" / "vae.pt").unlink()
     shutil.rmtree(project / "data" / "synthetic")
     run: dict = {"project": project}
-    for stage, marker in (("train_vae", TRAINING), ("generate", WRITING)):
+    for stage, marker in (("train_generator", TRAINING), ("generate", WRITING)):
         run[f"{stage} log"] = _repro_killed_at(project, marker, project.parent / f"killed_in_{stage}.log")
         run[f"{stage} tree"] = _tree(project)
     run["last log"] = dvc(project, "repro")
@@ -195,11 +195,11 @@ def resumed(reference, tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-def test_a_kill_while_train_vae_trains_leaves_no_half_written_output(reference, resumed):
-    log, tree = resumed["train_vae log"], resumed["train_vae tree"]
-    assert "Running stage 'train_vae'" in log and "Running stage 'generate'" not in log  # killed in train_vae
+def test_a_kill_while_train_generator_trains_leaves_no_half_written_output(reference, resumed):
+    log, tree = resumed["train_generator log"], resumed["train_generator tree"]
+    assert "Running stage 'train_generator'" in log and "Running stage 'generate'" not in log  # killed there
     assert "data/processed/train.npz" in tree  # the stages before it had finished
-    assert "models/vae.pt" not in tree or tree["models/vae.pt"] == _tree(reference)["models/vae.pt"]
+    assert "models/generator.pt" not in tree or tree["models/generator.pt"] == _tree(reference)["models/generator.pt"]
     assert not _incomplete(tree, _tree(reference))
 
 
@@ -207,7 +207,7 @@ def test_a_kill_while_train_vae_trains_leaves_no_half_written_output(reference, 
 def test_a_kill_while_generate_writes_leaves_no_half_written_output(reference, resumed):
     log, tree = resumed["generate log"], resumed["generate tree"]
     assert "Running stage 'generate'" in log and "Running stage 'train_classifier" not in log  # killed in generate
-    assert "models/vae.pt" in tree  # train_vae, run again, had finished
+    assert "models/generator.pt" in tree  # train_generator, run again, had finished
     assert not _incomplete(tree, _tree(reference))  # data/synthetic absent (or, had it finished, complete)
     assert any(re.fullmatch(r"data/synthetic\.tmp-\d+", path) for path in tree)  # the staging folder it wrote in
 
@@ -216,7 +216,7 @@ def test_a_kill_while_generate_writes_leaves_no_half_written_output(reference, r
 def test_the_run_resumed_after_the_kills_gives_the_uninterrupted_results(reference, resumed):
     project = resumed["project"]
     log = resumed["last log"]
-    assert "Running stage 'generate'" in log and "Running stage 'train_vae'" not in log  # finished before the kill
+    assert "Running stage 'generate'" in log and "Running stage 'train_generator'" not in log  # done before the kill
     assert _metrics(project) == _metrics(reference)
     tree = _tree(project)
     assert not [path for path in tree if TEMPORARY.search(path)]  # the killed runs' staging is gone
@@ -229,7 +229,7 @@ def test_two_runs_with_the_same_params_give_the_same_images_model_and_metrics(re
     images = _synthetic_images(first)
     assert len(images) > 20 and any(p.endswith(".dcm") for p in images) and any(p.endswith(".nii.gz") for p in images)
     assert _synthetic_images(second) == images
-    assert second["models/vae.pt"] == first["models/vae.pt"]
+    assert second["models/generator.pt"] == first["models/generator.pt"]
     assert _metrics(resumed["project"]) == _metrics(reference)
 
 
@@ -243,7 +243,7 @@ def _variant(reference: Path, project: Path, override: dict, target: str) -> tup
 @pytest.mark.slow
 def test_another_generate_seed_changes_the_synthetic_images(reference, tmp_path):
     project, log = _variant(reference, tmp_path / "seed", {"generate": {"seed": 1}}, "generate")
-    assert "Running stage 'generate'" in log and "Running stage 'train_vae'" not in log
+    assert "Running stage 'generate'" in log and "Running stage 'train_generator'" not in log
     before, after = _synthetic_images(_tree(reference)), _synthetic_images(_tree(project))
     assert before.keys() == after.keys()  # as many images, under the same names
     assert not set(before.values()) & set(after.values())  # none the same

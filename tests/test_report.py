@@ -102,16 +102,17 @@ def test_report_shows_the_anomaly_and_latent_results_it_is_given():
         "auroc_nodule": 0.812,
         "by_score": {"reconstruction": {"auroc": 0.812, "auprc": 0.4}, "elbo": {"auroc": 0.7, "auprc": 0.3}},
     }
-    latent = {
-        "reduction": [{"components": 2, "vae_mse": 0.004, "pca_mse": 0.009, "ica_mse": 0.0095}],
-        "classification": [
+    from pipeline.latent import keyed_metrics
+
+    latent = keyed_metrics(  # the stage's rows, keyed as it writes them
+        [{"components": 2, "vae_mse": 0.004, "pca_mse": 0.009, "ica_mse": 0.0095}],
+        [
             {"components": 2, "features": "vae", "accuracy": 0.9, "balanced_accuracy": 0.85},
             {"components": 2, "features": "pca", "accuracy": 0.8, "balanced_accuracy": 0.7},
         ],
-        "denoising": [
-            {"noise_sd": 0.1, "psnr_noisy": 20.0, "psnr_denoised": 25.5, "ssim_noisy": 0.5, "ssim_denoised": 0.8}
-        ],
-    }
+        [{"noise_sd": 0.1, "psnr_noisy": 20.0, "psnr_denoised": 25.5, "ssim_noisy": 0.5, "ssim_denoised": 0.8}],
+    )
+    assert latent["reduction"] == {"2": {"vae_mse": 0.004, "pca_mse": 0.009, "ica_mse": 0.0095}}  # no lists
     text = render_report(summary, [], _metrics(0.7, 0.8), {}, anomaly=anomaly, latent=latent)
     assert "AUROC **0.812**" in text and "sensitivity 0.750 and specificity 0.660" in text
     assert "AUROC by score: reconstruction 0.812, elbo 0.700" in text
@@ -179,7 +180,7 @@ def test_quality_section_says_in_words_when_synthetic_images_are_off():
     assert "nodule: the synthetic images are **further from the real ones than new real patients are** (FD 40" in text
     assert "normal: the synthetic images are about as close to the training images, and as varied, as new" in text
     assert "benign: the synthetic images look like real ones but **cover only part of the real variety**" in text
-    assert "| nodule | prior* | 5 | 50.000 | 0.000 |" in text
+    assert "| nodule | prior* | 5 | – | 50.000 | 0.000 |" in text  # no class fidelity measured: a dash
 
 
 def test_data_section_warns_of_near_twins_across_splits():

@@ -44,10 +44,10 @@ def test_learns_a_visible_difference():
 
 
 def test_early_stopping_stops_after_patience_epochs_without_progress(monkeypatch):
-    import pipeline.train_classifier as stage
+    import pipeline.models.classifier as classifier
 
     scores = iter([(0.5, -1.0), (0.7, -0.9), (0.7, -0.95), (0.6, -0.5), (0.9, -0.1)])  # (BA, -val loss) per epoch
-    monkeypatch.setattr(stage, "_validation_score", lambda val, proba: next(scores))
+    monkeypatch.setattr(classifier, "_validation_score", lambda val, proba: next(scores))
     _, fit = fit_classifier(Recipe(make_split(32)), VAL, dataclasses.replace(CFG, epochs=5, patience=2), 0, CPU)
     assert fit == {"best_epoch": 1, "epochs_run": 4}  # epochs 2 and 3 are no better (a tie loses on loss): stop
 

@@ -13,9 +13,17 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.networks.nets import DenseNet121, ResNet, resnet18
+from tqdm import tqdm
 
-__all__ = ["NETWORKS", "build_classifier", "memory_format", "as_input"]
+from pipeline.config import TrainClassifierConfig
+from pipeline.io.arrays import SplitData
+from pipeline.metrics import balanced_accuracy
+from pipeline.runtime import adam, seed_everything
+from pipeline.strategies import Recipe, class_weights, classical_augmentation
+
+__all__ = ["NETWORKS", "build_classifier", "memory_format", "as_input", "fit_classifier", "predict_proba"]
 
 NETWORKS = ("resnet_small", "resnet18", "densenet121")
 
@@ -94,3 +102,66 @@ def _network(in_shape, num_classes, network, channels, blocks_per_level, stem_st
         conv1_t_size=3,  # a small first kernel: findings are a few pixels wide
         conv1_t_stride=stem_stride,
     )
+
+
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 256) -> np.ndarray:
+    model.eval()
+    out = [
+        torch.softmax(model(as_input(images[i : i + batch], device)).float(), 1).cpu()
+        for i in range(0, len(images), batch)
+    ]
+    return torch.cat(out).numpy()
+
+
+def _validation_score(val: SplitData, proba: np.ndarray) -> tuple[float, float]:
+    """(balanced accuracy, minus the cross-entropy): compared as a tuple, so the loss breaks ties."""
+    loss = -np.log(np.clip(proba[np.arange(len(val)), val.labels], 1e-12, None)).mean()
+    return balanced_accuracy(val.labels, proba.argmax(1)), -float(loss)
+
+
+def _batches(order: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """``order`` in batches of ``size``; a last batch of one image joins the one before it (batch normalisation
+    cannot train on one image once a network's last level is 1 pixel: 32-pixel images with a stride-2 stem)."""
+    batches = list(order.split(size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
+def fit_classifier(
+    recipe: Recipe, val: SplitData, cfg: TrainClassifierConfig, seed: int, device: torch.device, desc: str = "fit"
+) -> tuple[torch.nn.Module, dict]:
+    """Train on ``recipe`` for at most ``cfg.epochs``; return the model of the epoch with the best validation
+    score and ``{"best_epoch", "epochs_run"}``."""
+    seed_everything(seed)
+    train = recipe.data
+    weight = class_weights(train).to(device) if recipe.weighted else None
+    transform = classical_augmentation(train.images.ndim - 2, seed) if recipe.augment else None
+    model = build_classifier(
+        train.images.shape[1:], len(train.classes), cfg.network, cfg.channels, cfg.blocks_per_level, cfg.stem_stride
+    ).to(device)
+    optimizer = adam(model.parameters(), cfg.learning_rate)
+    images, labels = torch.from_numpy(train.images).to(device), torch.from_numpy(train.labels).to(device)
+    order = torch.Generator().manual_seed(seed)
+    best, best_epoch, best_state, stale, epoch = (-1.0, -np.inf), -1, None, 0, -1
+    for epoch in tqdm(range(cfg.epochs), desc=desc, unit="epoch", leave=False):
+        model.train()
+        for batch in _batches(torch.randperm(len(labels), generator=order), cfg.batch_size):
+            batch = batch.to(device)
+            x = images[batch] if transform is None else transform(images[batch])
+            loss = F.cross_entropy(model(as_input(x, device)), labels[batch], weight=weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        score = _validation_score(val, predict_proba(model, val.images, device))
+        if score > best:
+            best, best_epoch, stale = score, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            stale += 1
+        if cfg.patience and stale >= cfg.patience:
+            break
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    return model, {"best_epoch": best_epoch, "epochs_run": epoch + 1}

@@ -1,15 +1,15 @@
 """Variational autoencoders built on MONAI's :class:`~monai.networks.nets.VarAutoEncoder`.
 
-:class:`ConditionalVAE` is one VAE whose encoder and decoder see the class label. :class:`ClassVAEs` is what a
-run trains and saves: either one conditional VAE for all classes (``mode: conditional``) or one VAE per class
-(``mode: per_class``, each a ConditionalVAE with a single class), behind one ``encode``/``decode`` by label.
+:class:`ConditionalVAE` is one VAE whose encoder and decoder see the class label. :class:`ClassVAEs` is what the
+VAE generators (:mod:`pipeline.generators.vae`) train and save: either one conditional VAE for all classes
+(``mode: conditional``) or one VAE per class (``mode: per_class``, each a ConditionalVAE with a single class),
+behind one ``encode``/``decode`` by label.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -17,8 +17,6 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import VarAutoEncoder
 from torch import nn
-
-from pipeline.io.atomic import atomic_file
 
 __all__ = [
     "ConditionalVAE",
@@ -31,11 +29,8 @@ __all__ = [
     "kl_weight",
     "encode_images",
     "decode_codes",
-    "save_vae",
-    "load_vae",
+    "model_args",
 ]
-
-CHECKPOINT_FORMAT = "medaug-vae-2"
 
 
 class ConditionalVAE(VarAutoEncoder):
@@ -251,7 +246,8 @@ def decode_codes(model: ConditionalVAE, codes: np.ndarray, device, batch_size: i
     return np.concatenate(out)
 
 
-def _model_args(model: ConditionalVAE) -> dict:
+def model_args(model: ConditionalVAE) -> dict:
+    """The constructor arguments that rebuild ``model`` (for a self-describing checkpoint)."""
     return {
         "spatial_dims": len(model.image_shape) - 1,
         "in_shape": list(model.image_shape),
@@ -262,34 +258,3 @@ def _model_args(model: ConditionalVAE) -> dict:
         "norm": model.norm_name,
         "res_units": model.res_units,
     }
-
-
-def save_vae(path: str | Path, vaes: ClassVAEs, classes: Sequence[str], config: dict, extra: dict) -> None:
-    """Write a self-describing checkpoint: mode, each network's weights and constructor arguments, class
-    names, training config, plus ``extra`` (versions, best epochs, ...). Written to a temporary name first."""
-    checkpoint = {
-        "format": CHECKPOINT_FORMAT,
-        "mode": vaes.mode,
-        "models": [{"model_args": _model_args(m), "state_dict": m.state_dict()} for m in vaes.models],
-        "classes": list(classes),
-        "config": config,
-        **extra,
-    }
-    with atomic_file(path) as tmp:
-        torch.save(checkpoint, tmp)
-
-
-def load_vae(path: str | Path, device: torch.device | str = "cpu") -> tuple[ClassVAEs, dict]:
-    """Rebuild the VAE(s) saved by :func:`save_vae`; returns them in eval mode with the checkpoint dict."""
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"{path} is not a medaug VAE checkpoint of format {CHECKPOINT_FORMAT} "
-            f"(found {checkpoint.get('format')!r}); re-run the train_vae stage"
-        )
-    models = []
-    for entry in checkpoint["models"]:
-        model = ConditionalVAE(**entry["model_args"]).to(device)
-        model.load_state_dict(entry["state_dict"])
-        models.append(model)
-    return ClassVAEs(checkpoint["mode"], models).eval(), checkpoint

@@ -15,6 +15,7 @@ __all__ = [
     "skipped_lines",
     "generation_lines",
     "quality_lines",
+    "generators_lines",
     "anomaly_lines",
     "latent_lines",
     "twin_lines",
@@ -118,7 +119,10 @@ def skipped_lines(skipped: list[dict], shown: int = 20) -> list[str]:
 def generation_lines(generation: dict) -> list[str]:
     if not generation:
         return []
-    lines = [f"VAE mode: {generation['mode']}; filter: {generation['filter']}."]
+    kind = generation.get("generator", "vae")
+    lines = [
+        f"Generator: {kind} ({generation['mode']}); sampler: {generation['sampler']}; filter: {generation['filter']}."
+    ]
     if generation["filter"] != "none":
         lines += [
             "Consistency filter (samples kept / dropped): "
@@ -132,8 +136,11 @@ def _quality_words(name: str, q: dict) -> str:
     """One sentence: how the class's synthetic images compare with the held-out real yardstick, on fidelity (FD,
     precision) and on diversity (recall). A rule of thumb (within 1.5 times the yardstick's FD, at least half its
     precision and recall), stated with the numbers it used."""
+    fidelity = (
+        f"class fidelity {q['fidelity']:.2f} vs {q['held_out_fidelity']:.2f}; " if "held_out_fidelity" in q else ""
+    )
     numbers = (
-        f"FD {q['fd']:.3g} vs {q['held_out_fd']:.3g}; precision {q['precision']:.2f} vs "
+        f"{fidelity}FD {q['fd']:.3g} vs {q['held_out_fd']:.3g}; precision {q['precision']:.2f} vs "
         f"{q['held_out_precision']:.2f}; recall {q['recall']:.2f} vs {q['held_out_recall']:.2f}"
     )
     faithful = q["fd"] <= 1.5 * q["held_out_fd"] and q["precision"] >= 0.5 * q["held_out_precision"]
@@ -162,15 +169,16 @@ def _sampler_lines(per_sampler: dict, pool: str | None) -> list[str]:
         "",
         "Per sampler (fresh samples, as many per class as its training images; the pool's sampler marked *):",
         "",
-        "| class | sampler | images | FD | precision | recall | density | coverage |",
-        "|---|---|---|---|---|---|---|---|",
+        "| class | sampler | images | class fidelity | FD | precision | recall | density | coverage |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     classes = list(dict.fromkeys(c for by_class in per_sampler.values() for c in by_class))
     for name in classes:
         for sampler, by_class in per_sampler.items():
             if name in by_class:
                 q = by_class[name]
-                cells = " | ".join(f"{q[k]:.3f}" for k in ("fd", "precision", "recall", "density", "coverage"))
+                keys = ("fidelity", "fd", "precision", "recall", "density", "coverage")
+                cells = " | ".join(f"{q[k]:.3f}" if k in q else "–" for k in keys)
                 mark = "*" if sampler == pool else ""
                 lines.append(f"| {name} | {sampler}{mark} | {q['images']} | {cells} |")
     return lines
@@ -182,20 +190,23 @@ def quality_lines(quality: dict, metrics: dict) -> list[str]:
     lines = [
         "## Synthetic data quality",
         "",
-        "In the feature space of a classifier trained here on the real training split, against the real training "
-        "images: Fréchet distance (FD), and precision/density (synthetic images on the real manifold) and "
-        "recall/coverage (the real manifold covered; Naeem et al. 2020). The yardstick row is the same for held-out "
+        "Class fidelity: the share of a class's synthetic images that a classifier trained here on the real training "
+        "split calls that class (at the threshold it chose on validation), beside the share of real test images of "
+        "the class it calls so: an image that shows its class's finding is called that class. In that classifier's "
+        "feature space, against the real training images: Fréchet distance (FD), and precision/density (synthetic "
+        "images on the real manifold) and recall/coverage (the real manifold covered; Naeem et al. 2020). The "
+        "yardstick row is the same for held-out "
         "real images (validation + test patients, near-twins of training images left out): what new real patients "
         "score. Both rows of a class compare as "
         "many images (a random subset of the larger set), since FD and coverage move with the number compared.",
         "",
-        "| class | images compared | FD | precision | recall | density | coverage |",
-        "|---|---|---|---|---|---|---|",
+        "| class | images compared | class fidelity | FD | precision | recall | density | coverage |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    keys = ("fd", "precision", "recall", "density", "coverage")
+    keys = ("fidelity", "fd", "precision", "recall", "density", "coverage")
     for name, q in quality["per_class"].items():
-        synthetic = " | ".join(f"{q[k]:.3f}" for k in keys)
-        held_out = " | ".join(f"{q['held_out_' + k]:.3f}" for k in keys)
+        synthetic = " | ".join(f"{q[k]:.3f}" if k in q else "–" for k in keys)
+        held_out = " | ".join(f"{q['held_out_' + k]:.3f}" if "held_out_" + k in q else "–" for k in keys)
         n = q.get("compared_images", q["synthetic_images"])
         lines.append(f"| {name}: synthetic | {n} of {q['synthetic_images']} | {synthetic} |")
         lines.append(f"| {name}: held-out real (yardstick) | {n} of {q['held_out_images']} | {held_out} |")
@@ -226,6 +237,45 @@ def quality_lines(quality: dict, metrics: dict) -> list[str]:
         "![closest pairs](figures/closest_pairs.png)",
         "",
     ]
+    return lines
+
+
+def _interval(d: dict) -> str:
+    return f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+
+
+def generators_lines(comparison: dict) -> list[str]:
+    """The generators measured side by side by ``bench/compare_generators.py`` (``reports/generators/
+    comparison.json``): per candidate, its minority classes' class fidelity and FD against the held-out yardstick,
+    the vae strategy's balanced accuracy with paired differences, and the generator's training time; then their
+    pictures. A measurement of the committed candidates, not of this run."""
+    candidates = comparison.get("candidates", {})
+    if not candidates:
+        return []
+    lines = [
+        "## Generators",
+        "",
+        f"Measured by `{comparison['command']}` on {comparison['data_root']} ({comparison['measured_utc']} UTC, "
+        f"classifier seeds {', '.join(map(str, comparison['seeds']))}): each generator trained, sampled and judged "
+        "by the pipeline itself, then the vae strategy (real + synthetic) against real_only and random "
+        "oversampling. Differences are paired, with 95% bootstrap intervals over test images.",
+        "",
+        "| generator | sampler | class | class fidelity (held-out real) | FD (held-out real) | precision | "
+        "vae BA | vs real_only | vs oversample | training |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, c in candidates.items():
+        v = c["vae_strategy"]
+        for cls in c["minority_classes"]:
+            q = c["per_class"][cls]
+            seconds = c.get("train_generator_seconds")
+            lines.append(
+                f"| {name} | {c['pool_sampler']} | {cls} | {q['fidelity']:.2f} ({q['held_out_fidelity']:.2f}) | "
+                f"{q['fd']:.1f} ({q['held_out_fd']:.1f}) | {q['precision']:.2f} | {v['balanced_accuracy']:.3f} | "
+                f"{_interval(v['vs_real_only'])} | {_interval(v['vs_oversample'])} | "
+                f"{'–' if seconds is None else f'{seconds:.0f} s'} |"
+            )
+    lines += ["", "![generators side by side](figures/generators.png)", ""]
     return lines
 
 
@@ -265,18 +315,17 @@ def latent_lines(latent: dict) -> list[str]:
         "| components | MSE VAE | MSE PCA | MSE ICA | logistic regression BA on VAE means | ... on PCA |",
         "|---|---|---|---|---|---|",
     ]
-    ba = {(r["components"], r["features"]): r["balanced_accuracy"] for r in latent["classification"]}
-    for r in latent["reduction"]:
-        n = r["components"]
+    for n, r in sorted(latent["reduction"].items(), key=lambda item: int(item[0])):  # keyed by latent size
+        ba = {name: scores["balanced_accuracy"] for name, scores in latent["classification"][n].items()}
         lines.append(
-            f"| {n} | {r['vae_mse']:.5f} | {r['pca_mse']:.5f} | {r['ica_mse']:.5f} | {ba[n, 'vae']:.3f} | "
-            f"{ba[n, 'pca']:.3f} |"
+            f"| {n} | {r['vae_mse']:.5f} | {r['pca_mse']:.5f} | {r['ica_mse']:.5f} | {ba['vae']:.3f} | "
+            f"{ba['pca']:.3f} |"
         )
     lines += ["", "Denoising (largest VAE; PSNR in dB and SSIM against the clean test images):", ""]
     lines += ["| noise sd | PSNR noisy | PSNR VAE | SSIM noisy | SSIM VAE |", "|---|---|---|---|---|"]
-    for r in latent["denoising"]:
+    for level, r in sorted(latent["denoising"].items(), key=lambda item: float(item[0])):
         lines.append(
-            f"| {r['noise_sd']:g} | {r['psnr_noisy']:.2f} | {r['psnr_denoised']:.2f} | {r['ssim_noisy']:.3f} | "
+            f"| {float(level):g} | {r['psnr_noisy']:.2f} | {r['psnr_denoised']:.2f} | {r['ssim_noisy']:.3f} | "
             f"{r['ssim_denoised']:.3f} |"
         )
     pictures = {

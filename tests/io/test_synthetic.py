@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -13,7 +14,15 @@ from pydicom.uid import (
 )
 
 from pipeline.io.reader import load_image
-from pipeline.io.synthetic import DICOM_MAX_VALUE, new_synthetic_uids, write_synthetic_dicom
+from pipeline.io.synthetic import (
+    DICOM_MAX_VALUE,
+    SYNTHETIC_DESCRIPTION,
+    new_synthetic_uids,
+    read_synthetic,
+    write_manifest,
+    write_synthetic_dicom,
+    write_synthetic_nifti,
+)
 
 # secondary capture has no patient geometry; MONAI says so before the project's reader supplies DICOM's own axes
 pytestmark = pytest.mark.filterwarnings("ignore:PydicomReader. ImageOrientationPatient:UserWarning")
@@ -196,3 +205,25 @@ def test_bad_input_is_refused_and_nothing_written(tmp_path, image, spacing):
 def test_values_outside_unit_range_are_clipped(tmp_path):
     _write(tmp_path / "s.dcm", np.array([[[-0.5, 0.5], [1.5, 1.0]]]))
     np.testing.assert_allclose(load_image(tmp_path / "s.dcm").array, [[[0.0, 0.5], [1.0, 1.0]]], atol=QUANTUM)
+
+
+def test_synthetic_files_say_so_and_round_trip(tmp_path):
+    image = np.random.default_rng(0).uniform(size=(1, 8, 8)).astype(np.float32)
+    write_synthetic_nifti(tmp_path / "b" / "s0.nii.gz", image)
+    write_manifest(
+        tmp_path,
+        [
+            {
+                "path": "b/s0.nii.gz",
+                "label": "b",
+                "sampler": "prior",
+                "seed": 0,
+                "temperature": 1.0,
+                "checkpoint_sha256": "x",
+            }
+        ],
+    )
+    header = nib.load(tmp_path / "b" / "s0.nii.gz").header
+    assert header["descrip"].tobytes().rstrip(b"\0") == SYNTHETIC_DESCRIPTION[:80]
+    data = read_synthetic(tmp_path, ("a", "b"))
+    assert data.labels.tolist() == [1] and np.array_equal(data.images[0], image)

@@ -6,9 +6,7 @@ from pipeline.models.vae import (
     ConditionalVAE,
     kl_divergence,
     kl_weight,
-    load_vae,
     reconstruction_loss,
-    save_vae,
 )
 
 
@@ -40,25 +38,6 @@ def _per_class(spatial_dims=2, size=16, n=3):
     return ClassVAEs("per_class", models).eval()
 
 
-@pytest.mark.parametrize("mode", ["conditional", "per_class"])
-@pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_save_reload_gives_identical_samples(tmp_path, mode, spatial_dims):
-    size = 8 if spatial_dims == 3 else 16
-    vaes = (
-        ClassVAEs("conditional", [_vae(spatial_dims, size, res_units=1)]).eval()
-        if mode == "conditional"
-        else _per_class(spatial_dims, size)
-    )
-    save_vae(tmp_path / "vae.pt", vaes, ["a", "b", "c"], {"k": 1}, {"best_epochs": {"a": 3}})
-    loaded, checkpoint = load_vae(tmp_path / "vae.pt")
-    assert checkpoint["classes"] == ["a", "b", "c"] and checkpoint["best_epochs"] == {"a": 3}
-    assert loaded.mode == mode and loaded.num_classes == 3 and loaded.image_shape == (1, *[size] * spatial_dims)
-    z = torch.randn(2, 4, generator=torch.Generator().manual_seed(5))
-    for label in range(3):
-        assert torch.equal(vaes.decode(z, label), loaded.decode(z, label))
-    assert not list(tmp_path.glob("*.tmp"))  # written under a temporary name, then renamed
-
-
 def test_per_class_mode_uses_each_class_network():
     vaes = _per_class()
     z = torch.randn(1, 4)
@@ -67,12 +46,6 @@ def test_per_class_mode_uses_each_class_network():
     assert vaes.model_for(2) == (vaes.models[2], 0)
     with pytest.raises(ValueError, match="out of range"):
         vaes.decode(z, 3)
-
-
-def test_checkpoint_of_another_format_is_refused(tmp_path):
-    torch.save({"format": "something-else"}, tmp_path / "old.pt")
-    with pytest.raises(ValueError, match="re-run the train_vae stage"):
-        load_vae(tmp_path / "old.pt")
 
 
 @pytest.mark.parametrize(

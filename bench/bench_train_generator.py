@@ -1,7 +1,8 @@
-"""Training images per second of the ``train_vae`` loop against a bare PyTorch loop that trains the same MONAI
-network (same shapes, batch size, optimiser and loss) on the same tensors.
+"""Training images per second of the ``vae`` generator's loop (train_generator) against a bare PyTorch loop that
+trains the same MONAI network (same shapes, batch size, optimiser and loss) on the same tensors; and the images/s
+of every registered generator kind with params.yaml's settings for it.
 
-Usage: .venv/bin/python bench/bench_train_vae.py [PROCESSED_DIR] [EPOCHS]
+Usage: .venv/bin/python bench/bench_train_generator.py [PROCESSED_DIR] [EPOCHS]
 
 PROCESSED_DIR defaults to data/processed (run `dvc repro` first); the stage's loop is timed as the stage runs
 it, validation pass after every epoch included, and images/s counts training images only, so the ratio is
@@ -19,15 +20,16 @@ from pathlib import Path
 import torch
 
 from pipeline.config import load_section
+from pipeline.generators import GENERATORS, build_generator
+from pipeline.generators.vae import vae_network
 from pipeline.io.arrays import load_split
 from pipeline.models.vae import kl_divergence, reconstruction_loss
 from pipeline.runtime import adam, select_device
-from pipeline.train_vae import fit_vae, vae_network
 
 
 def bare_loop(images: torch.Tensor, labels: torch.Tensor, cfg, device: torch.device, epochs: int) -> float:
     """Seconds for ``epochs`` epochs of the plainest training loop of the same network."""
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(0)
     model = vae_network(tuple(images.shape[1:]), int(labels.max()) + 1, cfg).to(device).train()
     optimizer = adam(model.parameters(), cfg.learning_rate)  # the stage's optimiser
     images, labels = images.to(device), labels.to(device)
@@ -47,16 +49,16 @@ def bare_loop(images: torch.Tensor, labels: torch.Tensor, cfg, device: torch.dev
     return time.perf_counter() - start
 
 
-def stage_loop(train, val, cfg, device) -> float:
-    """Seconds for the stage's own loop (``fit_vae``, validation included) over ``cfg.epochs`` epochs."""
-    model = vae_network(tuple(train.images.shape[1:]), len(train.classes), cfg)
+def stage_loop(train, val, kind: str, cfg, device) -> float:
+    """Seconds for the generator's own ``fit`` (validation included) over ``cfg.epochs`` epochs."""
+    generator = build_generator(kind, tuple(train.images.shape[1:]), train.classes, "conditional", cfg)
     start = time.perf_counter()
-    fit_vae(model, train, val, cfg, device, "conditional")
+    generator.fit(train, val, device)
     return time.perf_counter() - start
 
 
 def main(processed: Path, epochs: int, repeats: int = 3) -> None:
-    cfg = dataclasses.replace(load_section("train_vae"), mode="conditional", epochs=epochs, patience=0)
+    cfg = dataclasses.replace(load_section("vae"), epochs=epochs, patience=0)
     device = select_device()
     train, val = load_split(processed, "train"), load_split(processed, "val")
     print(f"{device}, {torch.get_num_threads()} threads; train {train.images.shape}, val {len(val)}, {epochs} epochs")
@@ -65,12 +67,18 @@ def main(processed: Path, epochs: int, repeats: int = 3) -> None:
     bare, stage = [], []
     for _ in range(repeats):  # alternate, and keep each one's best: other load on the machine only slows runs down
         bare.append(len(train) * epochs / bare_loop(images, labels, cfg, device, epochs))
-        stage.append(len(train) * epochs / stage_loop(train, val, cfg, device))
+        stage.append(len(train) * epochs / stage_loop(train, val, "vae", cfg, device))
     print(f"bare PyTorch loop:  {max(bare):8.1f} training images/s (runs: {', '.join(f'{r:.0f}' for r in bare)})")
     print(
-        f"train_vae's loop:   {max(stage):8.1f} training images/s (runs: {', '.join(f'{r:.0f}' for r in stage)}) "
+        f"vae generator loop: {max(stage):8.1f} training images/s (runs: {', '.join(f'{r:.0f}' for r in stage)}) "
         f"= {max(stage) / max(bare):.2f}x the bare loop"
     )
+    for kind in GENERATORS:  # each kind with its own params.yaml settings (an adversarial warm-up counts as epochs)
+        settings = dataclasses.replace(load_section(kind), epochs=epochs, patience=0)
+        if hasattr(settings, "adversarial_warmup_epochs"):
+            settings = dataclasses.replace(settings, adversarial_warmup_epochs=0)  # time the adversarial epochs
+        rate = len(train) * epochs / stage_loop(train, val, kind, settings, device)
+        print(f"{kind:18s}: {rate:8.1f} training images/s with params.yaml's {kind} settings")
 
 
 if __name__ == "__main__":

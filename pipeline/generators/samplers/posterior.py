@@ -1,0 +1,39 @@
+"""Sampler ``posterior``: a Gaussian mixture (scikit-learn) fitted to the class's posterior means, its components'
+spread scaled by the temperature (the aggregate posterior, where the decoder has learnt to draw)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.mixture import GaussianMixture
+
+from pipeline.generators.samplers.base import check_codes
+
+__all__ = ["PosteriorSampler"]
+
+CODES_PER_COMPONENT = 5  # at most one mixture component per this many codes
+
+
+class PosteriorSampler:
+    name = "posterior"
+    needs_codes = True
+
+    def __init__(self, temperature: float = 1.0, mixture_components: int = 4, seed: int = 0, **_: object) -> None:
+        self.temperature = temperature
+        self.components = mixture_components
+        self.seed = seed
+        self.gmm: GaussianMixture | None = None
+
+    def fit(self, codes: np.ndarray) -> PosteriorSampler:
+        codes = check_codes(self.name, codes)
+        k = max(1, min(self.components, len(codes) // CODES_PER_COMPONENT))
+        self.gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=self.seed).fit(codes)
+        self._chol = np.linalg.cholesky(self.gmm.covariances_)  # (k, d, d)
+        return self
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        if self.gmm is None:
+            raise RuntimeError("fit the posterior sampler to the class's codes first")
+        weights = self.gmm.weights_ / self.gmm.weights_.sum()
+        component = rng.choice(len(weights), size=n, p=weights)
+        eps = rng.standard_normal((n, self.gmm.means_.shape[1]))
+        return self.gmm.means_[component] + self.temperature * np.einsum("nij,nj->ni", self._chol[component], eps)

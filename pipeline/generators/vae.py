@@ -1,0 +1,290 @@
+"""Generator ``vae``: class-conditional VAE(s) on MONAI's ``VarAutoEncoder`` (:mod:`pipeline.models.vae`).
+
+``mode: conditional`` trains one VAE fed the class label; ``mode: per_class`` one VAE per class on that class's
+images alone (class-specific VAE augmentation). Loss = reconstruction + w(epoch) * KL with the reparameterisation
+trick, a linear KL warm-up w(epoch) -> beta and optional free bits. Each network keeps the weights of its epoch
+with the best validation loss (reconstruction + beta * KL) and stops early after ``patience`` epochs without
+improvement (never during a warm-up). On CUDA the forward pass runs in mixed precision (``amp``); on CPU everything
+is float32 and deterministic for a seed.
+
+:class:`VAEGenerator` is also the base of other generators built on the same VAE (``vae_gan``): they add loss
+terms and optimisers through :meth:`VAEGenerator._extra_losses` and :meth:`VAEGenerator._after_step`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
+
+from pipeline.config import VAEConfig
+from pipeline.generators.base import one_class
+from pipeline.io.arrays import SplitData
+from pipeline.models.vae import ClassVAEs, ConditionalVAE, kl_divergence, kl_weight, model_args, reconstruction_loss
+from pipeline.runtime import adam, seed_everything
+
+__all__ = ["VAEGenerator", "vae_network", "evaluate_vae"]
+
+logger = logging.getLogger(__name__)
+
+_BATCH = 256  # images per forward pass outside training (no gradients: bigger batches are cheaper)
+
+
+def vae_network(shape: tuple[int, ...], num_classes: int, cfg: VAEConfig) -> ConditionalVAE:
+    """A VAE of ``cfg``'s architecture for images of ``shape`` (C, X, Y) or (C, X, Y, Z): 2D or 3D like the data."""
+    return ConditionalVAE(
+        len(shape) - 1, shape, num_classes, cfg.latent_size, cfg.channels, cfg.strides, res_units=cfg.res_units
+    )
+
+
+def _loader(data: SplitData, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+    dataset = TensorDataset(torch.from_numpy(data.images), torch.from_numpy(data.labels))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def evaluate_vae(model: ConditionalVAE, loader: DataLoader, reconstruction: str, beta: float, device) -> dict:
+    """Mean reconstruction loss, KL and their sum reconstruction + beta * KL per image (the negative ELBO
+    for beta 1), with the posterior means as codes."""
+    model.eval()
+    totals, n = {"reconstruction": 0.0, "kl": 0.0}, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        recon, mu, logvar, _ = model(x, y)
+        totals["reconstruction"] += reconstruction_loss(recon, x, reconstruction).item() * len(x)
+        totals["kl"] += kl_divergence(mu, logvar).item() * len(x)
+        n += len(x)
+    out = {k: v / n for k, v in totals.items()}
+    out["elbo"] = out["reconstruction"] + beta * out["kl"]
+    return out
+
+
+class VAEGenerator:
+    """Class-conditional VAE(s) behind the :class:`~pipeline.generators.base.Generator` interface.
+
+    Args:
+        image_shape: images' shape, channel first: ``(C, X, Y)`` or ``(C, X, Y, Z)``.
+        classes: class names, index = label.
+        mode: ``conditional`` (one network fed the label) or ``per_class`` (one network per class).
+        cfg: the VAE's settings (section ``vae`` of params.yaml, or a subclass's section).
+        seed: initialisation and shuffling seed.
+
+    Example::
+
+        gen = VAEGenerator((1, 64, 64), ("normal", "nodule"), "conditional", cfg, seed=0)
+        history = gen.fit(train, val, torch.device("cpu"))
+        images = gen.sample(1, 16, np.random.default_rng(0))  # 16 nodule images, (16, 1, 64, 64) in [0, 1]
+    """
+
+    kind: ClassVar[str] = "vae"
+    config_class: ClassVar[type] = VAEConfig
+
+    def __init__(
+        self, image_shape: tuple[int, ...], classes: tuple[str, ...], mode: str, cfg: VAEConfig, seed: int = 0
+    ) -> None:
+        if mode not in ("conditional", "per_class"):
+            raise ValueError(f"mode must be conditional or per_class, got {mode!r}")
+        if not classes:
+            raise ValueError("classes must name at least one class")
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.classes = tuple(classes)
+        self.mode = mode
+        self.cfg = cfg
+        self.seed = seed
+        self.vaes: ClassVAEs | None = None
+
+    # ---- training ---------------------------------------------------------------------------------------------
+
+    def fit(self, train: SplitData, val: SplitData, device: torch.device) -> list[dict]:
+        """Train the network(s) of ``mode`` on ``train``, each ending with its best validation epoch's weights;
+        return the history (one row per network and epoch; ``model`` names the class, or ``conditional`` for one
+        network of several classes)."""
+        if tuple(train.images.shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"images of shape {train.images.shape[1:]}, the generator was built for {self.image_shape}"
+            )
+        seed_everything(self.seed)
+        if self.mode == "conditional":
+            model = vae_network(self.image_shape, len(self.classes), self.cfg)
+            name = "conditional" if len(self.classes) > 1 else self.classes[0]  # one class: its name
+            history = self.fit_network(model, train, val, device, name)
+            self.vaes = ClassVAEs("conditional", [model]).eval()
+            return history
+        models, history = [], []
+        for label, name in enumerate(self.classes):
+            seed_everything(self.seed)  # each class's network starts from the same seed, whatever the class order
+            model = vae_network(self.image_shape, 1, self.cfg)
+            history += self.fit_network(model, one_class(train, label), one_class(val, label), device, name)
+            models.append(model)
+        self.vaes = ClassVAEs("per_class", models).eval()
+        return history
+
+    def _selectable(self, epoch: int) -> bool:
+        """Whether ``epoch`` may be kept as the best (a subclass excludes its own warm-up)."""
+        return True
+
+    def _warmed_up(self, epoch: int) -> bool:
+        return epoch + 1 >= self.cfg.kl_warmup_epochs
+
+    def _begin(self, model: ConditionalVAE, device: torch.device, use_amp: bool) -> None:
+        """Called before a network's first epoch (a subclass builds its own networks and optimisers here)."""
+
+    def _extra_losses(
+        self, x: torch.Tensor, y: torch.Tensor, recon: torch.Tensor, epoch: int
+    ) -> dict[str, torch.Tensor]:
+        """Weighted loss terms added to the VAE's loss (none for the plain VAE)."""
+        return {}
+
+    def _after_step(self, x: torch.Tensor, y: torch.Tensor, recon: torch.Tensor, epoch: int) -> dict[str, float]:
+        """Called after each VAE step with the batch's detached reconstructions (a subclass's own updates)."""
+        return {}
+
+    def fit_network(
+        self, model: ConditionalVAE, train: SplitData, val: SplitData, device: torch.device, name: str
+    ) -> list[dict]:
+        """Train one network in place (ending with its best validation epoch's weights); return its history."""
+        cfg = self.cfg
+        model.to(device)
+        optimizer = adam(model.parameters(), cfg.learning_rate)
+        use_amp = cfg.amp and device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        train_loader = _loader(train, cfg.batch_size, True, self.seed)
+        val_loader = _loader(val, max(cfg.batch_size, _BATCH), False, self.seed)
+        self._begin(model, device, use_amp)
+        history, best_state, best_val, best_epoch = [], None, math.inf, -1
+        for epoch in (bar := tqdm(range(cfg.epochs), desc=f"{self.kind} {name}", unit="epoch")):
+            weight = kl_weight(epoch, cfg.beta, cfg.kl_warmup_epochs)
+            model.train()
+            sums, n = {"reconstruction": 0.0, "kl": 0.0}, 0
+            for x, y in train_loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                    recon, mu, logvar, _ = model(x, y)
+                # the losses in float32 (binary cross-entropy is not safe in half precision)
+                recon, mu, logvar = recon.float(), mu.float(), logvar.float()
+                rec = reconstruction_loss(recon, x, cfg.reconstruction)
+                loss = rec + weight * kl_divergence(mu, logvar, cfg.free_bits)
+                extra = self._extra_losses(x, y, recon, epoch)
+                for term in extra.values():
+                    loss = loss + term
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{self.kind} loss is {loss.item()} at epoch {epoch} ({name}): lower the learning rate "
+                        "or check the inputs"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                logged = {k: v.item() for k, v in extra.items()} | self._after_step(x, y, recon.detach(), epoch)
+                sums["reconstruction"] += rec.item() * len(x)
+                sums["kl"] += kl_divergence(mu.detach(), logvar.detach()).item() * len(x)  # the true KL, no free bits
+                for key, value in logged.items():
+                    sums[key] = sums.get(key, 0.0) + value * len(x)
+                n += len(x)
+            tr = {k: v / n for k, v in sums.items()}  # running means over the epoch, as trained (sampled z)
+            tr["elbo"] = tr["reconstruction"] + cfg.beta * tr["kl"]
+            va = evaluate_vae(model, val_loader, cfg.reconstruction, cfg.beta, device)
+            history.append(
+                {
+                    "model": name,
+                    "epoch": epoch,
+                    "kl_weight": weight,
+                    **{f"train_{k}": v for k, v in tr.items()},
+                    **{f"val_{k}": v for k, v in va.items()},
+                }
+            )
+            bar.set_postfix(train_loss=f"{tr['elbo']:.1f}", val_loss=f"{va['elbo']:.1f}")
+            if self._selectable(epoch) and va["elbo"] < best_val:
+                best_val, best_epoch = va["elbo"], epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                history[-1]["best"] = True
+            if cfg.patience and self._warmed_up(epoch) and best_epoch >= 0 and epoch - best_epoch >= cfg.patience:
+                logger.info(
+                    "%s: stopped early at epoch %d, no better validation loss since epoch %d", name, epoch, best_epoch
+                )
+                break
+        if best_state is None:
+            raise ValueError(f"{self.kind} {name}: no epoch after the warm-up to keep; raise the number of epochs")
+        model.load_state_dict(best_state)
+        model.eval()
+        return history
+
+    # ---- the trained generator --------------------------------------------------------------------------------
+
+    def _trained(self) -> ClassVAEs:
+        if self.vaes is None:
+            raise RuntimeError(f"the {self.kind} generator has not been trained (call fit) or loaded")
+        return self.vaes
+
+    @property
+    def latent_size(self) -> int:
+        return self.cfg.latent_size
+
+    def _device(self) -> torch.device:
+        return next(self._trained().parameters()).device
+
+    @torch.no_grad()
+    def encode(self, images: np.ndarray, label: int) -> np.ndarray:
+        """Posterior means (float64, ``(n, latent_size)``) of ``images`` of class ``label``."""
+        vaes, device = self._trained(), self._device()
+        out = [
+            vaes.encode(torch.from_numpy(np.ascontiguousarray(images[i : i + _BATCH])).to(device), label)[0]
+            .double()
+            .cpu()
+            for i in range(0, len(images), _BATCH)
+        ]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.latent_size))
+
+    @torch.no_grad()
+    def decode(self, codes: np.ndarray, label: int) -> np.ndarray:
+        """Images in [0, 1] (float32, ``(n, *image_shape)``) decoded from latent ``codes`` of class ``label``."""
+        vaes, device = self._trained(), self._device()
+        if len(codes) == 0:
+            return np.zeros((0, *self.image_shape), np.float32)
+        parts = [
+            vaes.decode(torch.from_numpy(np.asarray(codes[i : i + _BATCH])).float().to(device), label).cpu().numpy()
+            for i in range(0, len(codes), _BATCH)
+        ]
+        return np.concatenate(parts).astype(np.float32)
+
+    def reconstruct(self, images: np.ndarray, label: int) -> np.ndarray:
+        """Each image decoded from its posterior mean."""
+        return self.decode(self.encode(images, label), label)
+
+    def sample(self, label: int, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` images of class ``label`` decoded from the prior, z ~ N(0, I) drawn from ``rng``."""
+        return self.decode(rng.standard_normal((n, self.latent_size)), label)
+
+    # ---- checkpoint -------------------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        vaes = self._trained()
+        return {
+            "mode": self.mode,
+            "classes": list(self.classes),
+            "image_shape": list(self.image_shape),
+            "config": dataclasses.asdict(self.cfg),
+            "seed": self.seed,
+            "models": [{"model_args": model_args(m), "state_dict": m.state_dict()} for m in vaes.models],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> VAEGenerator:
+        fields = {f.name: f for f in dataclasses.fields(cls.config_class)}
+        config = {k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items() if k in fields}
+        gen = cls(tuple(state["image_shape"]), tuple(state["classes"]), state["mode"], cls.config_class(**config))
+        gen.seed = state["seed"]
+        models = []
+        for entry in state["models"]:
+            model = ConditionalVAE(**entry["model_args"]).to(device)
+            model.load_state_dict(entry["state_dict"])
+            models.append(model)
+        gen.vaes = ClassVAEs(state["mode"], models).eval()
+        return gen

@@ -1,0 +1,127 @@
+"""The generator contract, once for every registered generator (pipeline.generators.GENERATORS), and what each
+must learn: a finding planted in one class."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.config import GENERATOR_KINDS, VAEConfig, VAEGANConfig
+from pipeline.generators import GENERATORS, Generator, build_generator, load_generator, save_generator
+from pipeline.generators.base import best_epochs
+from tests.conftest import make_split
+
+CPU = torch.device("cpu")
+VAE = VAEConfig(
+    latent_size=4,
+    channels=(8, 16),
+    strides=(2, 2),
+    res_units=0,
+    reconstruction="bce",
+    beta=1.0,
+    kl_warmup_epochs=2,
+    free_bits=0.0,
+    epochs=3,
+    patience=0,
+    batch_size=8,
+    learning_rate=0.005,
+    amp=True,  # ignored on CPU
+)
+VAE_GAN = VAEGANConfig(
+    **dataclasses.asdict(VAE) | {"reconstruction": "mse", "beta": 0.1, "epochs": 4, "learning_rate": 0.005},
+    discriminator_channels=8,
+    discriminator_layers=2,
+    discriminator_norm="instance",
+    discriminator_learning_rate=0.0005,
+    adversarial_weight=1.0,
+    feature_matching_weight=1.0,
+    adversarial_warmup_epochs=2,
+)
+SETTINGS = {"vae": VAE, "vae_gan": VAE_GAN}  # small settings of every registered kind
+
+
+def test_every_registered_generator_has_a_name_in_config_and_test_settings():
+    assert tuple(GENERATORS) == GENERATOR_KINDS
+    assert set(SETTINGS) == set(GENERATORS)
+    for kind, cls in GENERATORS.items():
+        assert cls.kind == kind and isinstance(SETTINGS[kind], cls.config_class)
+
+
+def _data(spatial_dims: int, n: int = 16, seed: int = 0):
+    split = make_split(n, size=16, seed=seed)
+    if spatial_dims == 3:
+        volumes = np.random.default_rng(seed).uniform(0, 0.3, (n, 1, 8, 8, 8)).astype(np.float32)
+        volumes[split.labels == 1, :, 2:5, 2:5, 2:5] = 0.9
+        split = dataclasses.replace(split, images=volumes)
+    return split
+
+
+@pytest.mark.parametrize("mode", ["conditional", "per_class"])
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("kind", sorted(GENERATORS))
+def test_generator_contract(tmp_path, kind, spatial_dims, mode):
+    train, val = _data(spatial_dims), _data(spatial_dims, 8, seed=1)
+    shape = tuple(train.images.shape[1:])
+    settings = SETTINGS[kind]
+    if spatial_dims == 3 and kind == "vae_gan":
+        settings = dataclasses.replace(settings, discriminator_layers=1)  # 8-voxel volumes: one halving
+    gen = build_generator(kind, shape, train.classes, mode, settings, seed=0)
+    assert isinstance(gen, Generator)
+    history = gen.fit(train, val, CPU)
+    networks = ["conditional"] if mode == "conditional" else list(train.classes)
+    assert set(best_epochs(history)) == set(networks)
+    assert len(history) == len(networks) * SETTINGS[kind].epochs
+    # sample: shape, range, seeded
+    a = gen.sample(1, 5, np.random.default_rng(3))
+    assert a.shape == (5, *shape) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    assert np.array_equal(a, gen.sample(1, 5, np.random.default_rng(3)))
+    assert not np.array_equal(a, gen.sample(1, 5, np.random.default_rng(4)))
+    assert gen.sample(0, 0, np.random.default_rng(0)).shape == (0, *shape)
+    # encode / decode / reconstruct
+    codes = gen.encode(train.images[:3], 0)
+    assert codes.shape[0] == 3 and codes.dtype == np.float64
+    assert gen.decode(codes, 0).shape == (3, *shape)
+    np.testing.assert_array_equal(gen.reconstruct(train.images[:3], 0), gen.decode(codes, 0))
+    # save / reload: the kind dispatches, the samples are identical
+    save_generator(tmp_path / "g.pt", gen, {"best_epochs": best_epochs(history)})
+    loaded, checkpoint = load_generator(tmp_path / "g.pt")
+    assert checkpoint["kind"] == kind and type(loaded) is GENERATORS[kind]
+    assert loaded.classes == train.classes and loaded.image_shape == shape
+    for label in (0, 1):
+        b = loaded.sample(label, 4, np.random.default_rng(9))
+        np.testing.assert_array_equal(b, gen.sample(label, 4, np.random.default_rng(9)))
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("kind", sorted(GENERATORS))
+def test_same_seed_same_generator(kind):
+    train, val = _data(2), _data(2, 8, seed=1)
+    settings = dataclasses.replace(SETTINGS[kind], epochs=3)
+    runs = []
+    for _ in range(2):
+        gen = build_generator(kind, (1, 16, 16), train.classes, "conditional", settings, seed=0)
+        runs.append((gen.fit(train, val, CPU), gen.state()["models"][0]["state_dict"]))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(p, q) for p, q in zip(runs[0][1].values(), runs[1][1].values(), strict=True))
+
+
+def test_checkpoint_of_another_format_or_kind_is_refused(tmp_path):
+    torch.save({"format": "medaug-vae-2"}, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="re-run the train_generator stage"):
+        load_generator(tmp_path / "old.pt")
+    torch.save({"format": "medaug-generator-1", "kind": "dream"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="kind 'dream'"):
+        load_generator(tmp_path / "other.pt")
+
+
+def test_a_discriminator_too_deep_for_the_images_is_refused():
+    with pytest.raises(ValueError, match="use at most 1 layers"):
+        build_generator("vae_gan", (1, 8, 8), ("a", "b"), "conditional", VAE_GAN)  # 2 layers: 8 -> 2 pixels
+
+
+def test_unknown_kind_and_mode_are_refused():
+    with pytest.raises(ValueError, match="unknown generator 'gan'"):
+        build_generator("gan", (1, 16, 16), ("a", "b"), "conditional", VAE)
+    with pytest.raises(ValueError, match="mode must be conditional or per_class"):
+        build_generator("vae", (1, 16, 16), ("a", "b"), "joint", VAE)

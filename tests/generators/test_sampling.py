@@ -1,0 +1,96 @@
+"""Synthetic images from a generator: pool sizes, seeded sampling through every sampler, the consistency filter,
+interpolation strips."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipeline.config import GenerateConfig
+from pipeline.generators.samplers import SAMPLERS, make_sampler
+from pipeline.generators.sampling import interpolation_strip, round_trip_error, sample_images, synthetic_counts
+from pipeline.generators.vae import VAEGenerator
+from pipeline.models.vae import ClassVAEs, ConditionalVAE
+from tests.generators.test_generators import VAE
+
+
+@pytest.mark.parametrize(
+    "counts, ratio, every_class, expected",
+    [
+        ({"a": 100, "b": 10}, 1.0, False, {"a": 0, "b": 90}),  # the gap to the majority
+        ({"a": 100, "b": 10}, 0.5, False, {"a": 0, "b": 45}),  # half the gap
+        ({"a": 100, "b": 10}, 2.0, False, {"a": 0, "b": 180}),  # twice the gap: room for a ratio ablation
+        ({"a": 100, "b": 93}, 0.5, False, {"a": 0, "b": 4}),  # rounded up: 3.5 -> 4
+        ({"a": 100, "b": 10, "c": 30}, 1.0, False, {"a": 0, "b": 90, "c": 70}),  # several minority classes
+        ({"a": 100, "b": 10}, 1.0, True, {"a": 100, "b": 90}),  # every class at least its own count
+        ({"a": 100, "b": 95}, 1.0, True, {"a": 100, "b": 95}),
+    ],
+)
+def test_synthetic_counts(counts, ratio, every_class, expected):
+    assert synthetic_counts(counts, ratio, every_class) == expected
+
+
+GEN = GenerateConfig(
+    pool_ratio=1.0,
+    every_class=False,
+    sampler="posterior",
+    temperature=1.0,
+    mixture_components=2,
+    bootstrap_noise=0.3,
+    filter="none",
+    filter_quantile=0.95,
+    seed=0,
+)
+
+
+def untrained(spatial_dims: int = 2, mode: str = "conditional") -> VAEGenerator:
+    """A ``vae`` generator with random weights (sampling does not need a trained one)."""
+    import torch
+
+    torch.manual_seed(0)
+    shape = (1, *[16 if spatial_dims == 2 else 8] * spatial_dims)
+    gen = VAEGenerator(shape, ("a", "b"), mode, VAE)
+    if mode == "conditional":
+        gen.vaes = ClassVAEs("conditional", [ConditionalVAE(spatial_dims, shape, 2, 4, (4, 8), (2, 2))]).eval()
+    else:
+        networks = [ConditionalVAE(spatial_dims, shape, 1, 4, (4, 8), (2, 2)) for _ in range(2)]
+        gen.vaes = ClassVAEs("per_class", networks).eval()
+    return gen
+
+
+@pytest.mark.parametrize("mode", ["conditional", "per_class"])
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sampling_is_seeded_and_in_range(sampler, spatial_dims, mode):
+    gen = untrained(spatial_dims, mode)
+    shape = gen.image_shape
+    real = np.random.default_rng(0).uniform(size=(12, *shape)).astype(np.float32)
+    cfg = dataclasses.replace(GEN, sampler=sampler)
+    a, stats = sample_images(gen, 1, 5, 7, cfg, real)
+    assert a.shape == (5, *shape) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    assert stats == {"kept": 5, "dropped": 0}
+    assert np.array_equal(a, sample_images(gen, 1, 5, 7, cfg, real)[0])
+    assert not np.array_equal(a, sample_images(gen, 1, 5, 8, cfg, real)[0])
+    assert sample_images(gen, 1, 0, 7, cfg, real)[0].shape == (0, *shape)
+
+
+def test_consistency_filter_keeps_only_samples_like_the_real_ones():
+    gen = untrained()
+    # "real" images the VAE reproduces almost exactly (its own outputs near the latent origin), so that samples
+    # from far out (prior at temperature 4) often change on the decode-encode-decode round trip
+    near_origin = make_sampler("prior", temperature=0.1).fit(np.zeros((1, 4))).sample(16, np.random.default_rng(0))
+    real = gen.decode(near_origin, 0)
+    strict = dataclasses.replace(GEN, sampler="prior", temperature=4.0, filter="consistency", filter_quantile=0.5)
+    images, stats = sample_images(gen, 0, 6, 3, strict, real)
+    threshold = stats["threshold_mse"]
+    assert len(images) == stats["kept"] <= 6 and stats["dropped"] > 0
+    assert np.all(round_trip_error(gen, images, 0) <= threshold)
+
+
+def test_interpolation_strip_starts_and_ends_at_the_reconstructions():
+    gen = untrained()
+    a, b = np.random.default_rng(0).uniform(size=(2, 1, 16, 16)).astype(np.float32)
+    strip = interpolation_strip(gen, 1, a, b, steps=5)
+    assert strip.shape == (5, 1, 16, 16)
+    np.testing.assert_allclose(strip[0], gen.reconstruct(a[None], 1)[0], atol=1e-5)
+    np.testing.assert_allclose(strip[-1], gen.reconstruct(b[None], 1)[0], atol=1e-5)
