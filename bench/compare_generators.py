@@ -130,9 +130,8 @@ def main() -> None:
                 flush=True,
             )
             for cls, q in r["per_class"].items():
-                print(f"  {cls}: fidelity {q['fidelity']:.2f} ({q['held_out_fidelity']:.2f} held out), FD {q['fd']:.1f}")
-                    f"  {cls}: fidelity {q['fidelity']:.2f} (held-out {q['held_out_fidelity']:.2f}), FD {q['fd']:.1f}"
-                )
+                fidelity = f"{q['fidelity']:.2f} ({q['held_out_fidelity']:.2f} held out)"
+                print(f"  {cls}: fidelity {fidelity}, FD {q['fd']:.1f} ({q['held_out_fd']:.1f})", flush=True)
         first = next(iter(results.values()))
         work = Path(first["_work"])
         params = yaml.safe_load((work / "params.yaml").read_text())
