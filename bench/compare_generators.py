@@ -1,6 +1,7 @@
 """Generators side by side on one dataset: what params.yaml's default should be, measured.
 
-Usage: .venv/bin/python bench/compare_generators.py [--seeds 0,1,2] [-S key=value ...]   (from the project root)
+Usage: .venv/bin/python bench/compare_generators.py [--seeds 0,1,2] [-S key=value ...] [--out reports]
+(from the project root)
 
 For each candidate below (a generator kind with its settings), a scratch copy of the project runs the pipeline as
 far as the compare and quality stages (``dvc repro compare quality``) with the strategies real_only, oversample
@@ -34,13 +35,9 @@ from pipeline.runtime import run_record
 
 # name: params overrides (section -> keys). The first is today's generator, the others what replaced it.
 CANDIDATES: dict[str, dict[str, dict]] = {
-    "vae (before)": {"generator": {"kind": "vae"}, "generate": {"sampler": "posterior"}},
-    "vae tuned": {
-        "generator": {"kind": "vae"},
-        "vae": {"reconstruction": "mse", "beta": 0.1, "latent_size": 32, "batch_size": 16, "epochs": 75},
-        "generate": {"sampler": "bootstrap"},
-    },
-    "vae_gan": {"generator": {"kind": "vae_gan"}, "generate": {"sampler": "bootstrap"}},
+    "vae, conditional (before)": {"generator": {"kind": "vae", "mode": "conditional"}},
+    "vae_gan, conditional": {"generator": {"kind": "vae_gan", "mode": "conditional"}},
+    "vae_gan, per_class": {"generator": {"kind": "vae_gan", "mode": "per_class"}},
 }
 STRATEGIES = ["real_only", "oversample", "vae"]
 
@@ -109,6 +106,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", help="classifier seeds, comma-separated")
     parser.add_argument("-S", dest="sets", action="append", default=[], help="params override for every candidate")
     parser.add_argument("--only", action="append", default=[], help="run only these candidates (by name)")
+    parser.add_argument("--out", default="reports", help="folder for generators/comparison.json and figures/")
     args = parser.parse_args()
     root = Path.cwd()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -151,9 +149,10 @@ def main() -> None:
         "seeds": seeds,
         "candidates": results,
     }
-    write_json(root / "reports" / "generators" / "comparison.json", out)
-    image_grid(root / "reports" / "figures" / "generators.png", rows)
-    print(f"wrote reports/generators/comparison.json and reports/figures/generators.png ({len(rows)} rows)")
+    target = root / args.out
+    write_json(target / "generators" / "comparison.json", out)
+    image_grid(target / "figures" / "generators.png", rows)
+    print(f"wrote {target}/generators/comparison.json and {target}/figures/generators.png")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # A small pipeline: 24 demo patients at 32 px, a few VAE epochs, two classifier epochs and seeds, one ablation ratio,
 # two small latent sizes.
 _TINY_VAE = {"epochs": 4, "kl_warmup_epochs": 2, "channels": [8, 16], "strides": [2, 2], "latent_size": 8}
-KIND = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["generator"]["kind"]  # the default
+_GENERATOR = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["generator"]
+KIND, MODE = _GENERATOR["kind"], _GENERATOR["mode"]  # the defaults
 TINY = {
     "demo_data": {"n_patients": 24, "slices_per_patient": 2, "minority_fraction": 0.25, "image_size": 64},
     "preprocess": {"size": 32, "val_fraction": 0.2, "test_fraction": 0.25},

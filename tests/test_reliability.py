@@ -27,13 +27,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.io.atomic import atomic_dir, atomic_file, remove_stale_staging
-from tests.project import KIND, ROOT, dvc, dvc_env, set_params
+from tests.project import KIND, MODE, ROOT, dvc, dvc_env, set_params
 
 # folder outputs of demo_data, preprocess, generate and train_classifier, each written whole
 OUTPUT_DIRS = ("data/demo", "data/processed", "data/synthetic", "reports/classifier")
 TEMPORARY = re.compile(r"\.tmp(-\d+(-old)?)?(/|$)")  # atomic_file's and atomic_dir's names (pipeline/io/atomic.py)
 # the tqdm bars that show train_generator training and generate writing images (of the first class, "nodule")
-TRAINING, WRITING = f"{KIND} conditional", "write nodule"
+# (per_class trains the first class's network first: "nodule")
+TRAINING, WRITING = f"{KIND} {'conditional' if MODE == 'conditional' else 'nodule'}", "write nodule"
 
 
 # --- the helpers of pipeline/io/atomic.py ---------------------------------------------------------------------------
@@ -178,13 +179,13 @@ def reference(shared_run) -> Path:
 
 @pytest.fixture(scope="module")
 def resumed(reference, tmp_path_factory) -> dict:
-    """A copy of the reference without its VAE, synthetic images and DVC cache, its `dvc repro` killed while
+    """A copy of the reference without its generator, synthetic images and DVC cache, its `dvc repro` killed while
     train_generator trains, killed again while generate writes, then run to the end: its project, and the outputs and
     `dvc repro` output after each kill."""
     project = tmp_path_factory.mktemp("resumed") / "project"
     shutil.copytree(reference, project, symlinks=True)
     shutil.rmtree(project / ".dvc" / "cache")  # nothing restored from DVC's cache: what is missing must run
-    (project / "models" / "vae.pt").unlink()
+    (project / "models" / "generator.pt").unlink()
     shutil.rmtree(project / "data" / "synthetic")
     run: dict = {"project": project}
     for stage, marker in (("train_generator", TRAINING), ("generate", WRITING)):

@@ -198,3 +198,32 @@ def test_data_section_warns_of_near_twins_across_splits():
     none = twins | {"twins": {"val": 0, "test": 0}, "pairs": [], "different_label": 0}
     text = render_report(SUMMARY | {"near_twins": none}, [], _metrics(0.7, 0.8), {})
     assert "Near-duplicates across splits: none" in text and "Possible leak" not in text
+
+
+def test_generators_section_shows_each_candidate_with_its_paired_differences():
+    def diff(d):
+        return {"difference": d, "ci_low": d - 0.05, "ci_high": d + 0.05}
+
+    candidate = {
+        "pool_sampler": "posterior",
+        "minority_classes": ["nodule"],
+        "train_generator_seconds": 90.1,
+        "per_class": {
+            "nodule": {"fidelity": 1.0, "held_out_fidelity": 1.0, "fd": 120.3, "held_out_fd": 151.4, "precision": 0.03}
+        },
+        "vae_strategy": {"balanced_accuracy": 0.895, "vs_real_only": diff(-0.035), "vs_oversample": diff(-0.026)},
+    }
+    comparison = {
+        "command": "bench/compare_generators.py",
+        "data_root": "the demo",
+        "measured_utc": "2026-11-30T20:40",
+        "seeds": [0, 1, 2],
+        "candidates": {"vae_gan, per_class": candidate},
+    }
+    text = render_report(SUMMARY, [], _metrics(0.7, 0.8), {}, generators=comparison)
+    assert "## Generators" in text and "figures/generators.png" in text
+    assert (
+        "| vae_gan, per_class | posterior | nodule | 1.00 (1.00) | 120.3 (151.4) | 0.03 | 0.895 | "
+        "-0.035 [-0.085, +0.015] |" in text
+    )
+    assert "## Generators" not in render_report(SUMMARY, [], _metrics(0.7, 0.8), {})

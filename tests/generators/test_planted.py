@@ -7,24 +7,14 @@ import numpy as np
 import pytest
 from scipy.ndimage import uniform_filter
 
-from pipeline.config import GenerateConfig
 from pipeline.generators import GENERATORS, build_generator
 from pipeline.generators.sampling import sample_images
 from pipeline.io.arrays import SplitData
 from tests.generators.test_generators import CPU, SETTINGS
+from tests.generators.test_sampling import GEN
 
 SIZE, SIDE = 16, 4  # image and square side, pixels
-SAMPLING = GenerateConfig(
-    pool_ratio=1.0,
-    every_class=False,
-    sampler="posterior",  # the pipeline's default
-    temperature=1.0,
-    mixture_components=4,
-    bootstrap_noise=0.3,
-    filter="none",
-    filter_quantile=0.95,
-    seed=0,
-)
+SAMPLING = dataclasses.replace(GEN, sampler="posterior", mixture_components=4)  # the pipeline's sampler
 
 
 def planted_squares(n: int, seed: int) -> SplitData:

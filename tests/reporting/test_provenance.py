@@ -66,8 +66,8 @@ def test_a_failed_stage_leaves_no_record(tmp_path, monkeypatch):
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        run_stage(fail, "pipeline.train_vae")
-    assert run_record("python -m pipeline.train_vae") is None
+        run_stage(fail, "pipeline.train_generator")
+    assert run_record("python -m pipeline.train_generator") is None
 
 
 def test_provenance_without_dvc_lock_or_git_says_so_and_hides_the_salt(tmp_path):
