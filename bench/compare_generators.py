@@ -38,6 +38,11 @@ CANDIDATES: dict[str, dict[str, dict]] = {
     "vae, conditional (before)": {"generator": {"kind": "vae", "mode": "conditional"}},
     "vae_gan, conditional": {"generator": {"kind": "vae_gan", "mode": "conditional"}},
     "vae_gan, per_class": {"generator": {"kind": "vae_gan", "mode": "per_class"}},
+    # the diffusion model is its prior: sampled through it, not through a mixture fitted to its codes
+    "latent_diffusion, conditional": {
+        "generator": {"kind": "latent_diffusion", "mode": "conditional"},
+        "generate": {"sampler": "prior"},
+    },
 }
 STRATEGIES = ["real_only", "oversample", "vae"]
 

@@ -27,6 +27,7 @@ __all__ = [
     "GeneratorConfig",
     "VAEConfig",
     "VAEGANConfig",
+    "LatentDiffusionConfig",
     "GenerateConfig",
     "TrainClassifierConfig",
     "AnomalyConfig",
@@ -111,7 +112,7 @@ class PreprocessConfig:
         _check(self.workers >= 0, "preprocess.workers", "0 (one per core) or a positive number")
 
 
-GENERATOR_KINDS = ("vae", "vae_gan")  # the registry of pipeline.generators (a test checks they agree)
+GENERATOR_KINDS = ("vae", "vae_gan", "latent_diffusion")  # pipeline.generators.GENERATORS (a test checks)
 SAMPLER_NAMES = ("prior", "posterior", "interpolate", "bootstrap")  # the registry of pipeline.generators.samplers
 
 
@@ -125,11 +126,9 @@ class GeneratorConfig:
 
 
 @dataclass(frozen=True)
-class VAEConfig:
-    latent_size: int  # latent dimension
-    channels: tuple[int, ...]  # encoder channels per level
-    strides: tuple[int, ...]  # downsampling per level
-    res_units: int  # residual units per level (0 = plain convolutions)
+class TrainingConfig:
+    """What the autoencoder training loop of every generator reads (pipeline.generators.vae)."""
+
     reconstruction: Literal["bce", "mse", "l1"]  # reconstruction loss
     beta: float  # KL weight after warm-up
     kl_warmup_epochs: int  # epochs of linear KL warm-up (0 = none)
@@ -142,12 +141,8 @@ class VAEConfig:
 
     def __post_init__(self) -> None:
         section = _section_name(self)
-        _check(self.latent_size >= 1, f"{section}.latent_size", "at least 1")
         _check(self.free_bits >= 0, f"{section}.free_bits", "non-negative")
-        _check(self.res_units >= 0, f"{section}.res_units", "0 or more")
         _check(self.patience >= 0, f"{section}.patience", "0 (off) or a positive number of epochs")
-        _check(len(self.channels) >= 2, f"{section}.channels", "at least two levels")
-        _check(len(self.strides) == len(self.channels), f"{section}.strides", "as many entries as channels")
         _check(self.beta >= 0, f"{section}.beta", "non-negative")
         _check(self.kl_warmup_epochs >= 0, f"{section}.kl_warmup_epochs", "non-negative")
         _check(self.epochs >= 1 and self.batch_size >= 1, f"{section}.epochs/batch_size", "at least 1")
@@ -155,25 +150,88 @@ class VAEConfig:
 
 
 @dataclass(frozen=True)
-class VAEGANConfig(VAEConfig):
+class AdversarialConfig(TrainingConfig):
+    """The discriminator that trains an autoencoder against blur (pipeline.generators.vae_gan)."""
+
     discriminator_channels: int  # channels of the PatchDiscriminator's first layer (doubled per layer)
     discriminator_layers: int  # its strided convolution layers (3: a ~34-pixel receptive field)
     discriminator_norm: Literal["instance", "batch"]  # its normalisation; batch norm over the all-real and all-fake
     # batches the discriminator is shown normalises away what tells them apart (it stayed at chance on the demo)
     discriminator_learning_rate: float  # its own Adam learning rate
-    adversarial_weight: float  # weight of the least-squares adversarial loss in the VAE's loss
+    adversarial_weight: float  # weight of the least-squares adversarial loss in the autoencoder's loss
     feature_matching_weight: float  # weight of the L1 distance between the discriminator's features of real
     # images and of their reconstructions (learned similarity, Larsen et al. 2016)
-    adversarial_warmup_epochs: int  # epochs of VAE training before the discriminator joins
+    adversarial_warmup_epochs: int  # epochs of autoencoder training before the discriminator joins
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.discriminator_channels >= 1, "vae_gan.discriminator_channels", "at least 1")
-        _check(self.discriminator_layers >= 1, "vae_gan.discriminator_layers", "at least 1")
-        _check(self.discriminator_learning_rate > 0, "vae_gan.discriminator_learning_rate", "positive")
-        _check(self.adversarial_weight >= 0, "vae_gan.adversarial_weight", "non-negative")
-        _check(self.feature_matching_weight >= 0, "vae_gan.feature_matching_weight", "non-negative")
-        _check(self.adversarial_warmup_epochs >= 0, "vae_gan.adversarial_warmup_epochs", "non-negative")
+        section = _section_name(self)
+        _check(self.discriminator_channels >= 1, f"{section}.discriminator_channels", "at least 1")
+        _check(self.discriminator_layers >= 1, f"{section}.discriminator_layers", "at least 1")
+        _check(self.discriminator_learning_rate > 0, f"{section}.discriminator_learning_rate", "positive")
+        _check(self.adversarial_weight >= 0, f"{section}.adversarial_weight", "non-negative")
+        _check(self.feature_matching_weight >= 0, f"{section}.feature_matching_weight", "non-negative")
+        _check(self.adversarial_warmup_epochs >= 0, f"{section}.adversarial_warmup_epochs", "non-negative")
+
+
+@dataclass(frozen=True)
+class VAEConfig(TrainingConfig):
+    latent_size: int  # latent dimension
+    channels: tuple[int, ...]  # encoder channels per level
+    strides: tuple[int, ...]  # downsampling per level
+    res_units: int  # residual units per level (0 = plain convolutions)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        section = _section_name(self)
+        _check(self.latent_size >= 1, f"{section}.latent_size", "at least 1")
+        _check(self.res_units >= 0, f"{section}.res_units", "0 or more")
+        _check(len(self.channels) >= 2, f"{section}.channels", "at least two levels")
+        _check(len(self.strides) == len(self.channels), f"{section}.strides", "as many entries as channels")
+
+
+@dataclass(frozen=True)
+class VAEGANConfig(VAEConfig, AdversarialConfig):
+    """The VAE's settings plus its discriminator's."""
+
+
+@dataclass(frozen=True)
+class LatentDiffusionConfig(AdversarialConfig):
+    """A KL autoencoder with a spatial latent (trained like vae_gan) and a diffusion model on its latents."""
+
+    channels: tuple[int, ...]  # autoencoder channels per level; each level after the first halves the image
+    latent_channels: int  # channels of the spatial latent
+    num_res_blocks: int  # residual blocks per level of the autoencoder
+    diffusion_channels: tuple[int, ...]  # the diffusion UNet's channels per level (attention at the last)
+    diffusion_epochs: int  # maximum epochs of the diffusion model
+    diffusion_patience: int  # its early stopping (0 = never)
+    diffusion_batch_size: int
+    diffusion_learning_rate: float
+    train_timesteps: int  # noise levels of the DDPM schedule
+    sampling_steps: int  # DDIM steps when sampling (fewer: faster, coarser)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.reconstruction != "bce", "latent_diffusion.reconstruction", "l1 or mse (its decoder is linear)")
+        _check(len(self.channels) >= 2, "latent_diffusion.channels", "at least two levels")
+        _check(all(c % 8 == 0 for c in self.channels), "latent_diffusion.channels", "multiples of 8 (group norm)")
+        _check(
+            len(self.diffusion_channels) >= 2 and all(c % 8 == 0 for c in self.diffusion_channels),
+            "latent_diffusion.diffusion_channels",
+            "at least two levels, each a multiple of 8",
+        )
+        _check(self.latent_channels >= 1 and self.num_res_blocks >= 1, "latent_diffusion.latent_channels", ">= 1")
+        _check(self.diffusion_epochs >= 1 and self.diffusion_batch_size >= 1, "latent_diffusion.diffusion_*", ">= 1")
+        _check(self.diffusion_patience >= 0, "latent_diffusion.diffusion_patience", "0 (off) or more")
+        _check(self.diffusion_learning_rate > 0, "latent_diffusion.diffusion_learning_rate", "positive")
+        _check(  # the beta schedule (MONAI's LDM tutorials, 0.0015 -> 0.0195) reaches pure noise only with enough steps
+            self.train_timesteps >= 500, "latent_diffusion.train_timesteps", "at least 500 (1000 is usual)"
+        )
+        _check(
+            1 <= self.sampling_steps <= self.train_timesteps,
+            "latent_diffusion.sampling_steps",
+            "between 1 and train_timesteps",
+        )
 
 
 def _section_name(cfg: object) -> str:
@@ -282,6 +340,7 @@ SECTIONS: dict[str, type] = {
     "generator": GeneratorConfig,
     "vae": VAEConfig,
     "vae_gan": VAEGANConfig,
+    "latent_diffusion": LatentDiffusionConfig,
     "generate": GenerateConfig,
     "train_classifier": TrainClassifierConfig,
     "anomaly": AnomalyConfig,

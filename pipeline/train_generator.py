@@ -1,10 +1,10 @@
 """Stage ``train_generator``: the generator of ``generator.kind`` on the training split.
 
-The generator (:mod:`pipeline.generators`: ``vae``, ``vae_gan``) takes its settings from the params.yaml section
-named after its kind, and ``generator.mode`` and ``generator.seed``. It learns the training split, keeps each
-network's best epoch on the validation split and stops early; this stage saves its self-describing checkpoint
-(kind, weights, settings, versions, the pseudonyms of the patients it learnt from), its per-epoch losses
-(``generator_training.csv``, for ``dvc plots``) and a picture of them.
+The generator (:mod:`pipeline.generators`: ``vae``, ``vae_gan``, ``latent_diffusion``) takes its settings from the
+params.yaml section named after its kind, and ``generator.mode`` and ``generator.seed``. It learns the training
+split, keeps each network's best epoch on the validation split and stops early; this stage saves its
+self-describing checkpoint (kind, weights, settings, versions, the pseudonyms of the patients it learnt from), its
+per-epoch losses (``generator_training.csv``, for ``dvc plots``) and a picture of them.
 """
 
 from __future__ import annotations
@@ -50,10 +50,13 @@ def main() -> None:
     adversarial = [k for k in ("train_adversarial", "train_feature_matching", "train_discriminator") if k in keys]
     if adversarial:
         panels["adversarial (weighted)"] = adversarial
+    if "train_diffusion" in keys:
+        panels["diffusion (noise MSE)"] = ["train_diffusion", "val_diffusion"]
     training_curves(reports / "figures" / "generator_training.png", history, panels)
     for name, epoch in extra["best_epochs"].items():
         row = next(h for h in history if h["model"] == name and h["epoch"] == epoch)
-        logger.info("%s %s on %s: best val loss %.4g at epoch %d", cfg.kind, name, device, row["val_elbo"], epoch)
+        loss = row.get("val_elbo", row.get("val_diffusion"))
+        logger.info("%s %s on %s: best val loss %.4g at epoch %d", cfg.kind, name, device, loss, epoch)
 
 
 if __name__ == "__main__":

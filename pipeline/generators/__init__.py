@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from pipeline.generators.base import Generator, read_checkpoint, write_checkpoint
+from pipeline.generators.latent_diffusion import LatentDiffusionGenerator
 from pipeline.generators.vae import VAEGenerator
 from pipeline.generators.vae_gan import VAEGANGenerator
 
@@ -21,6 +22,7 @@ __all__ = ["GENERATORS", "Generator", "build_generator", "save_generator", "load
 GENERATORS: dict[str, type] = {
     "vae": VAEGenerator,
     "vae_gan": VAEGANGenerator,
+    "latent_diffusion": LatentDiffusionGenerator,
 }
 
 

@@ -9,6 +9,8 @@ A generator learns the images of every class of a training split and makes new o
 - ``encode(images, label)`` / ``decode(codes, label)``: the latent codes of images of one class and back (for
   the latent samplers of :mod:`pipeline.generators.samplers`);
 - ``reconstruct(images, label)``: ``decode(encode(images))``;
+- ``prior(label, temperature)``: the generator's own distribution of codes of class ``label``, as a latent sampler
+  (``sample(n, rng)``): N(0, I) for a VAE, the diffusion model for ``latent_diffusion``;
 - ``state()`` and ``from_state(state, device)``: everything needed to rebuild it, with its ``kind``, so that
   :func:`pipeline.generators.load_generator` rebuilds any registered kind from its checkpoint.
 """
@@ -47,6 +49,8 @@ class Generator(Protocol):
     def decode(self, codes: np.ndarray, label: int) -> np.ndarray: ...
 
     def reconstruct(self, images: np.ndarray, label: int) -> np.ndarray: ...
+
+    def prior(self, label: int, temperature: float = 1.0) -> Any: ...
 
     def state(self) -> dict[str, Any]: ...
 

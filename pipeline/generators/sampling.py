@@ -39,7 +39,11 @@ def synthetic_counts(class_counts: dict[str, int], pool_ratio: float, every_clas
 
 
 def sampler_for(generator: Generator, name: str, label: int, class_images: np.ndarray, cfg: GenerateConfig):
-    """The sampler ``name`` with ``cfg``'s settings, fitted to ``generator``'s codes of ``class_images``."""
+    """The sampler ``name`` with ``cfg``'s settings, fitted to ``generator``'s codes of ``class_images``; ``prior``
+    is the generator's own (:meth:`~pipeline.generators.base.Generator.prior`: N(0, I) for a VAE, the diffusion
+    model for latent_diffusion)."""
+    if name == "prior":
+        return generator.prior(label, cfg.temperature)
     sampler = make_sampler(
         name,
         temperature=cfg.temperature,

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from pipeline.config import VAEConfig
 from pipeline.generators.base import one_class
+from pipeline.generators.samplers.prior import PriorSampler
 from pipeline.io.arrays import SplitData
 from pipeline.models.vae import ClassVAEs, ConditionalVAE, kl_divergence, kl_weight, model_args, reconstruction_loss
 from pipeline.runtime import adam, seed_everything
@@ -111,7 +112,7 @@ class VAEGenerator:
             )
         seed_everything(self.seed)
         if self.mode == "conditional":
-            model = vae_network(self.image_shape, len(self.classes), self.cfg)
+            model = self._network(len(self.classes))
             name = "conditional" if len(self.classes) > 1 else self.classes[0]  # one class: its name
             history = self.fit_network(model, train, val, device, name)
             self.vaes = ClassVAEs("conditional", [model]).eval()
@@ -119,11 +120,20 @@ class VAEGenerator:
         models, history = [], []
         for label, name in enumerate(self.classes):
             seed_everything(self.seed)  # each class's network starts from the same seed, whatever the class order
-            model = vae_network(self.image_shape, 1, self.cfg)
+            model = self._network(1)
             history += self.fit_network(model, one_class(train, label), one_class(val, label), device, name)
             models.append(model)
         self.vaes = ClassVAEs("per_class", models).eval()
         return history
+
+    def _network(self, num_classes: int) -> ConditionalVAE:
+        """An untrained network for ``num_classes`` labels (a subclass builds another autoencoder here)."""
+        return vae_network(self.image_shape, num_classes, self.cfg)
+
+    @staticmethod
+    def _rebuild(entry: dict[str, Any]) -> ConditionalVAE:
+        """The untrained network of a checkpoint's ``models`` entry (its weights are loaded after)."""
+        return ConditionalVAE(**entry["model_args"])
 
     def _selectable(self, epoch: int) -> bool:
         """Whether ``epoch`` may be kept as the best (a subclass excludes its own warm-up)."""
@@ -258,6 +268,10 @@ class VAEGenerator:
         """Each image decoded from its posterior mean."""
         return self.decode(self.encode(images, label), label)
 
+    def prior(self, label: int, temperature: float = 1.0) -> PriorSampler:
+        """The generator's own distribution of codes, as a latent sampler: N(0, temperature^2 I)."""
+        return PriorSampler(temperature).fit(np.zeros((1, self.latent_size)))
+
     def sample(self, label: int, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` images of class ``label`` decoded from the prior, z ~ N(0, I) drawn from ``rng``."""
         return self.decode(rng.standard_normal((n, self.latent_size)), label)
@@ -272,8 +286,12 @@ class VAEGenerator:
             "image_shape": list(self.image_shape),
             "config": dataclasses.asdict(self.cfg),
             "seed": self.seed,
-            "models": [{"model_args": model_args(m), "state_dict": m.state_dict()} for m in vaes.models],
+            "models": [{"model_args": self._model_args(m), "state_dict": m.state_dict()} for m in vaes.models],
         }
+
+    @staticmethod
+    def _model_args(model: ConditionalVAE) -> dict[str, Any]:
+        return model_args(model)
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> VAEGenerator:
@@ -283,7 +301,7 @@ class VAEGenerator:
         gen.seed = state["seed"]
         models = []
         for entry in state["models"]:
-            model = ConditionalVAE(**entry["model_args"]).to(device)
+            model = cls._rebuild(entry).to(device)
             model.load_state_dict(entry["state_dict"])
             models.append(model)
         gen.vaes = ClassVAEs(state["mode"], models).eval()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import GENERATOR_KINDS, VAEConfig, VAEGANConfig
+from pipeline.config import GENERATOR_KINDS, AdversarialConfig, LatentDiffusionConfig, VAEConfig, VAEGANConfig
 from pipeline.generators import GENERATORS, Generator, build_generator, load_generator, save_generator
 from pipeline.generators.base import best_epochs
 from tests.conftest import make_split
@@ -38,7 +38,29 @@ VAE_GAN = VAEGANConfig(
     feature_matching_weight=1.0,
     adversarial_warmup_epochs=2,
 )
-SETTINGS = {"vae": VAE, "vae_gan": VAE_GAN}  # small settings of every registered kind
+LATENT_DIFFUSION = LatentDiffusionConfig(
+    **{k: v for k, v in dataclasses.asdict(VAE_GAN).items() if k not in ("latent_size", "strides", "res_units")}
+    | {"reconstruction": "l1", "beta": 1e-6, "kl_warmup_epochs": 0, "channels": (8, 16)},
+    latent_channels=3,
+    num_res_blocks=1,
+    diffusion_channels=(8, 16),
+    diffusion_epochs=3,
+    diffusion_patience=0,
+    diffusion_batch_size=8,
+    diffusion_learning_rate=0.001,
+    train_timesteps=1000,
+    sampling_steps=5,
+)
+SETTINGS = {"vae": VAE, "vae_gan": VAE_GAN, "latent_diffusion": LATENT_DIFFUSION}  # small settings of every kind
+
+
+def trained_networks(kind: str, networks: list[str]) -> dict[str, int]:
+    """The networks a generator of ``kind`` trains for ``networks`` (its autoencoders), with their epochs."""
+    settings = SETTINGS[kind]
+    out = dict.fromkeys(networks, settings.epochs)
+    if kind == "latent_diffusion":
+        out |= {f"diffusion {n}": settings.diffusion_epochs for n in networks}
+    return out
 
 
 def test_every_registered_generator_has_a_name_in_config_and_test_settings():
@@ -64,14 +86,15 @@ def test_generator_contract(tmp_path, kind, spatial_dims, mode):
     train, val = _data(spatial_dims), _data(spatial_dims, 8, seed=1)
     shape = tuple(train.images.shape[1:])
     settings = SETTINGS[kind]
-    if spatial_dims == 3 and kind == "vae_gan":
+    if spatial_dims == 3 and isinstance(settings, AdversarialConfig):
         settings = dataclasses.replace(settings, discriminator_layers=1)  # 8-voxel volumes: one halving
     gen = build_generator(kind, shape, train.classes, mode, settings, seed=0)
     assert isinstance(gen, Generator)
     history = gen.fit(train, val, CPU)
     networks = ["conditional"] if mode == "conditional" else list(train.classes)
-    assert set(best_epochs(history)) == set(networks)
-    assert len(history) == len(networks) * SETTINGS[kind].epochs
+    trained = trained_networks(kind, networks)
+    assert set(best_epochs(history)) == set(trained)
+    assert len(history) == sum(trained.values())
     # sample: shape, range, seeded
     a = gen.sample(1, 5, np.random.default_rng(3))
     assert a.shape == (5, *shape) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1

@@ -39,19 +39,38 @@ def test_the_detector_tells_the_toy_classes_apart():
     assert shows_square(data.images[data.labels == 1]).all() and not shows_square(data.images[data.labels == 0]).any()
 
 
-# what each kind needs to learn the toy set in seconds: more epochs and a light KL, the rest as SETTINGS
-TRAINING = {"epochs": 40, "beta": 0.1, "reconstruction": "mse", "latent_size": 8, "batch_size": 16}
+# what each kind needs to learn the toy set in seconds (the rest as SETTINGS), and the sampler the pipeline would
+# use with it: VAEs more epochs and a light KL, sampled from a mixture fitted to their codes; latent diffusion
+# sampled from its diffusion model
+_VAE_TRAINING = {
+    "epochs": 40,
+    "beta": 0.1,
+    "reconstruction": "mse",
+    "latent_size": 8,
+    "batch_size": 16,
+    "kl_warmup_epochs": 5,
+}
+TRAINING = {
+    "vae": (_VAE_TRAINING, SAMPLING),
+    "vae_gan": (_VAE_TRAINING, SAMPLING),
+    "latent_diffusion": (
+        {"epochs": 30, "batch_size": 16, "diffusion_channels": (32, 64), "diffusion_learning_rate": 0.002}
+        | {"diffusion_epochs": 100, "diffusion_batch_size": 16, "sampling_steps": 50},
+        dataclasses.replace(SAMPLING, sampler="prior"),
+    ),
+}
 
 
 @pytest.mark.parametrize("kind", sorted(GENERATORS))
 def test_generator_learns_a_planted_finding(kind):
     train, val = planted_squares(240, seed=0), planted_squares(60, seed=1)
-    settings = dataclasses.replace(SETTINGS[kind], **TRAINING, kl_warmup_epochs=5)
+    training, sampling = TRAINING[kind]
+    settings = dataclasses.replace(SETTINGS[kind], **training)
     gen = build_generator(kind, (1, SIZE, SIZE), train.classes, "conditional", settings, seed=0)
     gen.fit(train, val, CPU)
     shown = {}
     for label in (0, 1):
         real = train.images[train.labels == label]
-        images, _ = sample_images(gen, label, 100, seed=3, cfg=SAMPLING, class_images=real)
+        images, _ = sample_images(gen, label, 100, seed=3, cfg=sampling, class_images=real)
         shown[label] = shows_square(images).mean()
     assert shown[1] >= 0.8 and shown[0] <= 0.1, f"{kind}: squares in {shown[1]:.0%} of class 1, {shown[0]:.0%} of 0"
