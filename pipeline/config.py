@@ -246,8 +246,9 @@ class GenerateConfig:
     temperature: float  # scale of the sampling spread
     mixture_components: int  # Gaussians in the posterior sampler's mixture (fewer if the class is small)
     bootstrap_noise: float  # standard deviation of the noise the bootstrap sampler adds to a real latent
-    filter: Literal["none", "consistency"]  # drop samples the VAE cannot reproduce (see generate.py)
-    filter_quantile: float  # consistency filter: keep samples below this quantile of the real images' error
+    filter: Literal["none", "consistency", "classifier"]  # drop samples the generator cannot reproduce
+    # (consistency) or that a classifier of the real images does not call their class (classifier); see generate.py
+    filter_quantile: float  # the share of real images of a class that would pass the filter (its threshold)
     seed: int  # sampling seed
 
     def __post_init__(self) -> None:

@@ -5,7 +5,10 @@ Every class smaller than the majority gets ``pool_ratio`` x its gap to the major
 (for training on synthetic images only). Latent codes come from one of the samplers of
 :mod:`pipeline.generators.samplers` (``prior``, ``posterior``, ``interpolate``, ``bootstrap``) and go through the
 generator's decoder for the class; ``filter: consistency`` keeps only samples the generator reproduces as well as
-it reproduces real images of the class (:mod:`pipeline.generators.sampling`; counts in ``summary.json``). Images are
+it reproduces real images of the class (:mod:`pipeline.generators.sampling`), ``filter: classifier`` only samples
+that a classifier trained here on the real training split (train_classifier's network, generate.seed) calls their
+class as surely as it calls most real validation images of the class (:mod:`pipeline.generators.selection`);
+counts and thresholds in ``summary.json``. Images are
 written as NIfTI files marked as synthetic and, when the source data was DICOM, also as DICOM Secondary Capture
 files marked SYNTHETIC with new UIDs (:mod:`pipeline.io.synthetic`); all are listed with their provenance in a
 manifest. Pictures compare real and synthetic images for every sampler, and interpolation strips walk between two
@@ -19,16 +22,19 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 from pydicom.uid import generate_uid
 from tqdm import tqdm
 
-from pipeline.config import GenerateConfig, load_section
+from pipeline.config import GenerateConfig, TrainClassifierConfig, load_section
 from pipeline.generators import load_generator
 from pipeline.generators.samplers import SAMPLERS
 from pipeline.generators.sampling import interpolation_strip, sample_images, synthetic_counts
+from pipeline.generators.selection import ClassifierFilter
 from pipeline.io.arrays import load_split, read_json
 from pipeline.io.atomic import atomic_dir
 from pipeline.io.synthetic import new_synthetic_uids, write_manifest, write_synthetic_dicom, write_synthetic_nifti
+from pipeline.models.classifier import REAL_CLASSIFIER, fit_real_classifier
 from pipeline.plots import image_grid, latent_projection
 from pipeline.runtime import file_sha256, run_stage, select_device
 
@@ -46,6 +52,14 @@ def main() -> None:
     if tuple(checkpoint["classes"]) != train.classes:
         raise ValueError(f"{paths.generator} was trained on classes {checkpoint['classes']}, data has {train.classes}")
     checkpoint_sha = file_sha256(paths.generator)
+    # the real-only classifier (train_classifier's network and budget, seeded by generate.seed): the classifier
+    # filter's judge, and saved beside the pool for the quality stage
+    clf_cfg: TrainClassifierConfig = load_section("train_classifier")
+    val, device = load_split(paths.processed, "val"), select_device()
+    real_classifier = fit_real_classifier(train, val, clf_cfg, cfg.seed, device)
+    selection = (
+        ClassifierFilter(real_classifier, val, cfg.filter_quantile, device) if cfg.filter == "classifier" else None
+    )
     counts = synthetic_counts(train.counts(), cfg.pool_ratio, cfg.every_class)
     out_dir = Path(paths.synthetic)
     source = read_json(Path(paths.processed) / "summary.json")
@@ -60,7 +74,10 @@ def main() -> None:
         for label, name in enumerate(train.classes):
             seed = cfg.seed * 1000 + label  # one stream per class
             real = train.images[train.labels == label]
-            images, filtering[name] = sample_images(generator, label, counts[name], seed, cfg, real)
+            accept = selection.accept(label) if selection else None
+            images, filtering[name] = sample_images(generator, label, counts[name], seed, cfg, real, accept=accept)
+            if selection:
+                filtering[name]["threshold_probability"] = selection.thresholds[label]
             # new UIDs, derived from the checkpoint and seed so that a re-run writes identical files
             study_uid, series_uid = new_synthetic_uids(checkpoint_sha, name, str(seed), cfg.sampler)
             for k, image in enumerate(tqdm(images, desc=f"write {name}", unit="image")):
@@ -92,13 +109,17 @@ def main() -> None:
                     }
                 )
             # pictures: eight samples of every sampler (a separate stream, so the files above do not depend on it)
-            shown = {s: sample_images(generator, label, 8, seed + 500, cfg, real, sampler=s)[0] for s in SAMPLERS}
+            shown = {
+                s: sample_images(generator, label, 8, seed + 500, cfg, real, sampler=s, accept=accept)[0]
+                for s in SAMPLERS
+            }
             grid += [(f"real {name}", real[:8]), (f"synthetic {name} ({cfg.sampler})", shown[cfg.sampler])]
             by_sampler += [(f"real {name}", real[:8])] + [(f"{s} {name}", shown[s]) for s in SAMPLERS]
             codes += [(generator.encode(real, label), generator.encode(images, label))]
             if len(real) >= 2:
                 strips.append((f"{name}: real #0 -> real #1", interpolation_strip(generator, label, real[0], real[1])))
         write_manifest(staging, rows)
+        torch.save(real_classifier.state_dict(), staging / REAL_CLASSIFIER)
         summary = {
             "generator": checkpoint["kind"],
             "mode": checkpoint["mode"],

@@ -1,8 +1,10 @@
 """Stage ``quality``: how close the synthetic images are to real ones, and whether they copy training images.
 
-Features come from a network trained here, never downloaded: the classifier of ``train_classifier`` (same
-network and budget) trained on the real training split with its first seed; an image's feature vector is the
-input of that network's last linear layer. Per class, on those features:
+Features come from a network trained by this pipeline, never downloaded: the classifier of ``train_classifier``
+(same network and budget) trained on the real training split, seeded by ``generate.seed``, which the generate stage
+trains and saves beside the pool (it is also the judge of ``generate.filter: classifier``; with that filter the
+fresh samples per sampler are judged unfiltered, since filtered ones pass that judge by construction); an image's
+feature vector is the input of that network's last linear layer. Per class, on those features:
 
 - **Fréchet distance** (FD, the formula of FID) between the synthetic images and the real training images, beside
   the same distance between held-out real images (validation + test, patients the VAE never saw, less the
@@ -29,6 +31,7 @@ image closer than the ``quality.copy_quantile`` quantile of the held-out distanc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -44,10 +47,9 @@ from pipeline.generators.sampling import sample_images
 from pipeline.io.arrays import SplitData, load_split, read_json, write_json
 from pipeline.io.synthetic import read_synthetic
 from pipeline.metrics import choose_threshold, predict_labels
-from pipeline.models.classifier import as_input, fit_classifier, predict_proba
+from pipeline.models.classifier import REAL_CLASSIFIER, as_input, load_real_classifier, predict_proba
 from pipeline.plots import distance_histograms, image_grid
 from pipeline.runtime import run_stage, select_device
-from pipeline.strategies import training_recipe
 
 __all__ = [
     "features",
@@ -226,9 +228,8 @@ def main() -> None:
     synthetic = read_synthetic(paths.synthetic, train.classes)
     held = held_out_without_twins(val, test, read_json(Path(paths.processed) / "summary.json").get("near_twins", {}))
     device = select_device()
-    seed = clf_cfg.seeds[0]
-    model, _ = fit_classifier(
-        training_recipe("real_only", train, None, 1.0, seed), val, clf_cfg, seed, device, "features"
+    model = load_real_classifier(  # the generate stage's real-only classifier (it also filtered the pool)
+        Path(paths.synthetic) / REAL_CLASSIFIER, train.images.shape[1:], len(train.classes), clf_cfg, device
     )
     feats = {
         name: features(model, d.images, device) for name, d in (("train", train), ("held", held), ("synth", synthetic))
@@ -256,6 +257,8 @@ def main() -> None:
             "held_out_fidelity": caller.fidelity(test.images[test_keep & (test.labels == label)], label),
         }
     gen_cfg: GenerateConfig = load_section("generate")
+    if gen_cfg.filter == "classifier":  # fresh samples as the generator draws them: judged by this same classifier,
+        gen_cfg = dataclasses.replace(gen_cfg, filter="none")  # filtered ones would pass by construction
     generator, checkpoint = load_generator(paths.generator, device)
     train_f = feats["train"]
     by_sampler = sampler_quality(

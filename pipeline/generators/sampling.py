@@ -6,7 +6,8 @@ sampler), so both draw images the same way.
 - :func:`sample_images`: ``n`` images of one class: the sampler fitted to the generator's codes of the class's real
   training images draws codes, the generator decodes them; with ``filter: consistency`` a sample is kept only if
   decoding, re-encoding and decoding it again changes it no more than the same round trip changes real images of
-  the class (their ``filter_quantile`` quantile);
+  the class (their ``filter_quantile`` quantile); with ``filter: classifier`` only if a classifier of the real
+  images calls it its class (:mod:`pipeline.generators.selection`);
 - :func:`interpolation_strip`: decoded images on the line between two real images' codes.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -71,27 +73,47 @@ def sample_images(
     cfg: GenerateConfig,
     class_images: np.ndarray,
     sampler: str | None = None,
+    accept: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict]:
     """``n`` images of class ``label`` as float32 ``(n, C, *spatial)`` in [0, 1] and the filter's counts
-    (``kept``, ``dropped``); the same seed gives the same images. ``sampler`` overrides ``cfg.sampler``."""
+    (``kept``, ``dropped``); the same seed gives the same images. ``sampler`` overrides ``cfg.sampler``.
+    ``filter: classifier`` takes ``accept``, the caller's test of a batch of images (a boolean per image; see
+    :class:`pipeline.generators.selection.ClassifierFilter`)."""
     rng = np.random.default_rng(seed)
     draw = sampler_for(generator, sampler or cfg.sampler, label, class_images, cfg)
     if cfg.filter == "none" or n == 0:
         return generator.decode(draw.sample(n, rng), label), {"kept": n, "dropped": 0}
-    threshold = float(np.quantile(round_trip_error(generator, class_images, label), cfg.filter_quantile))
+    info: dict = {}
+    if cfg.filter == "consistency":
+        threshold = float(np.quantile(round_trip_error(generator, class_images, label), cfg.filter_quantile))
+        info["threshold_mse"] = threshold
+
+        def accept(images: np.ndarray) -> np.ndarray:
+            return round_trip_error(generator, images, label) <= threshold
+
+    elif accept is None:
+        raise ValueError(f"filter {cfg.filter} needs the caller's test of each image (accept)")
     kept, dropped = [], 0
     for _ in range(FILTER_ROUNDS):
         missing = n - sum(len(k) for k in kept)
         if missing <= 0:
             break
         candidates = generator.decode(draw.sample(max(2 * missing, 8), rng), label)
-        ok = round_trip_error(generator, candidates, label) <= threshold
+        ok = np.asarray(accept(candidates), dtype=bool)
         kept.append(candidates[ok][:missing])
         dropped += int((~ok).sum())
     images = np.concatenate(kept)[:n]
     if len(images) < n:
-        logger.warning("class %d: only %d of %d samples passed the consistency filter", label, len(images), n)
-    return images, {"kept": len(images), "dropped": dropped, "threshold_mse": threshold}
+        logger.warning(
+            "class %d: only %d of %d samples passed the %s filter in %d rounds; lower generate.filter_quantile or set "
+            "generate.filter: none",
+            label,
+            len(images),
+            n,
+            cfg.filter,
+            FILTER_ROUNDS,
+        )
+    return images, {"kept": len(images), "dropped": dropped, **info}
 
 
 def interpolation_strip(

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,9 +22,23 @@ from pipeline.config import TrainClassifierConfig
 from pipeline.io.arrays import SplitData
 from pipeline.metrics import balanced_accuracy
 from pipeline.runtime import adam, seed_everything
-from pipeline.strategies import Recipe, class_weights, classical_augmentation
+from pipeline.strategies import Recipe, class_weights, classical_augmentation, training_recipe
 
-__all__ = ["NETWORKS", "build_classifier", "memory_format", "as_input", "fit_classifier", "predict_proba"]
+__all__ = [
+    "NETWORKS",
+    "REAL_CLASSIFIER",
+    "build_classifier",
+    "memory_format",
+    "as_input",
+    "fit_classifier",
+    "predict_proba",
+    "fit_real_classifier",
+    "load_real_classifier",
+]
+
+# the classifier of the real training split that the generate stage trains (its filter) and leaves beside the pool
+# it selected, for the quality stage to judge synthetic images with (one training, not two)
+REAL_CLASSIFIER = "real_classifier.pt"
 
 NETWORKS = ("resnet_small", "resnet18", "densenet121")
 
@@ -165,3 +180,23 @@ def fit_classifier(
     assert best_state is not None
     model.load_state_dict(best_state)
     return model, {"best_epoch": best_epoch, "epochs_run": epoch + 1}
+
+
+def fit_real_classifier(
+    train: SplitData, val: SplitData, cfg: TrainClassifierConfig, seed: int, device: torch.device
+) -> torch.nn.Module:
+    """The real_only classifier of ``cfg``'s network and budget, seeded by ``seed`` (the generate stage's: the
+    classifier seeds of the comparison do not touch it), that the pool's filter and the quality stage use."""
+    model, _ = fit_classifier(training_recipe("real_only", train, None, 1.0, seed), val, cfg, seed, device, "real")
+    return model
+
+
+def load_real_classifier(
+    path: str | Path, in_shape: Sequence[int], num_classes: int, cfg: TrainClassifierConfig, device: torch.device
+) -> torch.nn.Module:
+    """The classifier :func:`fit_real_classifier` made, from the weights the generate stage saved at ``path``."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} is missing: re-run the generate stage (it trains the real-only classifier)")
+    model = build_classifier(in_shape, num_classes, cfg.network, cfg.channels, cfg.blocks_per_level, cfg.stem_stride)
+    model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    return model.to(device).eval()

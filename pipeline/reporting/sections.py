@@ -124,9 +124,13 @@ def generation_lines(generation: dict) -> list[str]:
         f"Generator: {kind} ({generation['mode']}); sampler: {generation['sampler']}; filter: {generation['filter']}."
     ]
     if generation["filter"] != "none":
+        shown = {c: f for c, f in generation["filtering"].items() if f["kept"]}
         lines += [
-            "Consistency filter (samples kept / dropped): "
-            + ", ".join(f"{c}: {f['kept']} / {f['dropped']}" for c, f in generation["filtering"].items() if f["kept"])
+            f"{generation['filter'].capitalize()} filter (samples kept / dropped, acceptance rate): "
+            + ", ".join(
+                f"{c}: {f['kept']} / {f['dropped']}, {f['kept'] / (f['kept'] + f['dropped']):.0%}"
+                for c, f in shown.items()
+            )
             + "."
         ]
     return lines + [""]
