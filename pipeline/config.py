@@ -276,6 +276,7 @@ class TrainClassifierConfig:
     batch_size: int  # minibatch size
     learning_rate: float  # Adam learning rate
     seeds: tuple[int, ...]  # one training run per seed and strategy
+    amp: bool = True  # mixed precision when a CUDA GPU is used (no effect on CPU)
 
     def __post_init__(self) -> None:
         _check(len(self.channels) == 4, "train_classifier.channels", "a list of 4 channel counts")

@@ -159,16 +159,21 @@ def fit_classifier(
     optimizer = adam(model.parameters(), cfg.learning_rate)
     images, labels = torch.from_numpy(train.images).to(device), torch.from_numpy(train.labels).to(device)
     order = torch.Generator().manual_seed(seed)
+    use_amp = cfg.amp and device.type == "cuda"  # float16 autocast and a loss scaler on CUDA; nothing changes on a CPU
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     best, best_epoch, best_state, stale, epoch = (-1.0, -np.inf), -1, None, 0, -1
     for epoch in tqdm(range(cfg.epochs), desc=desc, unit="epoch", leave=False):
         model.train()
         for batch in _batches(torch.randperm(len(labels), generator=order), cfg.batch_size):
             batch = batch.to(device)
             x = images[batch] if transform is None else transform(images[batch])
-            loss = F.cross_entropy(model(as_input(x, device)), labels[batch], weight=weight)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                logits = model(as_input(x, device))
+            loss = F.cross_entropy(logits.float(), labels[batch], weight=weight)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
         score = _validation_score(val, predict_proba(model, val.images, device))
         if score > best:
             best, best_epoch, stale = score, epoch, 0
