@@ -55,8 +55,19 @@ def test_every_strategy_trains_on_what_it_says(strategy, ratio, counts, weighted
     if strategy == "synthetic_only":
         assert not set(recipe.data.patients) & real
     elif strategy.startswith("vae"):
-        assert set(recipe.data.patients) - real == {f"S{i}" for i in range(int(6 * ratio))}  # the first ones
+        assert len(set(recipe.data.patients) - real) == int(6 * ratio)
     assert strategy in STRATEGIES
+
+
+def test_each_seed_draws_its_own_share_of_the_pool_and_a_smaller_ratio_a_subset_of_it():
+    def drawn(ratio, seed):
+        return set(training_recipe("vae", TRAIN, SYNTHETIC, ratio, seed=seed).data.patients) - set(TRAIN.patients)
+
+    pool = {f"S{i}" for i in range(8)}  # the 8 'b' images of the pool
+    assert drawn(1.0, 0) <= pool and drawn(0.5, 0) < drawn(1.0, 0)  # nested within a seed
+    assert drawn(1.0, 0) == drawn(1.0, 0)  # reproducible
+    assert len({frozenset(drawn(1.0, seed)) for seed in range(5)}) > 1  # 6 of 8 differ between seeds
+    assert take_synthetic(SYNTHETIC, {"b": 3}).patients.tolist() == ["S0", "S1", "S2"]  # no seed: manifest order
 
 
 def test_too_small_a_pool_names_the_params():
