@@ -4,8 +4,10 @@ Reads what the ``train_classifier`` stage wrote for each strategy and ablation r
 ``runs.json``, ``predictions.npz``) and writes:
 
 - ``metrics.json``: every strategy's summary plus, for each strategy, its difference to ``real_only`` and to
-  ``oversample`` on balanced accuracy, macro-F1, AUROC and each minority class's recall, paired over test
-  images (same bootstrap resamples of the test split: 95% interval and p-value) and over seeds (paired t-test);
+  ``oversample`` on balanced accuracy, macro-F1, AUROC, the worst class's recall and each minority class's recall,
+  paired over test images (same bootstrap resamples of the test split: 95% interval and p-value) and over seeds
+  (paired t-test); and ``recommendation``: the remedy chosen on the validation split alone (see :func:`recommend`)
+  with its test metrics, computed once, and its paired differences to real_only and to the best classical remedy;
 - ``synthetic_ratio.csv`` and ``figures/synthetic_ratio.png``: the ``vae`` strategy's balanced accuracy and
   minority recall against the number of synthetic images (0 = ``real_only``);
 - ``curves/roc.csv`` and ``curves/pr.csv``: each strategy's ROC and precision-recall curve of the smallest class
@@ -31,11 +33,39 @@ from pipeline.metrics import bootstrap_draws, mean_curves, paired_difference, pr
 from pipeline.plots import confusion_matrices, ratio_curve, roc_pr_curves, strategy_bars
 from pipeline.runtime import run_stage
 
-__all__ = ["BASELINES", "StrategyResult", "load_result", "compare", "ratio_table", "curve_tables", "main"]
+__all__ = [
+    "BASELINES",
+    "SIMPLICITY",
+    "StrategyResult",
+    "load_result",
+    "compare",
+    "validation_scores",
+    "pick",
+    "recommend",
+    "ratio_table",
+    "curve_tables",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
 
 BASELINES = ("real_only", "oversample")
+# remedies from the simplest to the most involved: the recommendation goes to the simplest of those within the noise
+# of the best (unknown names come last)
+SIMPLICITY = (
+    "real_only",
+    "class_weight",
+    "logit_adjust",
+    "focal",
+    "oversample",
+    "smote",
+    "classical",
+    "mixup",
+    "vae",
+    "vae_classical",
+    "synthetic_only",
+)
+SYNTHETIC = ("vae", "vae_classical", "synthetic_only")
 
 
 @dataclass(frozen=True)
@@ -79,7 +109,7 @@ def compare(results: dict[str, StrategyResult]) -> dict:
         if not same or not np.array_equal(result.predictions["seeds"], first.predictions["seeds"]):
             raise ValueError(f"{name} was evaluated on another test split or seeds than real_only: re-run dvc repro")
     minorities = first.summary["minority_classes"]
-    keys = ["balanced_accuracy", "macro_f1", "auroc"] + [f"recall_{c}" for c in minorities]
+    keys = ["balanced_accuracy", "macro_f1", "auroc", "worst_recall"] + [f"recall_{c}" for c in minorities]
     draws = {name: result.draws(keys) for name, result in results.items()}
     combined: dict = {}
     for name, result in results.items():
@@ -95,6 +125,72 @@ def compare(results: dict[str, StrategyResult]) -> dict:
         combined[name] = entry
     combined |= {k: first.summary[k] for k in ("minority_classes", "seeds", "threshold")}
     return combined
+
+
+def validation_scores(results: dict[str, StrategyResult]) -> dict[str, np.ndarray]:
+    """Each result's per-seed balanced accuracy on the validation split, as train_classifier recorded it (at the
+    threshold chosen on validation). Nothing here reads a test prediction."""
+    scores = {}
+    for name, result in results.items():
+        if any("val" not in run for run in result.runs):
+            raise ValueError(f"{name}'s runs.json has no validation scores: re-run the train_classifier stage")
+        scores[name] = np.array([run["val"]["balanced_accuracy"] for run in result.runs], dtype=float)
+    return scores
+
+
+def simplicity(summary: dict) -> tuple[int, float]:
+    """Sort key of a remedy from the simplest: its place in :data:`SIMPLICITY`, then fewer synthetic images."""
+    strategy = summary["strategy"]
+    rank = SIMPLICITY.index(strategy) if strategy in SIMPLICITY else len(SIMPLICITY)
+    return rank, float(summary.get("synthetic_ratio", 0.0))
+
+
+def pick(scores: dict[str, np.ndarray], summaries: dict[str, dict], candidates: list[str]) -> str:
+    """The candidate with the highest mean validation score over seeds; when others lie within one standard error
+    of that mean (the one-standard-error rule of model selection), the simplest of them."""
+    means = {name: float(scores[name].mean()) for name in candidates}
+    best = max(candidates, key=lambda name: means[name])
+    spread = scores[best]
+    se = float(spread.std(ddof=1) / np.sqrt(len(spread))) if len(spread) > 1 else 0.0
+    near = [name for name in candidates if means[name] >= means[best] - se]
+    return min(near, key=lambda name: (simplicity(summaries[name]), name))
+
+
+def recommend(results: dict[str, StrategyResult], combined: dict) -> dict:
+    """The remedy to use, chosen on the validation split only (:func:`pick` among every strategy and ratio that
+    ran), and the best classical remedy (no synthetic images, not real_only) picked the same way; then the
+    recommended remedy's test metrics from ``combined`` and its paired differences, over the same bootstrap
+    resamples of the test split, to real_only and to that classical remedy."""
+    scores = validation_scores(results)
+    summaries = {name: result.summary for name, result in results.items()}
+    remedy = pick(scores, summaries, list(results))
+    classical = [n for n, r in results.items() if r.summary["strategy"] not in (*SYNTHETIC, "real_only")]
+    best_classical = pick(scores, summaries, classical) if classical else None
+    keys = ["balanced_accuracy", "worst_recall"] + [f"recall_{c}" for c in combined["minority_classes"]]
+    draws = {n: results[n].draws(keys) for n in {remedy, "real_only", best_classical} - {None}}
+    out: dict = {
+        "remedy": remedy,
+        "chosen_on": "validation",
+        "rule": "highest mean validation balanced accuracy over seeds; the simplest remedy within one standard "
+        "error of it",
+        "validation_balanced_accuracy": {name: round(float(v.mean()), 6) for name, v in scores.items()},
+        "best_classical": best_classical,
+        "test": {
+            k: combined[remedy][k]
+            for key in keys
+            for k in (key, f"{key}_std", f"{key}_ci_low", f"{key}_ci_high")
+            if k in combined[remedy]
+        },
+    }
+    for label, base in (("vs_real_only", "real_only"), ("vs_best_classical", best_classical)):
+        if base is not None and base != remedy:
+            out[label] = {
+                key: paired_difference(
+                    draws[remedy][key], draws[base][key], results[remedy].per_seed(key), results[base].per_seed(key)
+                )
+                for key in keys
+            }
+    return out
 
 
 def ratio_table(combined: dict, ablation: dict[float, str]) -> list[dict]:
@@ -159,6 +255,8 @@ def main() -> None:
             ablation[ratio] = f"vae_ratio_{ratio:g}"
             results[ablation[ratio]] = load_result(path.parent)
     combined = compare(results)
+    combined["recommendation"] = recommend(results, combined)
+    logger.info("recommended (on validation): %s", combined["recommendation"]["remedy"])
     rows = ratio_table(combined, ablation)
     write_csv(reports / "synthetic_ratio.csv", rows)
     figures = reports / "figures"

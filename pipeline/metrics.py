@@ -76,7 +76,7 @@ def classification_metrics(
     labels: np.ndarray, proba: np.ndarray, classes: Sequence[str], threshold: float | None = None, positive: int = 1
 ) -> dict:
     """Metrics of the predictions ``proba`` (N, K) against integer ``labels`` (N,): accuracy (for comparison with
-    published baselines; misleading alone under imbalance), balanced accuracy, macro-F1,
+    published baselines; misleading alone under imbalance), balanced accuracy, macro-F1, the worst class's recall,
     per-class precision/recall/F1, AUROC (one-vs-rest macro for several classes), AUPRC per class (one-vs-rest
     average precision) and the confusion matrix (rows: true class). Labels come from :func:`predict_labels`."""
     pred = predict_labels(proba, threshold, positive)
@@ -94,6 +94,7 @@ def classification_metrics(
     else:
         out["auroc"] = float("nan")
     precision, recall, f1, _ = precision_recall_fscore_support(labels, pred, labels=ks, zero_division=0)
+    out["worst_recall"] = float(min(recall[k] for k in ks if (labels == k).any()))
     for k, name in enumerate(classes):
         out[f"precision_{name}"] = float(precision[k])
         out[f"recall_{name}"] = float(recall[k])
@@ -125,6 +126,7 @@ def _resample_metrics(labels: np.ndarray, pred: np.ndarray, proba: np.ndarray, c
         "accuracy": float(hits.sum() / cm.sum()),
         "balanced_accuracy": float(recall[support > 0].mean()),
         "macro_f1": float(f1.mean()),
+        "worst_recall": float(recall[support > 0].min()),
     }
     if k == 2:
         out["auroc"] = _rank_auroc(proba[:, 1], labels == 1)

@@ -78,11 +78,52 @@ def _winner(metrics: dict, key: str, what: str) -> str:
     return text + "."
 
 
+def _gain(d: dict) -> str:
+    if d["ci_low"] > 0:
+        return "a clear gain"
+    return "a clear loss" if d["ci_high"] < 0 else "within the noise"
+
+
+def recommendation(metrics: dict) -> str | None:
+    """The opening sentence: the remedy chosen on the validation split (the compare stage's ``recommendation``),
+    its test scores, computed once, and its paired differences to real_only and to the best classical remedy
+    picked the same way. None when the compare stage made no recommendation."""
+    rec = metrics.get("recommendation")
+    if rec is None:
+        return None
+    name, test = rec["remedy"], rec["test"]
+    text = (
+        f"**Recommended: {name}** (chosen on the validation split: {rec['rule']}; the test split played no part). "
+        f"On the test split it scores balanced accuracy {test['balanced_accuracy']:.3f} "
+        f"[95% CI {test['balanced_accuracy_ci_low']:.3f}, {test['balanced_accuracy_ci_high']:.3f}]"
+    )
+    if "worst_recall" in test:
+        text += f", worst class's recall {test['worst_recall']:.3f}"
+    if "vs_real_only" in rec:
+        d = rec["vs_real_only"]["balanced_accuracy"]
+        text += f"; against real_only {d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] ({_gain(d)})"
+    else:
+        text += "; no remedy did better on validation than the real images alone"
+    if "vs_best_classical" in rec:
+        d = rec["vs_best_classical"]["balanced_accuracy"]
+        text += (
+            f"; against the best classical remedy, {rec['best_classical']} (picked the same way), "
+            f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] ({_gain(d)})"
+        )
+    return f"- {text}."
+
+
 def verdict(metrics: dict, baseline: str = "real_only", augmented: str = "vae") -> str:
-    """Plain words, one bullet each: the strategy that did best on the minority classes and by how much, whether
-    any strategy beat ``baseline`` beyond the noise, VAE augmentation against ``baseline`` and against random
-    oversampling when it ran, and the minority recalls."""
-    lines = [f"- {_winner(metrics, 'balanced_accuracy', 'Best balanced accuracy (every class weighs the same)')}"]
+    """Plain words, one bullet each: the remedy recommended on the validation split and its test scores; then,
+    marked exploratory, the strategy that did best on the test split and by how much, whether any strategy beat
+    ``baseline`` beyond the noise, VAE augmentation against ``baseline`` and against random oversampling when it
+    ran, and the minority recalls."""
+    lines = [line] if (line := recommendation(metrics)) else []
+    if lines:
+        lines.append(
+            "- *Exploratory (test-split rankings: each pick below looked at the test split, so it is optimistic):*"
+        )
+    lines += [f"- {_winner(metrics, 'balanced_accuracy', 'Best balanced accuracy (every class weighs the same)')}"]
     lines += [
         f"- {_winner(metrics, f'recall_{c}', f'Best recall of minority class {c!r}')}"
         for c in metrics["minority_classes"]

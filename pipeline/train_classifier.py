@@ -47,6 +47,11 @@ logger = logging.getLogger(__name__)
 NEEDS_SYNTHETIC = ("vae", "vae_classical", "synthetic_only")
 
 
+def validation_keys(classes) -> list[str]:
+    """The validation metrics kept in each run's record (``val``)."""
+    return ["balanced_accuracy", "macro_f1", "worst_recall"] + [f"recall_{c}" for c in classes]
+
+
 def run_strategy(
     strategy: str,
     train: SplitData,
@@ -67,17 +72,29 @@ def run_strategy(
         recipe = training_recipe(strategy, train, synthetic, ratio, seed)
         check_no_test_patients(test, **{f"the {strategy} training set": recipe.data.patients})
         model, fit = fit_classifier(recipe, val, cfg, seed, device, desc=f"{strategy} seed {seed}")
-        threshold = choose_threshold(val.labels, predict_proba(model, val.images, device), positive)
+        val_proba = predict_proba(model, val.images, device)
+        threshold = choose_threshold(val.labels, val_proba, positive)
+        # the validation scores at that threshold: what the compare stage recommends a remedy by
+        val_metrics = classification_metrics(val.labels, val_proba, val.classes, threshold, positive)
+        val_metrics = {k: val_metrics[k] for k in validation_keys(val.classes)}
         proba = predict_proba(model, test.images, device)  # the one look at the test split
         metrics = classification_metrics(test.labels, proba, test.classes, threshold, positive)
         probas.append(proba)
         thresholds.append(threshold)
         runs.append(
-            {"seed": seed, **fit, "threshold": threshold, "train_images": recipe.data.counts(), "test": metrics}
+            {
+                "seed": seed,
+                **fit,
+                "threshold": threshold,
+                "train_images": recipe.data.counts(),
+                "val": val_metrics,
+                "test": metrics,
+            }
         )
         logger.info("%s seed %d: test balanced accuracy %.3f", strategy, seed, metrics["balanced_accuracy"])
     minorities = minority_classes(counts)
-    ci_keys = ["balanced_accuracy", "macro_f1", "auroc", "accuracy"] + [f"recall_{c}" for c in minorities]
+    ci_keys = ["balanced_accuracy", "macro_f1", "auroc", "accuracy", "worst_recall"]
+    ci_keys += [f"recall_{c}" for c in minorities]
     summary = summarise_runs([r["test"] for r in runs])
     intervals = bootstrap_ci(test.labels, probas, thresholds, test.classes, ci_keys, positive=positive)
     for key, (low, high) in intervals.items():

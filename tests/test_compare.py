@@ -3,7 +3,17 @@ import csv
 import numpy as np
 import pytest
 
-from pipeline.compare import StrategyResult, compare, curve_tables, ratio_table, write_confusion
+from pipeline.compare import (
+    SIMPLICITY,
+    StrategyResult,
+    compare,
+    curve_tables,
+    pick,
+    ratio_table,
+    recommend,
+    validation_scores,
+    write_confusion,
+)
 from pipeline.metrics import classification_metrics, summarise_runs
 from pipeline.plots import confusion_matrices, roc_pr_curves, strategy_bars
 
@@ -11,21 +21,29 @@ LABELS = np.array([0] * 30 + [1] * 10)  # class "b" is the minority
 CLASSES = ("a", "b")
 
 
-def _result(name: str, accuracy: float, ratio: float = 0.0, seeds=(0, 1, 2)) -> StrategyResult:
-    """A strategy whose every seed predicts the true class of a fraction ``accuracy`` of the test images."""
+def _result(
+    name: str, accuracy: float, ratio: float = 0.0, seeds=(0, 1, 2), val=(0.5, 0.5, 0.5), labels=LABELS
+) -> StrategyResult:
+    """A strategy whose every seed predicts the true class of a fraction ``accuracy`` of the test images, with
+    validation balanced accuracies ``val`` (one per seed). ``name`` may end in ``_ratio_<r>`` (an ablation run)."""
     probas = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        right = rng.uniform(size=len(LABELS)) < accuracy
-        predicted = np.where(right, LABELS, 1 - LABELS)
+        right = rng.uniform(size=len(labels)) < accuracy
+        predicted = np.where(right, labels, 1 - labels)
         probas.append(np.eye(2)[predicted] * 0.8 + 0.1)
-    runs = [{"test": classification_metrics(LABELS, p, CLASSES)} for p in probas]
+    runs = [
+        {"val": {"balanced_accuracy": v}, "test": classification_metrics(labels, p, CLASSES)}
+        for p, v in zip(probas, val, strict=True)
+    ]
     summary = summarise_runs([r["test"] for r in runs])
     for key in ("balanced_accuracy", "recall_b"):
         summary |= {f"{key}_ci_low": summary[key] - 0.1, f"{key}_ci_high": summary[key] + 0.1}
-    summary |= {"strategy": name, "synthetic_ratio": ratio, "minority_classes": ["b"], "seeds": 3, "threshold": "x"}
+    strategy = name.split("_ratio_")[0]
+    summary |= {"strategy": strategy, "synthetic_ratio": ratio, "minority_classes": ["b"], "seeds": 3}
+    summary |= {"threshold": "x"}
     predictions = {
-        "labels": LABELS,
+        "labels": labels,
         "proba": np.stack(probas),
         "thresholds": np.full(len(seeds), np.nan),
         "seeds": np.array(seeds),
@@ -42,13 +60,71 @@ def test_each_strategy_is_compared_with_both_baselines_paired():
     assert "vs_real_only" not in combined["real_only"] and "vs_oversample" in combined["real_only"]
     vs = combined["vae"]["vs_real_only"]
     assert vs["balanced_accuracy"]["ci_low"] > 0 and vs["balanced_accuracy"]["p_bootstrap"] < 0.05
-    assert set(vs) == {"balanced_accuracy", "macro_f1", "auroc", "recall_b"}
+    assert set(vs) == {"balanced_accuracy", "macro_f1", "auroc", "worst_recall", "recall_b"}
     assert vs["balanced_accuracy"]["difference"] == pytest.approx(
         combined["vae"]["balanced_accuracy"] - combined["real_only"]["balanced_accuracy"]
     )
     same = combined["oversample"]["vs_real_only"]["balanced_accuracy"]  # identical predictions: no difference
     assert same["difference"] == 0 and same["p_bootstrap"] == 1.0
     assert combined["minority_classes"] == ["b"] and combined["seeds"] == 3
+
+
+def _remedies(labels=LABELS) -> dict[str, StrategyResult]:
+    """oversample best on validation, vae best on test, classical between them."""
+    return {
+        "real_only": _result("real_only", 0.6, val=(0.70, 0.72, 0.71), labels=labels),
+        "oversample": _result("oversample", 0.7, val=(0.90, 0.91, 0.92), labels=labels),
+        "classical": _result("classical", 0.8, val=(0.80, 0.80, 0.81), labels=labels),
+        "vae": _result("vae", 0.95, ratio=1.0, val=(0.60, 0.62, 0.61), labels=labels),
+    }
+
+
+def test_the_recommendation_is_chosen_on_validation_and_reported_on_test():
+    results = _remedies()
+    combined = compare(results)
+    rec = recommend(results, combined)
+    assert rec["remedy"] == "oversample" and rec["chosen_on"] == "validation"  # not vae, the best on test
+    assert rec["best_classical"] == "oversample"  # picked the same way among class_weight/oversample/classical/...
+    assert rec["test"]["balanced_accuracy"] == combined["oversample"]["balanced_accuracy"]
+    assert rec["vs_real_only"]["balanced_accuracy"] == combined["oversample"]["vs_real_only"]["balanced_accuracy"]
+    assert "vs_best_classical" not in rec  # the same remedy
+    assert rec["validation_balanced_accuracy"]["oversample"] == pytest.approx(0.91)
+
+
+def test_changing_the_test_labels_does_not_change_the_recommendation():
+    flipped = LABELS.copy()
+    flipped[:12] = 1  # other test labels: every test number changes
+    chosen = []
+    for labels in (LABELS, flipped, 1 - LABELS):
+        results = _remedies(labels)
+        chosen.append(recommend(results, compare(results)))
+    assert {c["remedy"] for c in chosen} == {"oversample"}
+    assert chosen[0]["test"] != chosen[1]["test"]  # the test numbers did change
+
+
+def test_within_one_standard_error_of_the_best_the_simplest_remedy_wins():
+    summaries = {n: {"strategy": n.split("_ratio_")[0], "synthetic_ratio": 0.0} for n in SIMPLICITY}
+    summaries |= {
+        "vae_ratio_0.5": {"strategy": "vae", "synthetic_ratio": 0.5},
+        "vae": {"strategy": "vae", "synthetic_ratio": 1},
+    }
+    scores = {n: np.array([0.80, 0.80, 0.80]) for n in summaries}
+    scores["mixup"] = np.array([0.84, 0.86, 0.85])  # mean 0.85, standard error 0.0058
+    scores["classical"] = np.array([0.845, 0.845, 0.845])  # within one standard error: simpler than mixup
+    assert pick(scores, summaries, list(summaries)) == "classical"
+    scores["classical"] = np.array([0.84, 0.84, 0.84])  # 0.01 below: outside
+    assert pick(scores, summaries, list(summaries)) == "mixup"
+    scores["real_only"] = scores["mixup"].copy()  # a tie with real_only: nothing beats the real images
+    assert pick(scores, summaries, list(summaries)) == "real_only"
+    tie = {"vae": np.array([0.9, 0.9]), "vae_ratio_0.5": np.array([0.9, 0.9])}
+    assert pick(tie, summaries, list(tie)) == "vae_ratio_0.5"  # fewer synthetic images
+
+
+def test_runs_without_validation_scores_ask_for_train_classifier():
+    results = _remedies()
+    del results["vae"].runs[0]["val"]
+    with pytest.raises(ValueError, match="vae.*re-run the train_classifier stage"):
+        validation_scores(results)
 
 
 def test_results_from_another_test_split_or_seeds_are_refused():
@@ -85,7 +161,7 @@ def test_several_minority_classes_are_compared_on_each_recall(tmp_path):
         results[name] = StrategyResult(summary | {"threshold": "argmax"}, runs, predictions)
     combined = compare(results)
     vs = combined["vae"]["vs_real_only"]
-    assert set(vs) == {"balanced_accuracy", "macro_f1", "auroc", "recall_b", "recall_c"}
+    assert set(vs) == {"balanced_accuracy", "macro_f1", "auroc", "worst_recall", "recall_b", "recall_c"}
     assert vs["balanced_accuracy"]["difference"] > 0 and vs["auroc"]["ci_low"] >= 0
     # the curves are class "c" (the smallest, `positive`) against the rest; the matrices are 3 x 3
     curves = curve_tables(results, points=11)

@@ -139,6 +139,31 @@ def test_verdict_names_the_winner_and_whether_anything_beat_real_only():
     assert "**real_only** 0.800" in hurt and "no remedy did better than the real images alone" in hurt
 
 
+def test_the_verdict_opens_with_the_remedy_chosen_on_validation():
+    metrics = _metrics(0.7, 0.8)
+    assert verdict(metrics).startswith("- Best balanced accuracy")  # no recommendation made: none claimed
+    metrics["recommendation"] = {
+        "remedy": "vae",
+        "rule": "highest mean validation balanced accuracy",
+        "best_classical": "oversample",
+        "test": {"balanced_accuracy": 0.8, "balanced_accuracy_ci_low": 0.75, "balanced_accuracy_ci_high": 0.85}
+        | {"worst_recall": 0.5},
+        "vs_real_only": {"balanced_accuracy": _difference(0.1, 0.02)},
+        "vs_best_classical": {"balanced_accuracy": _difference(-0.01, 0.03)},
+    }
+    text = verdict(metrics)
+    assert text.startswith(
+        "- **Recommended: vae** (chosen on the validation split: highest mean validation balanced accuracy; the "
+        "test split played no part). On the test split it scores balanced accuracy 0.800 [95% CI 0.750, 0.850], "
+        "worst class's recall 0.500; against real_only +0.100 [+0.080, +0.120] (a clear gain); against the best "
+        "classical remedy, oversample (picked the same way), -0.010 [-0.040, +0.020] (within the noise)."
+    )
+    assert text.splitlines()[1].startswith("- *Exploratory (test-split rankings")
+    metrics["recommendation"] |= {"remedy": "real_only"}
+    del metrics["recommendation"]["vs_real_only"]
+    assert "no remedy did better on validation than the real images alone" in verdict(metrics)
+
+
 def test_provenance_section_says_what_it_could_not_record():
     prov = {
         "generated_utc": "2026-11-24T06:00:00+00:00",

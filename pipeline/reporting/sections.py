@@ -25,7 +25,7 @@ __all__ = [
     "provenance_lines",
 ]
 
-METRICS = ("balanced_accuracy", "macro_f1", "auroc", "accuracy")
+METRICS = ("balanced_accuracy", "macro_f1", "auroc", "worst_recall", "accuracy")
 
 
 def picture(caption: str, path: str) -> list[str]:
@@ -405,18 +405,19 @@ def data_lines(summary: dict, synthetic_rows: list[dict], generation: dict) -> l
 def classifier_lines(metrics: dict, classes: list[str], figures: set[str]) -> list[str]:
     """The metrics table, the paired differences and, for those in ``figures`` (names under ``figures/``), the
     bars, ROC/PR curves and confusion matrices of the compare stage."""
+    shown = [k for k in METRICS if all(k in metrics[s] for s in strategies(metrics))]
     lines = [
         "## Classifier on the test split",
         "",
         "| strategy | "
-        + " | ".join(METRICS)
+        + " | ".join(shown)
         + " | "
         + " | ".join(f"recall {c}" + (" (minority)" if c in metrics["minority_classes"] else "") for c in classes)
         + " |",
-        "|---|" + "---|" * (len(METRICS) + len(classes)),
+        "|---|" + "---|" * (len(shown) + len(classes)),
     ]
     for strategy in strategies(metrics):
-        cells = [fmt(metrics[strategy], k) for k in METRICS] + [fmt(metrics[strategy], f"recall_{c}") for c in classes]
+        cells = [fmt(metrics[strategy], k) for k in shown] + [fmt(metrics[strategy], f"recall_{c}") for c in classes]
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     lines += [""]
     if "strategy_bars.png" in figures:
