@@ -259,7 +259,19 @@ class GenerateConfig:
         _check(0 < self.filter_quantile <= 1, "generate.filter_quantile", "in (0, 1]")
 
 
-STRATEGY_NAMES = ("real_only", "class_weight", "oversample", "classical", "vae", "vae_classical", "synthetic_only")
+STRATEGY_NAMES = (
+    "real_only",
+    "class_weight",
+    "oversample",
+    "classical",
+    "smote",
+    "logit_adjust",
+    "focal",
+    "mixup",
+    "vae",
+    "vae_classical",
+    "synthetic_only",
+)
 
 
 @dataclass(frozen=True)
@@ -277,6 +289,9 @@ class TrainClassifierConfig:
     learning_rate: float  # Adam learning rate
     seeds: tuple[int, ...]  # one training run per seed and strategy
     amp: bool = True  # mixed precision when a CUDA GPU is used (no effect on CPU)
+    logit_adjust_tau: float = 1.0  # logit_adjust: training loss CE(logits + tau * log(class prior)); 0 = plain CE
+    focal_gamma: float = 2.0  # focal: loss -(1 - p)^gamma log p of the true class; 0 = plain CE
+    mixup_alpha: float = 0.2  # mixup (Balanced-MixUp): weight of the instance batch ~ Beta(alpha, 1)
 
     def __post_init__(self) -> None:
         _check(len(self.channels) == 4, "train_classifier.channels", "a list of 4 channel counts")
@@ -295,6 +310,9 @@ class TrainClassifierConfig:
             "train_classifier.ablation_ratios",
             "a list of ratios in (0, 10] (0 is real_only, already in the curve)",
         )
+        _check(self.logit_adjust_tau >= 0, "train_classifier.logit_adjust_tau", "non-negative")
+        _check(self.focal_gamma >= 0, "train_classifier.focal_gamma", "non-negative")
+        _check(self.mixup_alpha > 0, "train_classifier.mixup_alpha", "positive")
 
 
 @dataclass(frozen=True)

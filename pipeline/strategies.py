@@ -1,12 +1,20 @@
 """The remedies for class imbalance that the ``train_classifier`` stages compare, as training-set recipes.
 
-Each strategy is a training set plus two switches of the shared training loop (class-weighted loss, classical
-augmentation on the fly):
+Each strategy is a training set plus a few switches of the shared training loop (the loss, classical
+augmentation on the fly, Balanced-MixUp); every one trains the same network with the same epochs and seeds:
 
 - ``real_only``: the real training split;
 - ``class_weight``: the real split, loss weighted by inverse class frequency;
 - ``oversample``: the real split, minority images repeated at random up to the majority count;
 - ``classical``: the real split, classical augmentation on the fly;
+- ``smote``: the real split, each minority class filled up to the majority count by SMOTE (Chawla et al. 2002) on
+  pixels (:func:`smote`);
+- ``logit_adjust``: the real split, trained on the logit-adjusted cross-entropy (Menon et al. 2021,
+  :func:`pipeline.models.losses.logit_adjusted_cross_entropy`), ``train_classifier.logit_adjust_tau``;
+- ``focal``: the real split, trained on the focal loss (Lin et al. 2017, :func:`pipeline.models.losses.focal_loss`),
+  ``train_classifier.focal_gamma``;
+- ``mixup``: the real split, each batch mixed with a class-balanced batch (Balanced-MixUp, Galdran et al. 2021,
+  :class:`BalancedMixUp`), ``train_classifier.mixup_alpha``;
 - ``vae``: real + ``ratio`` x each minority class's gap to the majority in synthetic images;
 - ``vae_classical``: as ``vae``, with classical augmentation;
 - ``synthetic_only``: synthetic images only, as many per class as the real split has (train on synthetic,
@@ -21,6 +29,7 @@ strategy's difference to real_only from -0.035 to +0.006, more than its interval
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +45,10 @@ __all__ = [
     "Recipe",
     "training_recipe",
     "oversample",
+    "smote",
     "class_weights",
+    "class_prior",
+    "BalancedMixUp",
     "classical_augmentation",
     "take_synthetic",
     "combine",
@@ -44,6 +56,7 @@ __all__ = [
 ]
 
 STRATEGIES = STRATEGY_NAMES
+LOSSES = ("ce", "logit_adjust", "focal")  # the training losses a recipe can name (pipeline.models.losses)
 
 
 class DataLeakError(ValueError):
@@ -57,6 +70,14 @@ class Recipe:
     data: SplitData
     weighted: bool = False  # cross-entropy weighted by inverse class frequency
     augment: bool = False  # classical augmentation of each training batch (pipeline.augment)
+    loss: str = "ce"  # training loss, one of LOSSES: cross-entropy, logit-adjusted cross-entropy or focal loss
+    mixup: bool = False  # Balanced-MixUp: each batch mixed with a class-balanced one (BalancedMixUp)
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.loss != "ce" and self.weighted:
+            raise ValueError(f"the class weights apply to the cross-entropy only, not to loss {self.loss!r}")
 
 
 def oversample(data: SplitData, seed: int) -> SplitData:
@@ -71,10 +92,109 @@ def oversample(data: SplitData, seed: int) -> SplitData:
     return SplitData(data.images[index], data.labels[index], data.patients[index], data.classes)
 
 
+def smote(data: SplitData, seed: int) -> SplitData:
+    """Every class filled up to the majority count with SMOTE images (Chawla et al. 2002; imbalanced-learn's
+    :class:`~imblearn.over_sampling.SMOTE`, ``random_state=seed``): each new image is ``a + u (b - a)``, ``a`` a
+    random image of its class, ``b`` one of the ``k`` nearest images of the same class to ``a`` in pixel space,
+    ``u`` uniform in [0, 1], with ``k = min(5, smallest class count - 1)``.
+
+    It interpolates the flattened pixels of whole images. That is what SMOTE is defined as: a point on the segment
+    between two samples of one class; the images are small (64 px in the demo, 28-64 px for MedMNIST), so their
+    pixels are the samples' features. Interpolating a classifier's features instead would need a decoder to turn
+    the new features back into images for the network to train on (as the vae strategies' generator does).
+
+    The real images come first and unchanged; the new ones follow with patient pseudonyms
+    ``smote-<class>-<i>``, which cannot collide with the real ``P<hex>`` pseudonyms.
+
+    Raises:
+        ValueError: a class has a single image (SMOTE needs a neighbour of the same class).
+    """
+    from imblearn.over_sampling import SMOTE  # imported here: only this strategy needs imbalanced-learn
+
+    counts = np.bincount(data.labels, minlength=len(data.classes))
+    single = [data.classes[k] for k in np.flatnonzero(counts == 1)]
+    if single:
+        raise ValueError(
+            f"strategy smote needs at least 2 training images of each class, but class(es) {', '.join(single)} "
+            "have 1: SMOTE interpolates between an image and a neighbour of its own class; use oversample, or more data"
+        )
+    k = min(5, int(counts[counts > 0].min()) - 1)
+    flat, labels = SMOTE(k_neighbors=k, random_state=seed).fit_resample(data.images.reshape(len(data), -1), data.labels)
+    new_images, new_labels = flat[len(data) :], labels[len(data) :]  # SMOTE returns the input first, unchanged
+    made = Counter()
+    patients = []
+    for y in new_labels:
+        patients.append(f"smote-{data.classes[y]}-{made[y]}")
+        made[y] += 1
+    return SplitData(
+        images=np.concatenate([data.images, new_images.reshape(-1, *data.images.shape[1:]).astype(data.images.dtype)]),
+        labels=np.concatenate([data.labels, new_labels.astype(data.labels.dtype)]),
+        patients=np.concatenate([data.patients, np.array(patients, dtype=str)]),
+        classes=data.classes,
+    )
+
+
 def class_weights(data: SplitData) -> torch.Tensor:
     """Inverse-frequency weights n / (K * n_k) for the cross-entropy (scikit-learn's "balanced")."""
     counts = np.bincount(data.labels, minlength=len(data.classes)).astype(np.float32)
     return torch.from_numpy(len(data) / (len(data.classes) * np.maximum(counts, 1)))
+
+
+def class_prior(data: SplitData) -> torch.Tensor:
+    """The class frequencies n_k / n of the split (logit_adjust's prior); a class without images counts as one, so
+    that its log prior is finite."""
+    counts = np.maximum(np.bincount(data.labels, minlength=len(data.classes)), 1).astype(np.float32)
+    return torch.from_numpy(counts / counts.sum())
+
+
+class BalancedMixUp:
+    """Balanced-MixUp (Galdran et al. 2021, "Balanced-MixUp for highly imbalanced medical image classification"):
+    each training batch (instance-sampled) is mixed with a batch of the same size drawn class-balanced from the
+    training split, ``x = lam * x_instance + (1 - lam) * x_balanced`` with ``lam ~ Beta(alpha, 1)`` drawn once per
+    batch, and trained on ``lam * loss(y_instance) + (1 - lam) * loss(y_balanced)``
+    (:func:`pipeline.models.losses.mixed_loss`). A small ``alpha`` (0.2 in the paper) makes ``lam`` small: mostly
+    the balanced image, with a little of the instance image.
+
+    Its own random stream, from ``seed``, leaves the global one (and so the other strategies) untouched.
+
+    Args:
+        labels: ``(N,)`` class indices of the training split.
+        alpha: the first parameter of the Beta distribution of ``lam``, positive.
+        seed: seed of the draws.
+
+    Example::
+
+        mix = BalancedMixUp(train.labels, alpha=0.2, seed=0)
+        lam, other = mix.draw(32)  # a weight and 32 indices into the split, each class equally likely
+        x = mix.mix(images[batch], images[other], lam)
+    """
+
+    def __init__(self, labels: np.ndarray, alpha: float, seed: int) -> None:
+        if alpha <= 0:
+            raise ValueError(f"alpha must be positive, got {alpha}")
+        labels = np.asarray(labels)
+        self.alpha = alpha
+        self._rng = np.random.default_rng([seed, 0xBA1A])
+        self._members = [np.flatnonzero(labels == k) for k in np.unique(labels)]
+        self._sizes = np.array([len(m) for m in self._members])
+        self._starts = np.concatenate([[0], np.cumsum(self._sizes)[:-1]])
+        self._flat = np.concatenate(self._members)
+
+    def balanced_indices(self, n: int) -> np.ndarray:
+        """``n`` indices into the split: a class drawn uniformly among those present, then an image uniformly
+        within it (with replacement)."""
+        k = self._rng.integers(len(self._members), size=n)
+        return self._flat[self._starts[k] + self._rng.integers(0, self._sizes[k])]
+
+    def draw(self, n: int) -> tuple[float, np.ndarray]:
+        """One batch's ``lam ~ Beta(alpha, 1)`` and ``n`` class-balanced indices."""
+        lam = float(self._rng.beta(self.alpha, 1.0))
+        return lam, self.balanced_indices(n)
+
+    @staticmethod
+    def mix(x_instance: torch.Tensor, x_balanced: torch.Tensor, lam: float) -> torch.Tensor:
+        """``lam * x_instance + (1 - lam) * x_balanced``."""
+        return lam * x_instance + (1 - lam) * x_balanced
 
 
 def classical_augmentation(spatial_dims: int, seed: int) -> BatchAugment:
@@ -130,6 +250,12 @@ def training_recipe(strategy: str, train: SplitData, synthetic: SplitData | None
         return Recipe(take_synthetic(synthetic, counts, seed))
     if strategy == "oversample":
         return Recipe(oversample(train, seed))
+    if strategy == "smote":
+        return Recipe(smote(train, seed))
+    if strategy in ("logit_adjust", "focal"):
+        return Recipe(train, loss=strategy)
+    if strategy == "mixup":
+        return Recipe(train, mixup=True)
     return Recipe(train, weighted=strategy == "class_weight", augment=strategy == "classical")
 
 

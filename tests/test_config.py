@@ -113,6 +113,9 @@ def test_missing_key_is_reported():
         ({"network": "vgg16"}, "allowed values: resnet_small, resnet18, densenet121"),
         ({"patience": -1}, "patience must be 0 (off)"),
         ({"seeds": [0, 0]}, "seeds must be a list without repeats"),  # paired tests need distinct seeds
+        ({"logit_adjust_tau": -0.5}, "logit_adjust_tau must be non-negative"),  # 0 is plain cross-entropy
+        ({"focal_gamma": -1.0}, "focal_gamma must be non-negative"),  # 0 is plain cross-entropy
+        ({"mixup_alpha": 0.0}, "mixup_alpha must be positive"),  # Beta(0, 1) is no distribution
     ],
 )
 def test_classifier_validation_names_the_key(change, message):

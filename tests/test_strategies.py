@@ -4,11 +4,15 @@ import torch
 
 from pipeline.strategies import (
     STRATEGIES,
+    BalancedMixUp,
     DataLeakError,
+    Recipe,
     check_no_test_patients,
+    class_prior,
     class_weights,
     classical_augmentation,
     oversample,
+    smote,
     take_synthetic,
     training_recipe,
 )
@@ -36,27 +40,107 @@ def test_classical_augmentation_changes_images_but_not_their_shape():
 
 
 @pytest.mark.parametrize(
-    "strategy, ratio, counts, weighted, augment",
+    "strategy, ratio, counts, weighted, augment, loss, mixup",
     [
-        ("real_only", 1.0, {"a": 9, "b": 3}, False, False),
-        ("class_weight", 1.0, {"a": 9, "b": 3}, True, False),
-        ("oversample", 1.0, {"a": 9, "b": 9}, False, False),
-        ("classical", 1.0, {"a": 9, "b": 3}, False, True),
-        ("vae", 1.0, {"a": 9, "b": 9}, False, False),  # the gap of 6 filled
-        ("vae", 0.5, {"a": 9, "b": 6}, False, False),  # half the gap
-        ("vae_classical", 1.0, {"a": 9, "b": 9}, False, True),
-        ("synthetic_only", 1.0, {"a": 9, "b": 3}, False, False),  # as many as the real split, all synthetic
+        ("real_only", 1.0, {"a": 9, "b": 3}, False, False, "ce", False),
+        ("class_weight", 1.0, {"a": 9, "b": 3}, True, False, "ce", False),
+        ("oversample", 1.0, {"a": 9, "b": 9}, False, False, "ce", False),
+        ("classical", 1.0, {"a": 9, "b": 3}, False, True, "ce", False),
+        ("smote", 1.0, {"a": 9, "b": 9}, False, False, "ce", False),  # 6 interpolated 'b' images
+        ("logit_adjust", 1.0, {"a": 9, "b": 3}, False, False, "logit_adjust", False),  # the real split, another loss
+        ("focal", 1.0, {"a": 9, "b": 3}, False, False, "focal", False),
+        ("mixup", 1.0, {"a": 9, "b": 3}, False, False, "ce", True),  # balanced batches are drawn while training
+        ("vae", 1.0, {"a": 9, "b": 9}, False, False, "ce", False),  # the gap of 6 filled
+        ("vae", 0.5, {"a": 9, "b": 6}, False, False, "ce", False),  # half the gap
+        ("vae_classical", 1.0, {"a": 9, "b": 9}, False, True, "ce", False),
+        ("synthetic_only", 1.0, {"a": 9, "b": 3}, False, False, "ce", False),  # as many as the real split, synthetic
     ],
 )
-def test_every_strategy_trains_on_what_it_says(strategy, ratio, counts, weighted, augment):
+def test_every_strategy_trains_on_what_it_says(strategy, ratio, counts, weighted, augment, loss, mixup):
     recipe = training_recipe(strategy, TRAIN, SYNTHETIC, ratio, seed=0)
     assert recipe.data.counts() == counts and (recipe.weighted, recipe.augment) == (weighted, augment)
+    assert (recipe.loss, recipe.mixup) == (loss, mixup)
     real = set(TRAIN.patients)
     if strategy == "synthetic_only":
         assert not set(recipe.data.patients) & real
     elif strategy.startswith("vae"):
         assert len(set(recipe.data.patients) - real) == int(6 * ratio)
+    elif strategy == "smote":
+        assert set(recipe.data.patients) - real == {f"smote-b-{i}" for i in range(6)}
     assert strategy in STRATEGIES
+
+
+def test_a_recipe_names_a_known_loss():
+    with pytest.raises(ValueError, match="loss must be one of ce, logit_adjust, focal"):
+        Recipe(TRAIN, loss="hinge")
+    with pytest.raises(ValueError, match="class weights apply to the cross-entropy only"):
+        Recipe(TRAIN, weighted=True, loss="focal")
+
+
+def _two_image_minority() -> tuple:
+    """A majority of 6 images and a minority of exactly 2, a and b: SMOTE with k_neighbors 1."""
+    data = make_split(labels=[0] * 6 + [1] * 2, seed=4)
+    a, b = data.images[6].ravel().astype(np.float64), data.images[7].ravel().astype(np.float64)
+    return data, a, b
+
+
+def test_smote_interpolates_between_two_minority_images():
+    data, a, b = _two_image_minority()
+    out = smote(data, seed=0)
+    assert out.counts() == {"a": 6, "b": 6}  # balanced to the majority
+    assert np.array_equal(out.images[:8], data.images) and np.array_equal(out.patients[:8], data.patients)  # first
+    new = out.images[8:].reshape(4, -1).astype(np.float64)
+    assert (out.labels[8:] == 1).all() and out.images.dtype == np.float32
+    for x in new:
+        u = np.dot(x - a, b - a) / np.dot(b - a, b - a)  # the only u for which x = a + u (b - a) can hold
+        assert -1e-6 <= u <= 1 + 1e-6 and np.allclose(x, a + u * (b - a), atol=1e-5)  # pixelwise on the segment
+    assert len({round(float(np.dot(x - a, b - a)), 3) for x in new}) > 1  # not all the same point
+
+
+def test_smote_is_seeded_and_names_its_images_apart_from_real_patients():
+    data, _, _ = _two_image_minority()
+    first, again, other = smote(data, seed=0), smote(data, seed=0), smote(data, seed=1)
+    assert np.array_equal(first.images, again.images) and not np.array_equal(first.images, other.images)
+    assert first.patients[8:].tolist() == [f"smote-b-{i}" for i in range(4)]
+
+
+def test_smote_refuses_a_class_of_one_image():
+    with pytest.raises(ValueError, match="smote needs at least 2 training images of each class.*class\\(es\\) b"):
+        smote(make_split(labels=[0] * 5 + [1]), seed=0)
+
+
+def test_class_prior_is_the_class_frequency():
+    assert class_prior(TRAIN).tolist() == pytest.approx([9 / 12, 3 / 12])
+
+
+def test_balanced_mixup_draws_each_class_about_equally_often():
+    labels = np.array([0] * 90 + [1] * 10)  # 9 : 1
+    draws = BalancedMixUp(labels, alpha=0.2, seed=0).balanced_indices(10000)
+    share = (labels[draws] == 1).mean()
+    assert abs(share - 0.5) < 0.02  # 50 % of the draws from 10 % of the images
+    assert len(np.unique(draws[labels[draws] == 1])) == 10 and len(np.unique(draws[labels[draws] == 0])) > 80
+
+
+def test_balanced_mixup_mixes_a_batch_by_the_hand_formula():
+    x_instance, x_balanced = torch.full((2, 1, 2, 2), 2.0), torch.full((2, 1, 2, 2), 6.0)
+    mixed = BalancedMixUp.mix(x_instance, x_balanced, lam=0.25)
+    assert torch.allclose(mixed, torch.full((2, 1, 2, 2), 0.25 * 2 + 0.75 * 6))  # 5.0
+
+
+def test_balanced_mixup_draws_lam_in_0_1_from_its_own_seeded_stream():
+    labels = TRAIN.labels
+    draws = [BalancedMixUp(labels, alpha=0.2, seed=0).draw(4) for _ in range(2)]
+    assert draws[0][0] == draws[1][0] and np.array_equal(draws[0][1], draws[1][1])  # same seed, same draws
+    torch.manual_seed(0), np.random.seed(0)
+    mix = BalancedMixUp(labels, alpha=0.2, seed=0)
+    lams = [mix.draw(4)[0] for _ in range(2000)]
+    after = torch.rand(1).item(), np.random.rand()
+    torch.manual_seed(0), np.random.seed(0)
+    assert after == (torch.rand(1).item(), np.random.rand())  # the global streams did not move: other strategies' draws
+    assert all(0 <= lam <= 1 for lam in lams)
+    assert np.mean(lams) == pytest.approx(0.2 / 1.2, abs=0.02)  # the mean of Beta(0.2, 1)
+    with pytest.raises(ValueError, match="alpha must be positive"):
+        BalancedMixUp(labels, alpha=0.0, seed=0)
 
 
 def test_each_seed_draws_its_own_share_of_the_pool_and_a_smaller_ratio_a_subset_of_it():

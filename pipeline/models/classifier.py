@@ -10,19 +10,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.networks.nets import DenseNet121, ResNet, resnet18
 from tqdm import tqdm
 
 from pipeline.config import TrainClassifierConfig
 from pipeline.io.arrays import SplitData
 from pipeline.metrics import balanced_accuracy
+from pipeline.models.losses import Loss, cross_entropy, focal_loss, logit_adjusted_cross_entropy, mixed_loss
 from pipeline.runtime import adam, seed_everything
-from pipeline.strategies import Recipe, class_weights, classical_augmentation, training_recipe
+from pipeline.strategies import (
+    BalancedMixUp,
+    Recipe,
+    class_prior,
+    class_weights,
+    classical_augmentation,
+    training_recipe,
+)
 
 __all__ = [
     "NETWORKS",
@@ -144,15 +152,27 @@ def _batches(order: torch.Tensor, size: int) -> list[torch.Tensor]:
     return batches
 
 
+def _training_loss(recipe: Recipe, cfg: TrainClassifierConfig, device: torch.device) -> Loss:
+    """The loss ``recipe.loss`` names, with ``cfg``'s settings and the class frequencies of the recipe's data."""
+    if recipe.loss == "logit_adjust":
+        log_prior = torch.log(class_prior(recipe.data)).to(device)
+        return partial(logit_adjusted_cross_entropy, log_prior=log_prior, tau=cfg.logit_adjust_tau)
+    if recipe.loss == "focal":
+        return partial(focal_loss, gamma=cfg.focal_gamma)
+    return partial(cross_entropy, weight=class_weights(recipe.data).to(device) if recipe.weighted else None)
+
+
 def fit_classifier(
     recipe: Recipe, val: SplitData, cfg: TrainClassifierConfig, seed: int, device: torch.device, desc: str = "fit"
 ) -> tuple[torch.nn.Module, dict]:
     """Train on ``recipe`` for at most ``cfg.epochs``; return the model of the epoch with the best validation
-    score and ``{"best_epoch", "epochs_run"}``."""
+    score and ``{"best_epoch", "epochs_run"}``. The recipe's loss trains the network; prediction uses its raw
+    logits."""
     seed_everything(seed)
     train = recipe.data
-    weight = class_weights(train).to(device) if recipe.weighted else None
+    loss_fn = _training_loss(recipe, cfg, device)
     transform = classical_augmentation(train.images.ndim - 2, seed) if recipe.augment else None
+    mixup = BalancedMixUp(train.labels, cfg.mixup_alpha, seed) if recipe.mixup else None
     model = build_classifier(
         train.images.shape[1:], len(train.classes), cfg.network, cfg.channels, cfg.blocks_per_level, cfg.stem_stride
     ).to(device)
@@ -166,10 +186,18 @@ def fit_classifier(
         model.train()
         for batch in _batches(torch.randperm(len(labels), generator=order), cfg.batch_size):
             batch = batch.to(device)
-            x = images[batch] if transform is None else transform(images[batch])
+            x = images[batch]
+            if mixup is not None:  # Balanced-MixUp: a class-balanced batch of the same size mixed in
+                lam, other = mixup.draw(len(batch))
+                other = torch.from_numpy(other).to(device)
+                x = mixup.mix(x, images[other], lam)
+            x = x if transform is None else transform(x)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 logits = model(as_input(x, device))
-            loss = F.cross_entropy(logits.float(), labels[batch], weight=weight)
+            if mixup is None:
+                loss = loss_fn(logits, labels[batch])
+            else:
+                loss = mixed_loss(loss_fn, logits, labels[batch], labels[other], lam)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

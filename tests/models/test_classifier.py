@@ -1,7 +1,15 @@
+import dataclasses
+import functools
+
+import numpy as np
 import pytest
 import torch
 
-from pipeline.models.classifier import NETWORKS, build_classifier
+import pipeline.models.classifier as classifier
+from pipeline.config import TrainClassifierConfig
+from pipeline.models.classifier import NETWORKS, build_classifier, fit_classifier, predict_proba
+from pipeline.strategies import training_recipe
+from tests.conftest import make_split
 
 
 @pytest.mark.parametrize(
@@ -33,3 +41,63 @@ def test_every_network_maps_images_to_class_logits(network, shape):
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_classifier((1, 28, 28), **{"num_classes": 2, **kwargs})
+
+
+CPU = torch.device("cpu")
+CFG = TrainClassifierConfig(
+    strategies=("real_only",),
+    synthetic_ratio=1.0,
+    ablation_ratios=(),
+    network="resnet_small",
+    channels=(4, 8, 8, 8),
+    blocks_per_level=1,
+    stem_stride=2,
+    epochs=2,
+    patience=0,
+    batch_size=8,
+    learning_rate=0.003,
+    seeds=(0,),
+)
+TRAIN = make_split(labels=[0] * 18 + [1] * 6)  # 3 : 1
+VAL = make_split(8, seed=1, prefix="V")
+
+
+@functools.cache
+def _real_only_weights() -> dict:
+    return fit_classifier(training_recipe("real_only", TRAIN, None, 1.0, seed=0), VAL, CFG, 0, CPU)[0].state_dict()
+
+
+@pytest.mark.parametrize("strategy", ["smote", "logit_adjust", "focal", "mixup"])
+def test_every_new_remedy_trains_end_to_end_and_reproducibly(strategy):
+    runs = [fit_classifier(training_recipe(strategy, TRAIN, None, 1.0, seed=0), VAL, CFG, 0, CPU) for _ in range(2)]
+    (model, fit), (again, _) = runs
+    proba = predict_proba(model, VAL.images, CPU)
+    assert fit["epochs_run"] == 2 and proba.shape == (8, 2) and np.allclose(proba.sum(1), 1)
+    weights, again = model.state_dict(), again.state_dict()
+    assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
+    assert not all(torch.equal(weights[k], w) for k, w in _real_only_weights().items())  # the remedy changed training
+
+
+def test_mixup_trains_on_the_mixed_batch_against_both_labelings(monkeypatch):
+    """fit_classifier mixes each batch with the sampler's balanced indices at its lam, and the loss weighs the
+    instance labels by lam and the balanced ones by 1 - lam."""
+    seen = []
+    draw, mixed = classifier.BalancedMixUp.draw, classifier.mixed_loss
+
+    def spy_draw(self, n):
+        lam, other = draw(self, n)
+        seen.append({"lam": lam, "other": other})
+        return lam, other
+
+    def spy_loss(loss, logits, labels_a, labels_b, lam):
+        seen[-1].update(labels_a=labels_a, labels_b=labels_b, loss_lam=lam)
+        return mixed(loss, logits, labels_a, labels_b, lam)
+
+    monkeypatch.setattr(classifier.BalancedMixUp, "draw", spy_draw)
+    monkeypatch.setattr(classifier, "mixed_loss", spy_loss)
+    fit_classifier(training_recipe("mixup", TRAIN, None, 1.0, seed=0), VAL, dataclasses.replace(CFG, epochs=1), 0, CPU)
+    assert len(seen) == 3  # 24 images in batches of 8
+    for batch in seen:
+        assert batch["loss_lam"] == batch["lam"] and 0 <= batch["lam"] <= 1
+        assert len(batch["other"]) == len(batch["labels_a"]) == 8
+        assert torch.equal(batch["labels_b"], torch.from_numpy(TRAIN.labels[batch["other"]]))
