@@ -165,8 +165,10 @@ def _found_in(needle: _Needle, blob: Blob) -> bool:
     if blob.kind == "text":
         if not needle.chance:
             return needle.spelling in blob.data
-        return any(not NOT_A_HEADER.search(blob.data[max(0, m.start() - 16) : m.start()]) for m in
-                   needle.token.finditer(blob.data))
+        return any(
+            not NOT_A_HEADER.search(blob.data[max(0, m.start() - 16) : m.start()])
+            for m in needle.token.finditer(blob.data)
+        )
     return False
 
 

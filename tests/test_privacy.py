@@ -30,6 +30,8 @@ from tests.phi import Markers, blobs_of, find_markers, rewrite_labels, text_blob
 from tests.project import dvc
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
 def run_preprocess(tmp_path: Path, dataset: Path, on_error: str) -> tuple[Path, subprocess.CompletedProcess]:
     """Run the stage in a fresh project folder whose params.yaml points at ``dataset`` and every output path
     inside the project folder; check that it wrote nothing into the dataset folder."""
