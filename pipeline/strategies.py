@@ -72,6 +72,7 @@ class Recipe:
     augment: bool = False  # classical augmentation of each training batch (pipeline.augment)
     loss: str = "ce"  # training loss, one of LOSSES: cross-entropy, logit-adjusted cross-entropy or focal loss
     mixup: bool = False  # Balanced-MixUp: each batch mixed with a class-balanced one (BalancedMixUp)
+    synthetic: np.ndarray | None = None  # (N,) True where data's image is synthetic (the vae strategies)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -245,7 +246,9 @@ def training_recipe(strategy: str, train: SplitData, synthetic: SplitData | None
         raise ValueError(f"strategy {strategy} needs the generate stage's synthetic images")
     if strategy in ("vae", "vae_classical"):
         gaps = {name: round(ratio * (majority - n)) for name, n in counts.items()}
-        return Recipe(combine(train, take_synthetic(synthetic, gaps, seed)), augment=strategy == "vae_classical")
+        data = combine(train, take_synthetic(synthetic, gaps, seed))
+        is_synthetic = np.arange(len(data)) >= len(train)  # combine appends the synthetic images
+        return Recipe(data, augment=strategy == "vae_classical", synthetic=is_synthetic)
     if strategy == "synthetic_only":
         return Recipe(take_synthetic(synthetic, counts, seed))
     if strategy == "oversample":

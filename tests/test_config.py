@@ -116,6 +116,8 @@ def test_missing_key_is_reported():
         ({"logit_adjust_tau": -0.5}, "logit_adjust_tau must be non-negative"),  # 0 is plain cross-entropy
         ({"focal_gamma": -1.0}, "focal_gamma must be non-negative"),  # 0 is plain cross-entropy
         ({"mixup_alpha": 0.0}, "mixup_alpha must be positive"),  # Beta(0, 1) is no distribution
+        ({"synthetic_weight": -1.0}, "synthetic_weight must be in [0, 10]"),
+        ({"real_epochs": 99}, "real_epochs must be 0 (off) or fewer than"),  # nothing left before it
     ],
 )
 def test_classifier_validation_names_the_key(change, message):

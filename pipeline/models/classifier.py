@@ -21,7 +21,14 @@ from tqdm import tqdm
 from pipeline.config import TrainClassifierConfig
 from pipeline.io.arrays import SplitData
 from pipeline.metrics import balanced_accuracy
-from pipeline.models.losses import Loss, cross_entropy, focal_loss, logit_adjusted_cross_entropy, mixed_loss
+from pipeline.models.losses import (
+    Loss,
+    cross_entropy,
+    focal_loss,
+    logit_adjusted_cross_entropy,
+    mixed_loss,
+    weighted_cross_entropy,
+)
 from pipeline.runtime import adam, seed_everything
 from pipeline.strategies import (
     BalancedMixUp,
@@ -162,17 +169,33 @@ def _training_loss(recipe: Recipe, cfg: TrainClassifierConfig, device: torch.dev
     return partial(cross_entropy, weight=class_weights(recipe.data).to(device) if recipe.weighted else None)
 
 
+def _sample_weights(recipe: Recipe, cfg: TrainClassifierConfig, device: torch.device) -> torch.Tensor | None:
+    """Each training image's loss weight: ``cfg.synthetic_weight`` for synthetic images, 1 for real ones; None
+    (the plain mean) when the recipe has no synthetic images or they weigh 1."""
+    if recipe.synthetic is None or cfg.synthetic_weight == 1.0:
+        return None
+    if recipe.loss != "ce" or recipe.weighted or recipe.mixup:
+        raise ValueError("train_classifier.synthetic_weight applies to the plain cross-entropy of the vae strategies")
+    weights = np.where(recipe.synthetic, cfg.synthetic_weight, 1.0).astype(np.float32)
+    return torch.from_numpy(weights).to(device)
+
+
 def fit_classifier(
     recipe: Recipe, val: SplitData, cfg: TrainClassifierConfig, seed: int, device: torch.device, desc: str = "fit"
 ) -> tuple[torch.nn.Module, dict]:
     """Train on ``recipe`` for at most ``cfg.epochs``; return the model of the epoch with the best validation
     score and ``{"best_epoch", "epochs_run"}``. The recipe's loss trains the network; prediction uses its raw
-    logits."""
+    logits. With synthetic images in the recipe, each weighs ``cfg.synthetic_weight`` in the loss, and the last
+    ``cfg.real_epochs`` epochs (two-phase training) see the real images only; the best epoch is chosen over all."""
     seed_everything(seed)
     train = recipe.data
     loss_fn = _training_loss(recipe, cfg, device)
     transform = classical_augmentation(train.images.ndim - 2, seed) if recipe.augment else None
     mixup = BalancedMixUp(train.labels, cfg.mixup_alpha, seed) if recipe.mixup else None
+    weights = _sample_weights(recipe, cfg, device)  # None unless synthetic images weigh other than real ones
+    real = None  # two-phase: the indices of the real images, for the last cfg.real_epochs epochs
+    if recipe.synthetic is not None and cfg.real_epochs:
+        real = torch.from_numpy(np.flatnonzero(~recipe.synthetic))
     model = build_classifier(
         train.images.shape[1:], len(train.classes), cfg.network, cfg.channels, cfg.blocks_per_level, cfg.stem_stride
     ).to(device)
@@ -184,7 +207,11 @@ def fit_classifier(
     best, best_epoch, best_state, stale, epoch = (-1.0, -np.inf), -1, None, 0, -1
     for epoch in tqdm(range(cfg.epochs), desc=desc, unit="epoch", leave=False):
         model.train()
-        for batch in _batches(torch.randperm(len(labels), generator=order), cfg.batch_size):
+        if real is not None and epoch >= cfg.epochs - cfg.real_epochs:
+            shuffled = real[torch.randperm(len(real), generator=order)]
+        else:
+            shuffled = torch.randperm(len(labels), generator=order)
+        for batch in _batches(shuffled, cfg.batch_size):
             batch = batch.to(device)
             x = images[batch]
             if mixup is not None:  # Balanced-MixUp: a class-balanced batch of the same size mixed in
@@ -194,7 +221,9 @@ def fit_classifier(
             x = x if transform is None else transform(x)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 logits = model(as_input(x, device))
-            if mixup is None:
+            if weights is not None:
+                loss = weighted_cross_entropy(logits, labels[batch], weights[batch])
+            elif mixup is None:
                 loss = loss_fn(logits, labels[batch])
             else:
                 loss = mixed_loss(loss_fn, logits, labels[batch], labels[other], lam)

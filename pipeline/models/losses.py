@@ -4,6 +4,7 @@ Each takes the logits as the network gives them and computes in float32 (``logit
 under float16 autocast (``train_classifier.amp``). They change training only: prediction uses the raw logits.
 
 - :func:`cross_entropy`: plain or class-weighted cross-entropy (real_only, class_weight and the others);
+- :func:`weighted_cross_entropy`: cross-entropy with a weight per image (synthetic images weighed differently);
 - :func:`logit_adjusted_cross_entropy`: Menon et al. 2021, "Long-tail learning via logit adjustment";
 - :func:`focal_loss`: Lin et al. 2017, "Focal loss for dense object detection" (without the alpha weights);
 - :func:`mixed_loss`: a loss of a mixed batch, ``lam`` of it against one set of labels and the rest against the
@@ -17,7 +18,14 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Loss", "cross_entropy", "logit_adjusted_cross_entropy", "focal_loss", "mixed_loss"]
+__all__ = [
+    "Loss",
+    "cross_entropy",
+    "weighted_cross_entropy",
+    "logit_adjusted_cross_entropy",
+    "focal_loss",
+    "mixed_loss",
+]
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) -> mean loss over the batch
 
@@ -25,6 +33,13 @@ Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, labels) 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy, each image's term weighted by ``weight[label]`` when given (PyTorch's weighted mean)."""
     return F.cross_entropy(logits.float(), labels, weight=weight)
+
+
+def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, sample_weight: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with a weight per image: ``sum_i w_i CE_i / sum_i w_i`` (``train_classifier.synthetic_weight``
+    for synthetic images, 1 for real ones)."""
+    terms = F.cross_entropy(logits.float(), labels, reduction="none")
+    return (terms * sample_weight).sum() / sample_weight.sum().clamp_min(1e-12)
 
 
 def logit_adjusted_cross_entropy(

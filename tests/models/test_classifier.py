@@ -101,3 +101,39 @@ def test_mixup_trains_on_the_mixed_batch_against_both_labelings(monkeypatch):
         assert batch["loss_lam"] == batch["lam"] and 0 <= batch["lam"] <= 1
         assert len(batch["other"]) == len(batch["labels_a"]) == 8
         assert torch.equal(batch["labels_b"], torch.from_numpy(TRAIN.labels[batch["other"]]))
+
+
+SYNTHETIC = make_split(labels=[1] * 12, prefix="S", seed=5)  # a pool of 12 "b" images
+
+
+def test_synthetic_images_weigh_synthetic_weight_in_the_loss(monkeypatch):
+    seen = []
+    weighted = classifier.weighted_cross_entropy
+
+    def spy(logits, labels, sample_weight):
+        seen.append(sample_weight)
+        return weighted(logits, labels, sample_weight)
+
+    monkeypatch.setattr(classifier, "weighted_cross_entropy", spy)
+    recipe = training_recipe("vae", TRAIN, SYNTHETIC, 1.0, seed=0)  # 24 real + 12 synthetic
+    assert recipe.synthetic.tolist() == [False] * 24 + [True] * 12
+    fit_classifier(recipe, VAL, dataclasses.replace(CFG, epochs=1, synthetic_weight=0.25), 0, CPU)
+    weights = torch.cat(seen)
+    assert sorted(weights.tolist()) == [0.25] * 12 + [1.0] * 24  # every image once, synthetic ones at 0.25
+    seen.clear()
+    fit_classifier(recipe, VAL, dataclasses.replace(CFG, epochs=1), 0, CPU)
+    assert not seen  # weight 1: the plain mean, as before
+
+
+def test_two_phase_training_ends_on_the_real_images_only(monkeypatch):
+    orders = []
+    batches = classifier._batches
+
+    def spy(order, size):
+        orders.append(order.clone())
+        return batches(order, size)
+
+    monkeypatch.setattr(classifier, "_batches", spy)
+    recipe = training_recipe("vae", TRAIN, SYNTHETIC, 1.0, seed=0)
+    fit_classifier(recipe, VAL, dataclasses.replace(CFG, epochs=3, real_epochs=1), 0, CPU)
+    assert [sorted(o.tolist()) for o in orders] == [list(range(36))] * 2 + [list(range(24))]  # the last: real only

@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from pipeline.models.losses import cross_entropy, focal_loss, logit_adjusted_cross_entropy, mixed_loss
+from pipeline.models.losses import (
+    cross_entropy,
+    focal_loss,
+    logit_adjusted_cross_entropy,
+    mixed_loss,
+    weighted_cross_entropy,
+)
 
 LOGITS = torch.tensor([[2.0, 0.0]])
 PRIOR = torch.tensor([0.75, 0.25])
@@ -61,3 +67,11 @@ def test_losses_are_float32_on_half_precision_logits(loss):
     """Under float16 autocast (train_classifier.amp) the network's logits are half precision."""
     out = loss(torch.tensor([[2.0, 0.0], [0.0, 1.0]], dtype=torch.float16), torch.tensor([1, 0]))
     assert out.dtype == torch.float32 and torch.isfinite(out)
+
+
+def test_weighted_cross_entropy_is_the_weighted_mean_of_the_terms():
+    logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([1, 1])
+    terms = [math.log(1 + math.exp(2)), math.log(1 + math.exp(-1))]  # 2.1269280, 0.3132617
+    loss = weighted_cross_entropy(logits, labels, torch.tensor([0.5, 1.0]))
+    assert loss.item() == pytest.approx((0.5 * terms[0] + terms[1]) / 1.5)
+    assert weighted_cross_entropy(logits, labels, torch.ones(2)).item() == pytest.approx(cross_entropy(logits, labels))
