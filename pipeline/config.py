@@ -293,7 +293,7 @@ class TrainClassifierConfig:
     focal_gamma: float = 2.0  # focal: loss -(1 - p)^gamma log p of the true class; 0 = plain CE
     mixup_alpha: float = 0.2  # mixup (Balanced-MixUp): weight of the instance batch ~ Beta(alpha, 1)
     synthetic_weight: float = 1.0  # vae strategies: loss weight of a synthetic image (a real one weighs 1)
-    real_epochs: int = 0  # vae strategies: the last real_epochs epochs train on the real images only (two-phase)
+    real_epochs: int = 0  # vae strategies: the last real_epochs epochs (at most epochs - 1) on the real images only
 
     def __post_init__(self) -> None:
         _check(len(self.channels) == 4, "train_classifier.channels", "a list of 4 channel counts")
@@ -316,11 +316,7 @@ class TrainClassifierConfig:
         _check(self.focal_gamma >= 0, "train_classifier.focal_gamma", "non-negative")
         _check(self.mixup_alpha > 0, "train_classifier.mixup_alpha", "positive")
         _check(0 <= self.synthetic_weight <= 10, "train_classifier.synthetic_weight", "in [0, 10]")
-        _check(
-            0 <= self.real_epochs < self.epochs,
-            "train_classifier.real_epochs",
-            "0 (off) or fewer than train_classifier.epochs",
-        )
+        _check(self.real_epochs >= 0, "train_classifier.real_epochs", "0 (off) or a positive number of epochs")
 
 
 @dataclass(frozen=True)

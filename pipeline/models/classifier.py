@@ -186,7 +186,8 @@ def fit_classifier(
     """Train on ``recipe`` for at most ``cfg.epochs``; return the model of the epoch with the best validation
     score and ``{"best_epoch", "epochs_run"}``. The recipe's loss trains the network; prediction uses its raw
     logits. With synthetic images in the recipe, each weighs ``cfg.synthetic_weight`` in the loss, and the last
-    ``cfg.real_epochs`` epochs (two-phase training) see the real images only; the best epoch is chosen over all."""
+    ``cfg.real_epochs`` epochs (two-phase training; at most all but the first) see the real images only; the best
+    epoch is chosen over all."""
     seed_everything(seed)
     train = recipe.data
     loss_fn = _training_loss(recipe, cfg, device)
@@ -207,7 +208,7 @@ def fit_classifier(
     best, best_epoch, best_state, stale, epoch = (-1.0, -np.inf), -1, None, 0, -1
     for epoch in tqdm(range(cfg.epochs), desc=desc, unit="epoch", leave=False):
         model.train()
-        if real is not None and epoch >= cfg.epochs - cfg.real_epochs:
+        if real is not None and epoch >= max(cfg.epochs - cfg.real_epochs, 1):  # the first epoch is always mixed
             shuffled = real[torch.randperm(len(real), generator=order)]
         else:
             shuffled = torch.randperm(len(labels), generator=order)

@@ -137,3 +137,6 @@ def test_two_phase_training_ends_on_the_real_images_only(monkeypatch):
     recipe = training_recipe("vae", TRAIN, SYNTHETIC, 1.0, seed=0)
     fit_classifier(recipe, VAL, dataclasses.replace(CFG, epochs=3, real_epochs=1), 0, CPU)
     assert [sorted(o.tolist()) for o in orders] == [list(range(36))] * 2 + [list(range(24))]  # the last: real only
+    orders.clear()  # more real epochs than there are: every epoch but the first on real images
+    fit_classifier(recipe, VAL, dataclasses.replace(CFG, epochs=3, real_epochs=6), 0, CPU)
+    assert [sorted(o.tolist()) for o in orders] == [list(range(36))] + [list(range(24))] * 2
