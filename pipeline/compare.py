@@ -39,6 +39,7 @@ __all__ = [
     "StrategyResult",
     "load_result",
     "compare",
+    "paired_draws",
     "validation_scores",
     "pick",
     "recommend",
@@ -101,27 +102,46 @@ def load_result(folder: str | Path) -> StrategyResult:
     return StrategyResult(read_json(folder / "metrics.json"), read_json(folder / "runs.json"), predictions)
 
 
-def compare(results: dict[str, StrategyResult]) -> dict:
-    """The combined summary (see the module docstring) of ``results`` (name -> result, ``real_only`` included)."""
+def _keys(results: dict[str, StrategyResult]) -> list[str]:
+    """The metrics compared between remedies: balanced accuracy, macro-F1, AUROC, the worst class's recall and
+    each minority class's recall."""
+    minorities = results["real_only"].summary["minority_classes"]
+    return ["balanced_accuracy", "macro_f1", "auroc", "worst_recall"] + [f"recall_{c}" for c in minorities]
+
+
+def paired_draws(results: dict[str, StrategyResult]) -> dict[str, dict[str, np.ndarray]]:
+    """Each result's bootstrap draws of :func:`_keys` over the same resamples of the test split (the costly part
+    of comparing: computed once, for :func:`compare` and :func:`recommend` alike)."""
+    keys = _keys(results)
+    return {name: result.draws(keys) for name, result in results.items()}
+
+
+def _paired(results: dict[str, StrategyResult], draws: dict, name: str, base: str, keys: list[str]) -> dict:
+    """``name`` against ``base`` on each of ``keys``, paired over test resamples and over seeds."""
+    return {
+        key: paired_difference(
+            draws[name][key], draws[base][key], results[name].per_seed(key), results[base].per_seed(key)
+        )
+        for key in keys
+    }
+
+
+def compare(results: dict[str, StrategyResult], draws: dict | None = None) -> dict:
+    """The combined summary (see the module docstring) of ``results`` (name -> result, ``real_only`` included);
+    ``draws`` from :func:`paired_draws`, computed here when not given."""
     first = results["real_only"]
     for name, result in results.items():
         same = np.array_equal(result.predictions["labels"], first.predictions["labels"])
         if not same or not np.array_equal(result.predictions["seeds"], first.predictions["seeds"]):
             raise ValueError(f"{name} was evaluated on another test split or seeds than real_only: re-run dvc repro")
-    minorities = first.summary["minority_classes"]
-    keys = ["balanced_accuracy", "macro_f1", "auroc", "worst_recall"] + [f"recall_{c}" for c in minorities]
-    draws = {name: result.draws(keys) for name, result in results.items()}
+    keys = _keys(results)
+    draws = paired_draws(results) if draws is None else draws
     combined: dict = {}
     for name, result in results.items():
         entry = {k: v for k, v in result.summary.items() if k not in ("minority_classes", "seeds", "threshold")}
         for base in BASELINES:
             if base in results and base != name:
-                entry[f"vs_{base}"] = {
-                    key: paired_difference(
-                        draws[name][key], draws[base][key], result.per_seed(key), results[base].per_seed(key)
-                    )
-                    for key in keys
-                }
+                entry[f"vs_{base}"] = _paired(results, draws, name, base, keys)
         combined[name] = entry
     combined |= {k: first.summary[k] for k in ("minority_classes", "seeds", "threshold")}
     return combined
@@ -156,18 +176,19 @@ def pick(scores: dict[str, np.ndarray], summaries: dict[str, dict], candidates: 
     return min(near, key=lambda name: (simplicity(summaries[name]), name))
 
 
-def recommend(results: dict[str, StrategyResult], combined: dict) -> dict:
+def recommend(results: dict[str, StrategyResult], combined: dict, draws: dict | None = None) -> dict:
     """The remedy to use, chosen on the validation split only (:func:`pick` among every strategy and ratio that
     ran), and the best classical remedy (no synthetic images, not real_only) picked the same way; then the
     recommended remedy's test metrics from ``combined`` and its paired differences, over the same bootstrap
-    resamples of the test split, to real_only and to that classical remedy."""
+    resamples of the test split (``draws`` from :func:`paired_draws`, computed here when not given), to real_only
+    and to that classical remedy."""
     scores = validation_scores(results)
     summaries = {name: result.summary for name, result in results.items()}
     remedy = pick(scores, summaries, list(results))
     classical = [n for n, r in results.items() if r.summary["strategy"] not in (*SYNTHETIC, "real_only")]
     best_classical = pick(scores, summaries, classical) if classical else None
     keys = ["balanced_accuracy", "worst_recall"] + [f"recall_{c}" for c in combined["minority_classes"]]
-    draws = {n: results[n].draws(keys) for n in {remedy, "real_only", best_classical} - {None}}
+    draws = paired_draws(results) if draws is None else draws
     out: dict = {
         "remedy": remedy,
         "chosen_on": "validation",
@@ -184,12 +205,7 @@ def recommend(results: dict[str, StrategyResult], combined: dict) -> dict:
     }
     for label, base in (("vs_real_only", "real_only"), ("vs_best_classical", best_classical)):
         if base is not None and base != remedy:
-            out[label] = {
-                key: paired_difference(
-                    draws[remedy][key], draws[base][key], results[remedy].per_seed(key), results[base].per_seed(key)
-                )
-                for key in keys
-            }
+            out[label] = _paired(results, draws, remedy, base, keys)
     return out
 
 
@@ -254,8 +270,9 @@ def main() -> None:
         if any(np.isclose(ratio, r) for r in cfg.ablation_ratios):  # folders of ratios since removed are ignored
             ablation[ratio] = f"vae_ratio_{ratio:g}"
             results[ablation[ratio]] = load_result(path.parent)
-    combined = compare(results)
-    combined["recommendation"] = recommend(results, combined)
+    draws = paired_draws(results)
+    combined = compare(results, draws)
+    combined["recommendation"] = recommend(results, combined, draws)
     logger.info("recommended (on validation): %s", combined["recommendation"]["remedy"])
     rows = ratio_table(combined, ablation)
     write_csv(reports / "synthetic_ratio.csv", rows)
