@@ -33,10 +33,6 @@ from pipeline.runtime import select_device  # noqa: E402
 from pipeline.train_classifier import run_strategy  # noqa: E402
 
 
-def _value(text: str):
-    return yaml.safe_load(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--set", action="append", default=[], help="name:key=value,key=value (train_classifier keys)")
@@ -53,7 +49,7 @@ def main() -> None:
     settings = {"default": {}}
     for item in args.set:
         name, _, pairs = item.partition(":")
-        settings[name] = {k: _value(v) for k, v in (p.split("=", 1) for p in pairs.split(","))}
+        settings[name] = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs.split(","))}
     keys = ["balanced_accuracy"]
     base = StrategyResult(*run_strategy("real_only", train, val, test, None, cfg, device))
     base_draws = base.draws(keys)

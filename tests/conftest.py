@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import DemoDataConfig, PreprocessConfig
+from pipeline.config import DemoDataConfig, PreprocessConfig, TrainClassifierConfig
 from pipeline.demo_data import write_demo_dataset
 from pipeline.io.arrays import SplitData
 
@@ -89,3 +89,24 @@ def make_split(
     for k in range(1, len(classes)):
         images[labels == k, :, 4 * k : 4 * k + 6, 4:10] = 0.9
     return SplitData(images, labels.astype(np.int64), np.array([f"{prefix}{i}" for i in range(n)]), classes)
+
+
+def classifier_config(**changes) -> TrainClassifierConfig:
+    """A tiny classifier's settings (4-8 channels, batch 8, one seed) with ``changes``."""
+    return TrainClassifierConfig(
+        **{
+            "strategies": ("real_only",),
+            "synthetic_ratio": 1.0,
+            "ablation_ratios": (),
+            "network": "resnet_small",
+            "channels": (4, 8, 8, 8),
+            "blocks_per_level": 1,
+            "stem_stride": 2,
+            "epochs": 2,
+            "patience": 0,
+            "batch_size": 8,
+            "learning_rate": 0.003,
+            "seeds": (0,),
+        }
+        | changes
+    )

@@ -4,26 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import TrainClassifierConfig
 from pipeline.strategies import DataLeakError, Recipe
 from pipeline.train_classifier import fit_classifier, predict_proba, run_strategy
-from tests.conftest import make_split
+from tests.conftest import classifier_config, make_split
 
 CPU = torch.device("cpu")
-CFG = TrainClassifierConfig(
-    strategies=("real_only", "vae"),
-    synthetic_ratio=1.0,
-    ablation_ratios=(),
-    network="resnet_small",
-    channels=(4, 8, 8, 8),
-    blocks_per_level=1,
-    stem_stride=1,
-    epochs=8,
-    patience=0,
-    batch_size=8,
-    learning_rate=0.003,
-    seeds=(0,),
-)
+CFG = classifier_config(strategies=("real_only", "vae"), stem_stride=1, epochs=8)
 SHORT = dataclasses.replace(CFG, epochs=1)
 TRAIN, VAL, TEST = make_split(16, seed=0), make_split(8, seed=1, prefix="V"), make_split(12, seed=2, prefix="T")
 SYNTHETIC = make_split(16, seed=3, prefix="S")

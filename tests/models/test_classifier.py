@@ -6,10 +6,9 @@ import pytest
 import torch
 
 import pipeline.models.classifier as classifier
-from pipeline.config import TrainClassifierConfig
 from pipeline.models.classifier import NETWORKS, build_classifier, fit_classifier, predict_proba
 from pipeline.strategies import training_recipe
-from tests.conftest import make_split
+from tests.conftest import classifier_config, make_split
 
 
 @pytest.mark.parametrize(
@@ -44,20 +43,7 @@ def test_bad_arguments_are_named(kwargs, message):
 
 
 CPU = torch.device("cpu")
-CFG = TrainClassifierConfig(
-    strategies=("real_only",),
-    synthetic_ratio=1.0,
-    ablation_ratios=(),
-    network="resnet_small",
-    channels=(4, 8, 8, 8),
-    blocks_per_level=1,
-    stem_stride=2,
-    epochs=2,
-    patience=0,
-    batch_size=8,
-    learning_rate=0.003,
-    seeds=(0,),
-)
+CFG = classifier_config()
 TRAIN = make_split(labels=[0] * 18 + [1] * 6)  # 3 : 1
 VAL = make_split(8, seed=1, prefix="V")
 
