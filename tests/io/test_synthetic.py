@@ -1,27 +1,37 @@
-"""Synthetic DICOM: real pydicom files written by the writer, read back with the project's reader."""
+"""Synthetic DICOM, NIfTI and PNG: real files written by the writers, read back with the project's reader,
+pydicom, nibabel and Pillow."""
 
 from __future__ import annotations
+
+import csv
+import hashlib
 
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.uid import (
     UID,
     ExplicitVRLittleEndian,
     MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+    MultiFrameTrueColorSecondaryCaptureImageStorage,
     SecondaryCaptureImageStorage,
 )
 
+import pipeline
 from pipeline.io.reader import load_image
 from pipeline.io.synthetic import (
+    COLOUR_MAX_VALUE,
     DICOM_MAX_VALUE,
     SYNTHETIC_DESCRIPTION,
+    load_synthetic_nifti,
     new_synthetic_uids,
     read_synthetic,
     write_manifest,
     write_synthetic_dicom,
     write_synthetic_nifti,
+    write_synthetic_png,
 )
 
 # secondary capture has no patient geometry; MONAI says so before the project's reader supplies DICOM's own axes
@@ -190,6 +200,7 @@ def test_long_label_fits_the_description_and_overwrites_atomically(tmp_path):
     [
         (np.zeros((4, 4)), None),  # no channel axis
         (np.zeros((2, 4, 4)), None),  # two channels
+        (np.zeros((4, 4, 4)), None),  # four channels (RGBA is not written)
         (np.zeros((1, 4, 4, 2, 2)), None),  # 4D
         (np.full((1, 4, 4), np.nan), None),
         (np.zeros((1, 4, 4)), (1.0, 1.0, 1.0)),  # spacing of the wrong length
@@ -227,3 +238,149 @@ def test_synthetic_files_say_so_and_round_trip(tmp_path):
     assert header["descrip"].tobytes().rstrip(b"\0") == SYNTHETIC_DESCRIPTION[:80]
     data = read_synthetic(tmp_path, ("a", "b"))
     assert data.labels.tolist() == [1] and np.array_equal(data.images[0], image)
+
+
+# --- grey output is byte-identical to the writers before colour support ---------------------------------------
+
+# sha256 of the files the writers made before colour support (commit 09e202e), with pydicom 3.0.2 and nibabel
+# 5.4.2: another version of either may write other bytes (implementation version, header defaults), so the pin
+# is checked only with those
+GREY_SHA256 = {
+    "g2.dcm": "0942a8a41ee7fd860df524e6599e4641a88ac17076f57ddf8bf67c655c563261",
+    "g2.nii": "47d047ad71330fd7ef057388378ae76410ca0f2d0d490ec95724a12b5b9e249a",
+    "g3.dcm": "0180cf3666c909ca364d2daf9996bc8688f3d35eba1750ce94d33dd07ddc0a98",
+    "g3.nii": "92c2cda91da6ec8e6a227811075c02f09367ab8b92e8380c7315dd72663c7a11",
+}
+
+
+@pytest.mark.skipif(
+    (pydicom.__version__, nib.__version__) != ("3.0.2", "5.4.2"),
+    reason="hashes pinned with pydicom 3.0.2, nibabel 5.4.2",
+)
+def test_grey_files_are_byte_identical_to_before(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "__version__", "test")
+    rng = np.random.default_rng(18)
+    images = {"g2": rng.random((1, 6, 5)).astype(np.float32), "g3": rng.random((1, 4, 3, 2)).astype(np.float32)}
+    for name, image in images.items():
+        write_synthetic_nifti(tmp_path / f"{name}.nii", image)
+        fixed = {"series_uid": "1.2.3.4", "study_uid": "1.2.3.5", "sop_instance_uid": "1.2.3.6", "modality": "CT"}
+        header = {"label": "b", "sampler": "prior", "instance_number": 1, "spacing": (0.5,) * (image.ndim - 1)}
+        write_synthetic_dicom(tmp_path / f"{name}.dcm", image, **fixed, **header)
+    assert {n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in GREY_SHA256} == GREY_SHA256
+
+
+# --- colour ---------------------------------------------------------------------------------------------------
+
+
+def _colour(shape, seed=0):
+    """A random RGB image with each channel's corner marked, so a swapped channel or axis shows."""
+    image = np.random.default_rng(seed).random(shape).astype(np.float32)
+    image[:, 0, 0] = np.array([1.0, 0.0, 0.0]).reshape((3,) + (1,) * (len(shape) - 3))  # red at x = 0, y = 0
+    image[:, -1, 0] = np.array([0.0, 1.0, 0.0]).reshape((3,) + (1,) * (len(shape) - 3))  # green at the last x
+    return image
+
+
+def test_colour_2d_dicom_is_rgb_secondary_capture(tmp_path):
+    image = _colour((3, 7, 5))  # X = 7 columns, Y = 5 rows: odd pixel data length, padded
+    _write(tmp_path / "c.dcm", image, spacing=(0.5, 0.8))
+    ds = pydicom.dcmread(tmp_path / "c.dcm")
+    assert ds.SOPClassUID == SecondaryCaptureImageStorage == ds.file_meta.MediaStorageSOPClassUID
+    assert (ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration) == (3, "RGB", 0)
+    assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation) == (8, 8, 7, 0)
+    assert "RescaleSlope" not in ds and "RescaleIntercept" not in ds and "WindowCenter" not in ds
+    assert (ds.Rows, ds.Columns) == (5, 7)
+    rgb = ds.pixel_array  # (rows, columns, 3)
+    np.testing.assert_array_equal(rgb, np.round(np.transpose(image, (2, 1, 0)) * COLOUR_MAX_VALUE))
+    assert rgb[0, 0].tolist() == [255, 0, 0] and rgb[0, 6].tolist() == [0, 255, 0]  # array[:, x, y] at row y, col x
+    assert ds.ConversionType == "SYN" and "SYNTHETIC" in ds.ImageComments and ds.PatientID == "SYNTHETIC"
+
+
+def test_colour_3d_dicom_is_multi_frame_true_colour(tmp_path):
+    image = _colour((3, 6, 5, 4), seed=1)
+    _write(tmp_path / "v.dcm", image, modality="US", spacing=(0.5, 0.7, 2.5))
+    ds = pydicom.dcmread(tmp_path / "v.dcm")
+    assert ds.SOPClassUID == MultiFrameTrueColorSecondaryCaptureImageStorage
+    assert int(ds.NumberOfFrames) == 4 and (ds.Rows, ds.Columns, ds.SamplesPerPixel) == (5, 6, 3)
+    for k in range(4):  # frame k holds image[:, :, :, k] as (rows, columns, RGB)
+        expected = np.round(np.transpose(image[:, :, :, k], (2, 1, 0)) * COLOUR_MAX_VALUE)
+        np.testing.assert_array_equal(ds.pixel_array[k], expected)
+    assert [float(v) for v in ds.SliceLocationVector] == [0.0, 2.5, 5.0, 7.5]
+
+
+@pytest.mark.parametrize(
+    "shape, stored",
+    [
+        ((3, 6, 5), (6, 5, 1, 1, 3)),  # 2D: Z = 1
+        ((3, 6, 5, 4), (6, 5, 4, 1, 3)),  # 3D
+    ],
+)
+def test_colour_nifti_is_a_vector_image_and_round_trips(tmp_path, shape, stored):
+    image = _colour(shape)
+    write_synthetic_nifti(tmp_path / "c.nii.gz", image)
+    nifti = nib.load(tmp_path / "c.nii.gz")
+    assert nifti.shape == stored and nifti.get_data_dtype() == np.float32
+    assert nifti.header.get_intent() == ("vector", (), "SYNTHETIC")
+    assert nifti.header["descrip"].tobytes().rstrip(b"\0") == SYNTHETIC_DESCRIPTION[:80]
+    assert np.array_equal(np.asarray(nifti.dataobj)[1, 0, 0, 0], image[:, 1, 0, ...].reshape(3, -1)[:, 0])
+    np.testing.assert_array_equal(load_synthetic_nifti(tmp_path / "c.nii.gz"), image)
+
+
+def test_grey_nifti_keeps_its_marking(tmp_path):
+    write_synthetic_nifti(tmp_path / "g.nii.gz", np.zeros((1, 4, 4), np.float32))
+    header = nib.load(tmp_path / "g.nii.gz").header
+    assert header["intent_name"].tobytes().rstrip(b"\0") == b"SYNTHETIC" and header["intent_code"] == 0
+
+
+def test_read_synthetic_reads_colour(tmp_path):
+    images = [_colour((3, 6, 5), seed=k) for k in range(2)]
+    rows = []
+    for k, image in enumerate(images):
+        write_synthetic_nifti(tmp_path / "b" / f"s{k}.nii.gz", image)
+        rows.append({"path": f"b/s{k}.nii.gz", "label": "b", "png_path": f"b/s{k}.png"})
+    write_manifest(tmp_path, rows)
+    with open(tmp_path / "manifest.csv", encoding="utf-8") as fh:
+        assert next(csv.reader(fh))[:3] == ["path", "dicom_path", "png_path"]
+    data = read_synthetic(tmp_path, ("a", "b"))
+    assert data.images.shape == (2, 3, 6, 5) and np.array_equal(data.images, np.stack(images))
+
+
+def test_colour_png_round_trips_with_pillow(tmp_path):
+    image = _colour((3, 7, 5))
+    write_synthetic_png(tmp_path / "c.png", image)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png"]  # no temporary file left behind
+    with Image.open(tmp_path / "c.png") as png:
+        assert (png.format, png.mode, png.size) == ("PNG", "RGB", (7, 5))  # size is (width = X, height = Y)
+        rgb = np.asarray(png)
+        text = png.text
+    np.testing.assert_array_equal(rgb, np.round(np.transpose(image, (2, 1, 0)) * COLOUR_MAX_VALUE))
+    assert rgb[0, 0].tolist() == [255, 0, 0] and rgb[0, 6].tolist() == [0, 255, 0]
+    assert text["Description"] == SYNTHETIC_DESCRIPTION.decode()
+    assert "not acquired from any patient" in text["Comment"] and text["Software"].startswith("medaug")
+
+
+def test_grey_png_is_16_bit(tmp_path):
+    image = np.random.default_rng(2).random((1, 7, 5))
+    image[0, 0, 0], image[0, 1, 0] = -0.5, 2.0  # clipped
+    write_synthetic_png(tmp_path / "g.png", image)
+    with Image.open(tmp_path / "g.png") as png:
+        assert png.size == (7, 5) and png.mode.startswith("I")
+        grey = np.asarray(png)
+        assert "SYNTHETIC" in png.text["Description"]
+    expected = np.round(np.clip(image[0], 0, 1).T * DICOM_MAX_VALUE)
+    np.testing.assert_array_equal(grey, expected)
+    assert grey[0, 0] == 0 and grey[0, 1] == DICOM_MAX_VALUE
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        (np.zeros((3, 4, 4, 2)), "2D"),  # a volume
+        (np.zeros((1, 4, 4, 2)), "2D"),  # a grey volume
+        (np.zeros((4, 4, 4)), "C = 1"),  # four channels
+        (np.full((3, 4, 4), np.nan), "NaN"),
+    ],
+)
+def test_png_refuses_bad_input_and_writes_nothing(tmp_path, image, message):
+    with pytest.raises(ValueError, match=message):
+        write_synthetic_png(tmp_path / "bad.png", image)
+    assert list(tmp_path.iterdir()) == []
