@@ -11,11 +11,11 @@ from pathlib import Path
 
 from pipeline.io.arrays import write_csv
 from pipeline.io.errors import MedaugInputError
-from pipeline.io.manifest import check_manifest
-from pipeline.io.medmnist import import_medmnist
+from pipeline.io.manifest import check_manifest, write_class_folder_manifest
+from pipeline.io.medmnist import FORMATS, import_medmnist
 from pipeline.io.reader import load_image
 
-__all__ = ["main", "check_data"]
+__all__ = ["main", "check_data", "import_folder"]
 
 REPORT = Path("reports") / "augmentation_report.html"
 ANOMALY_MODEL = Path("models") / "anomaly_vae.pt"
@@ -28,7 +28,7 @@ def check_data(root: Path) -> list[str]:
     for row in rows:
         try:
             image = load_image(row.path)
-            shapes[f"{image.modality or 'unknown modality'} {'x'.join(map(str, image.array.shape[1:]))}"] += 1
+            shapes[f"{image.modality or 'unknown modality'} {_describe_shape(image.array.shape)}"] += 1
             if image.burned_in_annotation:
                 problems.append(
                     f"labels.csv line {row.line}: {row.relpath} is flagged BurnedInAnnotation YES (text in the "
@@ -47,6 +47,26 @@ def check_data(root: Path) -> list[str]:
     for problem in problems:
         print(f"  - {problem}")
     return problems
+
+
+def _describe_shape(shape: tuple[int, ...]) -> str:
+    """``3x250x250 (colour)``: channels first, then the spatial size."""
+    kind = {1: "grey", 3: "colour"}.get(shape[0], f"{shape[0]} channels")
+    return f"{'x'.join(map(str, shape))} ({kind})"
+
+
+def import_folder(root: Path, out: Path | None, force: bool) -> int:
+    """Write the labels.csv of a folder of class sub-folders; print the images per class."""
+    try:
+        counts = write_class_folder_manifest(root, out, force=force)
+    except MedaugInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {out or root / 'labels.csv'}: {sum(counts.values())} images in {len(counts)} classes")
+    for label, count in sorted(counts.items()):
+        print(f"  {label}: {count}")
+    print(f"check the images with `medaug check-data {root}`")
+    return 0
 
 
 def score_images_command(images: list[Path], model: Path, out: Path | None) -> int:
@@ -78,7 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     imp = sub.add_parser("import-medmnist", help="turn a MedMNIST .npz into a dataset folder (keeps its split)")
     imp.add_argument("npz", type=Path)
     imp.add_argument("out_dir", type=Path)
-    imp.add_argument("--format", choices=("dicom", "nifti"), default="dicom")
+    imp.add_argument("--format", choices=FORMATS, default="dicom")
+    imp.add_argument("--grey", action="store_true", help="convert colour sets to luminance (default: keep RGB)")
+    folder = sub.add_parser("import-folder", help="write labels.csv for a folder of class sub-folders of images")
+    folder.add_argument("root", type=Path, help="a folder with one sub-folder of images per class")
+    folder.add_argument("--out", type=Path, help="where to write the CSV (default ROOT/labels.csv)")
+    folder.add_argument("--force", action="store_true", help="replace an existing labels.csv")
     score = sub.add_parser("score", help="anomaly scores of DICOM/NIfTI files (the anomaly stage's model)")
     score.add_argument("images", nargs="+", type=Path, help="DICOM files, DICOM series folders or NIfTI files")
     score.add_argument("--model", type=Path, default=ANOMALY_MODEL, help=f"default: {ANOMALY_MODEL}")
@@ -94,12 +119,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     if args.command == "import-medmnist":
         try:
-            counts = import_medmnist(args.npz, args.out_dir, args.format)
+            counts = import_medmnist(args.npz, args.out_dir, args.format, grey=args.grey)
         except MedaugInputError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(f"wrote {sum(counts.values())} images ({counts}) and labels.csv to {args.out_dir}")
         return 0
+    if args.command == "import-folder":
+        return import_folder(args.root, args.out, args.force)
     if args.command == "score":
         return score_images_command(args.images, args.model, args.out)
     if not REPORT.is_file():

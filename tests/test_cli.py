@@ -1,7 +1,11 @@
+import csv
 import shutil
 
+import numpy as np
 import pydicom
+import pytest
 
+import pipeline.cli as cli
 from pipeline.cli import main
 
 
@@ -10,6 +14,7 @@ def test_check_data_accepts_a_good_dataset(tiny_dataset, capsys):
     out = capsys.readouterr().out
     assert "24 patients" in out and "0 problem(s)" in out
     assert "MRN" not in out  # raw patient IDs are never printed
+    assert "x64x64 (grey)" in out and "(colour)" not in out  # channels first in the shapes
 
 
 def test_check_data_lists_every_problem(tiny_dataset, tmp_path, capsys):
@@ -39,3 +44,64 @@ def test_report_without_a_run(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["report"]) == 1
     assert "make run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "shape, shown",
+    [
+        ((3, 250, 250), "3x250x250 (colour)"),
+        ((1, 64, 64, 32), "1x64x64x32 (grey)"),
+        ((4, 8, 8), "4x8x8 (4 channels)"),  # what no reader should return, shown as it is
+    ],
+)
+def test_check_data_shows_the_channels(tiny_dataset, monkeypatch, capsys, shape, shown):
+    original = cli.load_image
+
+    def load(path):
+        image = original(path)
+        return type(image)(**{**image.__dict__, "array": np.zeros(shape, np.float32), "modality": "XC"})
+
+    monkeypatch.setattr(cli, "load_image", load)
+    main(["check-data", str(tiny_dataset)])
+    assert f"images: XC {shown} (" in capsys.readouterr().out
+
+
+def test_import_medmnist_keeps_colour_unless_grey(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split in ("train", "val", "test"):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (2, 4, 5, 3), dtype=np.uint8)
+        arrays[f"{split}_labels"] = np.array([[0], [1]], dtype=np.uint8)
+    np.savez(tmp_path / "bloodmnist.npz", **arrays)
+    for name, extra, samples in (("colour", [], 3), ("grey", ["--grey"], 1)):
+        assert main(["import-medmnist", str(tmp_path / "bloodmnist.npz"), str(tmp_path / name), *extra]) == 0
+        assert "wrote 6 images" in capsys.readouterr().out
+        ds = pydicom.dcmread(tmp_path / name / "train" / "train_00000.dcm")
+        assert ds.SamplesPerPixel == samples and ds.Modality == "GM"
+    assert main(["import-medmnist", str(tmp_path / "bloodmnist.npz"), str(tmp_path / "png"), "--format", "png"]) == 0
+    assert (tmp_path / "png" / "test" / "test_00001.png").is_file()
+
+
+def test_import_folder_writes_labels_and_counts(tmp_path, capsys):
+    for name in ("benign/a.jpg", "benign/b.png", "malignant/c.tif", "malignant/.hidden.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert main(["import-folder", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 images in 2 classes" in out and "benign: 2" in out and "malignant: 1" in out
+    with open(tmp_path / "labels.csv", encoding="utf-8") as fh:
+        assert [tuple(r.values()) for r in csv.DictReader(fh)] == [
+            ("benign/a.jpg", "benign"),
+            ("benign/b.png", "benign"),
+            ("malignant/c.tif", "malignant"),
+        ]
+    assert main(["import-folder", str(tmp_path)]) == 1  # labels.csv exists
+    assert "--force" in capsys.readouterr().err
+    assert main(["import-folder", str(tmp_path), "--force"]) == 0
+
+
+def test_import_folder_refuses_a_single_class(tmp_path, capsys):
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "a.png").write_bytes(b"x")
+    assert main(["import-folder", str(tmp_path)]) == 1
+    assert "at least two" in capsys.readouterr().err and not (tmp_path / "labels.csv").exists()

@@ -1,10 +1,11 @@
 """Dataset manifests: ``labels.csv`` with columns ``path,label`` and optional ``patient_id`` and ``split``,
 or, without ``labels.csv``, one sub-folder per class.
 
-``path`` is relative to the dataset folder and may name a DICOM file, a DICOM series folder or a NIfTI
-file. ``split`` (train, val or test), when present, fixes each row's split, so that a published test split
-stays the test split. Rows are checked before any image is read: every problem is reported at once,
-with its line.
+``path`` is relative to the dataset folder and may name a DICOM file, a DICOM series folder, a NIfTI file or
+an image file (PNG, JPEG, TIFF, BMP). ``split`` (train, val or test), when present, fixes each row's split, so
+that a published test split stays the test split. Rows are checked before any image is read: every problem is
+reported at once, with its line. :func:`write_class_folder_manifest` writes the ``labels.csv`` of a folder of
+class sub-folders (``medaug import-folder``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,22 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.io.atomic import atomic_file
 from pipeline.io.errors import ManifestError, MissingImageError, PathOutsideRootError
 
-__all__ = ["MANIFEST_NAME", "ManifestRow", "check_manifest", "class_folder_rows", "read_manifest", "resolve_inside"]
+__all__ = [
+    "MANIFEST_NAME",
+    "ManifestRow",
+    "check_manifest",
+    "class_folder_rows",
+    "read_manifest",
+    "resolve_inside",
+    "write_class_folder_manifest",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -137,14 +148,46 @@ def _check_rows(root: Path, manifest: Path, text: str) -> tuple[list[ManifestRow
 
 
 def class_folder_rows(root: Path) -> list[ManifestRow]:
-    """Rows of a dataset without labels.csv: one sub-folder per class, each entry in it (a DICOM or
-    NIfTI file, or a DICOM series folder) one image. Hidden entries are ignored."""
+    """Rows of a dataset without labels.csv: one sub-folder per class, each entry in it (a DICOM, NIfTI or
+    image file, or a DICOM series folder) one image. Hidden entries are ignored."""
     rows = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for entry in sorted(p for p in class_dir.iterdir() if not p.name.startswith(".")):
             relpath = entry.relative_to(root).as_posix()
             rows.append(ManifestRow(len(rows) + 2, relpath, resolve_inside(root, relpath), class_dir.name, None))
     return rows
+
+
+def write_class_folder_manifest(root: str | Path, out: str | Path | None = None, force: bool = False) -> Counter[str]:
+    """Write the rows of :func:`class_folder_rows` as a ``path,label`` CSV (default ``root/labels.csv``), sorted by
+    path; return the number of images per class. Paths are relative to the CSV's folder (posix), so ``out`` must
+    lie in ``root`` or a folder above it. Refuses (:class:`ManifestError`) an existing file unless ``force``, and
+    a folder with fewer than two classes. Reads no image and writes nothing but ``out`` (through a temporary
+    file renamed into place)."""
+    root = Path(root)
+    out = Path(out) if out is not None else root / MANIFEST_NAME
+    if not root.is_dir():
+        raise ManifestError(f"{root} is not a folder; give the folder that holds one sub-folder per class")
+    try:
+        prefix = root.resolve().relative_to(out.parent.resolve())
+    except ValueError:
+        raise ManifestError(
+            f"{out}: paths in a manifest are relative to its folder, so write it in {root} or a folder above it"
+        ) from None
+    if (out.exists() or out.is_symlink()) and not force:
+        raise ManifestError(f"{out} exists; pass --force to replace it, or --out to write another file")
+    rows = sorted(((prefix / r.relpath).as_posix(), r.label) for r in class_folder_rows(root))
+    counts = Counter(label for _, label in rows)
+    if len(counts) < 2:
+        found = ", ".join(f"{k} ({v})" for k, v in sorted(counts.items())) or "none"
+        raise ManifestError(
+            f"{root}: classes with images: {found}; augmentation needs at least two class sub-folders of images"
+        )
+    with atomic_file(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(REQUIRED_COLUMNS)
+        writer.writerows(rows)
+    return counts
 
 
 def read_manifest(root: str | Path) -> list[ManifestRow]:

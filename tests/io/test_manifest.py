@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.io.errors import ManifestError, MissingImageError, PathOutsideRootError
-from pipeline.io.manifest import check_manifest, read_manifest, resolve_inside
+from pipeline.io.manifest import check_manifest, read_manifest, resolve_inside, write_class_folder_manifest
 
 
 def _dataset(tmp_path, rows: str, files=("a.dcm", "b.dcm")):
@@ -89,3 +89,73 @@ def test_class_folders_are_a_manifest(tmp_path):
         ("normal/a.dcm", "normal", None),
         ("normal/b.nii.gz", "normal", None),
     ]
+
+
+def _class_folders(root, names=("normal/b.png", "normal/a.dcm", "nodule/series1/IM1", "nodule/c.nii.gz")):
+    for name in (*names, ".hidden/x.png", "normal/.DS_Store"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"image " + name.encode())
+    return root
+
+
+def test_class_folder_manifest_is_written_sorted_and_reads_back(tmp_path):
+    from tests.project import snapshot
+
+    root = _class_folders(tmp_path / "data")
+    before = snapshot(root)
+    counts = write_class_folder_manifest(root)
+    assert counts == {"normal": 2, "nodule": 2}
+    assert (root / "labels.csv").read_text(encoding="utf-8").splitlines() == [
+        "path,label",
+        "nodule/c.nii.gz,nodule",
+        "nodule/series1,nodule",
+        "normal/a.dcm,normal",
+        "normal/b.png,normal",
+    ]
+    after = snapshot(root)
+    assert after.pop("labels.csv")
+    after.pop("."), before.pop(".")  # the root's mtime changes with the new file
+    assert after == before  # every image and folder untouched
+    assert [(r.relpath, r.label) for r in read_manifest(root)] == [
+        ("nodule/c.nii.gz", "nodule"),
+        ("nodule/series1", "nodule"),
+        ("normal/a.dcm", "normal"),
+        ("normal/b.png", "normal"),
+    ]
+
+
+def test_class_folder_manifest_above_the_root(tmp_path):
+    root = _class_folders(tmp_path / "study" / "images")
+    write_class_folder_manifest(root, tmp_path / "study" / "labels.csv")
+    assert not (root / "labels.csv").exists()
+    assert [r.relpath for r in read_manifest(tmp_path / "study")][0] == "images/nodule/c.nii.gz"
+
+
+@pytest.mark.parametrize(
+    "names, out, message",
+    [
+        (("normal/a.dcm", "normal/b.dcm", "empty/"), None, "at least two"),  # one class with images
+        ((), None, "at least two"),  # no class at all
+        (("a/x.png", "b/y.png"), "elsewhere/labels.csv", "relative to its folder"),  # CSV beside, not above, root
+    ],
+)
+def test_class_folder_manifest_refusals(tmp_path, names, out, message):
+    root = tmp_path / "data"
+    root.mkdir()
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        if not name.endswith("/"):
+            (root / name).write_bytes(b"x")
+    with pytest.raises(ManifestError, match=message):
+        write_class_folder_manifest(root, tmp_path / out if out else None)
+    assert not (root / "labels.csv").exists()
+
+
+def test_class_folder_manifest_is_not_overwritten_unless_forced(tmp_path):
+    root = _class_folders(tmp_path)
+    (root / "labels.csv").write_text("path,label\nmine,x\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match="--force"):
+        write_class_folder_manifest(root)
+    assert (root / "labels.csv").read_text(encoding="utf-8") == "path,label\nmine,x\n"
+    write_class_folder_manifest(root, force=True)
+    assert (root / "labels.csv").read_text(encoding="utf-8").startswith("path,label\nnodule/c.nii.gz,nodule\n")
