@@ -163,3 +163,12 @@ def test_images_with_other_channel_counts_are_refused(tmp_path):
     _npz(tmp_path / "toy.npz", n=(2, 2, 2), shape=(4, 4, 4))
     with pytest.raises(ManifestError, match="neither 1 nor 3 channels"):
         import_medmnist(tmp_path / "toy.npz", tmp_path / "out")
+
+
+@pytest.mark.parametrize("fmt", ["dicom", "nifti", "png"])
+def test_colour_import_reads_back_through_the_reader(tmp_path, fmt):
+    arrays = _npz(tmp_path / "toy.npz", n=(2, 2, 2), shape=(5, 7, 3))
+    import_medmnist(tmp_path / "toy.npz", tmp_path / "out", fmt)
+    image = load_image(tmp_path / "out" / _rows(tmp_path / "out")[0]["path"])
+    assert image.array.shape == (3, 7, 5)  # (RGB, X = columns, Y = rows)
+    np.testing.assert_array_equal(np.transpose(image.array, (2, 1, 0)), arrays["train_images"][0])

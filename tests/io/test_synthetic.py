@@ -384,3 +384,15 @@ def test_png_refuses_bad_input_and_writes_nothing(tmp_path, image, message):
     with pytest.raises(ValueError, match=message):
         write_synthetic_png(tmp_path / "bad.png", image)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["c.dcm", "c.png"])
+def test_colour_files_read_back_through_the_reader(tmp_path, name):
+    image = _colour((3, 7, 5))
+    if name.endswith(".dcm"):
+        _write(tmp_path / name, image, modality="XC")
+    else:
+        write_synthetic_png(tmp_path / name, image)
+    loaded = load_image(tmp_path / name)
+    assert loaded.array.shape == (3, 7, 5) and loaded.max_value == COLOUR_MAX_VALUE
+    np.testing.assert_allclose(loaded.array / COLOUR_MAX_VALUE, image, rtol=0, atol=0.5 / COLOUR_MAX_VALUE + 1e-6)
