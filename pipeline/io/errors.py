@@ -7,6 +7,7 @@ __all__ = [
     "UnreadableImageError",
     "NonImageDicomError",
     "UnsupportedTransferSyntaxError",
+    "UnsupportedColourError",
     "BurnedInAnnotationError",
     "ImageTooLargeError",
     "UnsupportedGeometryError",
@@ -22,7 +23,7 @@ class MedaugInputError(Exception):
 
 
 class UnreadableImageError(MedaugInputError):
-    """A file could not be decoded as DICOM or NIfTI (corrupt, truncated or an unsupported format)."""
+    """A file could not be decoded as DICOM, NIfTI or an image file (corrupt, truncated or an unsupported format)."""
 
 
 class NonImageDicomError(MedaugInputError):
@@ -31,6 +32,12 @@ class NonImageDicomError(MedaugInputError):
 
 class UnsupportedTransferSyntaxError(UnreadableImageError):
     """A DICOM file whose pixel data is compressed in a transfer syntax without an installed decoder."""
+
+
+class UnsupportedColourError(UnreadableImageError):
+    """An image medaug decodes but cannot use as it stands: transparent pixels, CMYK or more than 3 channels, a
+    colour space without a conversion to RGB, or several frames in a plain image file (animated GIF, APNG,
+    multi-page TIFF)."""
 
 
 class BurnedInAnnotationError(MedaugInputError):

@@ -1,12 +1,30 @@
-"""One reader for DICOM files, DICOM series folders and NIfTI files.
+"""One reader for DICOM files, DICOM series folders, NIfTI files and plain image files (PNG, JPEG, TIFF, BMP, GIF).
 
 Contract: :func:`load_image` returns a :class:`LoadedImage` whose ``array`` is float32 of shape
-``(C, X, Y)`` for 2D images or ``(C, X, Y, Z)`` for volumes (C = 1 for grayscale), in MONAI's axis
-convention (first spatial axis = DICOM columns), reoriented to LPS axes (x to the patient's left, y to
-posterior, z to superior: DICOM's own frame, so the usual axial view is ``array[0, :, :, k].T``) so that
-DICOM and NIfTI files of the same scan give the same array, with intensities in physical units where the file
-defines them (Hounsfield units for CT after RescaleSlope/Intercept). ``spacing`` has one entry per
-spatial axis in mm; ``modality`` is the DICOM Modality or ``None`` when the file does not say.
+``(C, X, Y)`` for 2D images or ``(C, X, Y, Z)`` for volumes, in MONAI's axis convention (first spatial axis =
+DICOM columns, an image file's width), reoriented to LPS axes (x to the patient's left, y to posterior, z to
+superior: DICOM's own frame, so the usual axial view is ``array[0, :, :, k].T``) so that DICOM and NIfTI files of
+the same scan give the same array, with intensities in physical units where the file defines them (Hounsfield
+units for CT after RescaleSlope/Intercept). ``spacing`` has one entry per spatial axis in mm; ``modality`` is the
+DICOM Modality or ``None`` when the file does not say.
+
+Channels, whatever the format: C = 1 (grey) or C = 3 (colour, in RGB order). Colour DICOM (RGB, YBR_FULL,
+YBR_FULL_422 and JPEG 2000's YBR_RCT/ICT, converted by pydicom; PALETTE COLOR, its lookup table applied; planar
+configuration 0 or 1; multi-frame, frames on the last spatial axis as for grey), RGB NIfTI (RGB24/RGBA32 voxels, or
+a vector intent with 3 components in the 5th dimension) and colour image files give C = 3; everything else C = 1.
+Colour values stay in stored units (0..255 for 8-bit samples): ``max_value`` is the largest value the stored
+samples can take (2**BitsStored - 1 for colour DICOM, the lookup table's range for palette colour, 255 or 65535
+for image files and integer RGB NIfTI) and ``None`` where intensities are physical units or floats (grey DICOM,
+float NIfTI, 32-bit integer and float image files): scale a photograph by ``max_value``, window a scan. Alpha:
+a fully opaque alpha channel is dropped, any transparent pixel refuses the image; CMYK, more than 3 channels and
+several frames in one image file are refused (see :mod:`pipeline.io.images`). ``source`` says which kind of file
+it came from: ``"dicom"``, ``"nifti"`` or ``"image"``. An image file has no geometry: 1 mm pixels, DICOM's own axes
+(as a DICOM without orientation tags), no modality, no patient; only its pixels are read (no text chunk, EXIF,
+XMP, ICC profile or comment).
+
+Files are recognised by content first: a folder is a DICOM series, a ``.nii``/``.nii.gz`` name is NIfTI, a file
+pydicom sees as DICOM is DICOM, a file with an image suffix or whose content Pillow recognises is an image file,
+and anything else is read as DICOM (whose error then says so).
 
 ``patient_id`` is the DICOM PatientID, for grouping images by patient when the dataset gives no
 patient column; callers pseudonymise it at once and never write it. ``burned_in_annotation`` says the header
@@ -14,8 +32,8 @@ flags text burned into the pixels (BurnedInAnnotation YES). No other header fiel
 
 Files are untrusted: whatever their bytes, :func:`load_image` returns or raises one of the named errors of
 :mod:`pipeline.io.errors` (never another exception), and an image whose header declares more than
-``max_bytes`` (as the float32 array returned) is refused before any pixel is read. The header checks name
-the attribute, never its value: a damaged header can shift a patient's name into any field.
+``max_bytes`` (as the float32 array returned, channels counted) is refused before any pixel is read. The header
+checks name the attribute, never its value: a damaged header can shift a patient's name into any field.
 """
 
 from __future__ import annotations
@@ -34,12 +52,15 @@ from monai.data import MetaTensor, NibabelReader, PydicomReader
 from monai.data.utils import affine_to_spacing, to_affine_nd
 from monai.transforms import Orientation
 from pydicom.multival import MultiValue
-from pydicom.pixels import get_decoder
+from pydicom.pixels import apply_color_lut, get_decoder
 
+from pipeline.io import images
 from pipeline.io.errors import (
     ImageTooLargeError,
+    MedaugInputError,
     NonImageDicomError,
     UnreadableImageError,
+    UnsupportedColourError,
     UnsupportedGeometryError,
     UnsupportedTransferSyntaxError,
 )
@@ -48,9 +69,11 @@ __all__ = [
     "MAX_IMAGE_BYTES",
     "GeometryPydicomReader",
     "LoadedImage",
+    "file_kind",
     "is_nifti",
     "load_image",
     "load_dicom",
+    "load_image_file",
     "load_nifti",
     "slice_position",
 ]
@@ -83,6 +106,11 @@ _VOXEL_MM = (1e-6, 1e6)  # voxel sizes outside this range (a nanometre to a kilo
 _MIN_ANGLE = 1e-3  # radians: voxel axes (or a 2D slice and the axial plane) closer than this count as parallel
 _SHAPE_ATTRIBUTES = ("Rows", "Columns", "NumberOfFrames", "SamplesPerPixel")  # must agree between a series' slices
 _TEXT_ATTRIBUTES = ("SOPClassUID", "Modality", "PatientID", "PhotometricInterpretation", "BurnedInAnnotation")
+# Colour DICOM with 3 samples a pixel that pydicom decodes to RGB (JPEG 2000 undoes YBR_RCT/ICT itself)
+_RGB_DICOM = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT")
+_PALETTE = "PALETTE COLOR"
+_NIFTI_RGB = (("R", "G", "B"), ("R", "G", "B", "A"))  # nibabel's RGB24 and RGBA32 voxel types
+_NIFTI_VECTOR = 1007  # NIfTI intent code "vector": the 5th dimension holds a vector's components
 
 
 class GeometryPydicomReader(PydicomReader):
@@ -111,6 +139,8 @@ class LoadedImage:
     modality: str | None  # DICOM Modality, None if unknown
     patient_id: str | None = None  # raw DICOM PatientID: hash it, never write it
     burned_in_annotation: bool = False  # the DICOM header says text (possibly identifying) is in the pixels
+    max_value: float | None = None  # largest stored sample value (colour, image files); None: physical units, floats
+    source: str = "dicom"  # "dicom", "nifti" or "image" (PNG, JPEG, TIFF, BMP, GIF)
 
     @property
     def spatial_dims(self) -> int:
@@ -122,11 +152,26 @@ def is_nifti(path: Path) -> bool:
     return name.endswith(".nii") or name.endswith(".nii.gz")
 
 
+def file_kind(path: Path) -> str:
+    """How :func:`load_image` reads ``path``: ``"nifti"`` (by its name), ``"dicom"`` (a folder, a file pydicom
+    recognises, or anything unrecognised, for which the DICOM reader's error is the answer) or ``"image"`` (an
+    image suffix, or content Pillow recognises)."""
+    if is_nifti(path):
+        return "nifti"
+    try:
+        if not path.is_file() or pydicom.misc.is_dicom(path):
+            return "dicom"
+    except OSError:  # no permission: the DICOM reader says so
+        return "dicom"
+    return "image" if images.is_image_file(path) or images.looks_like_image(path) else "dicom"
+
+
 def load_image(path: str | Path, max_bytes: int = MAX_IMAGE_BYTES) -> LoadedImage:
-    """Read a DICOM file, a DICOM series folder or a NIfTI file (see the module docstring); refuse images
-    that would take more than ``max_bytes`` as float32."""
+    """Read a DICOM file, a DICOM series folder, a NIfTI file or a plain image file (see the module docstring);
+    refuse images that would take more than ``max_bytes`` as float32."""
     path = Path(path)
-    image = load_nifti(path, max_bytes) if is_nifti(path) else load_dicom(path, max_bytes)
+    loader = {"nifti": load_nifti, "image": load_image_file, "dicom": load_dicom}[file_kind(path)]
+    image = loader(path, max_bytes)
     if not np.isfinite(image.array).all():
         raise UnreadableImageError(f"{path}: contains NaN or infinite values; fix or drop this image")
     _check_geometry(image, path)
@@ -325,18 +370,40 @@ def _series_files(path: Path) -> list[Path]:
     return files
 
 
-def _decode(reader: GeometryPydicomReader, files: list[Path], datasets: list) -> tuple[np.ndarray, dict]:
+def _dicom_channels(path: Path, samples: int, photometric: str) -> int:
+    """Channels of a DICOM image (see the module docstring): 3 for colour and palette colour, 1 for grey."""
+    if samples == 1:
+        return 3 if photometric == _PALETTE else 1
+    if samples == 3 and photometric in _RGB_DICOM:
+        return 3
+    raise UnsupportedColourError(
+        f"{path}: DICOM attributes SamplesPerPixel and PhotometricInterpretation describe pixels medaug does not "
+        "read (it reads MONOCHROME1/2, RGB, YBR_FULL, YBR_FULL_422, YBR_RCT, YBR_ICT and PALETTE COLOR); convert "
+        "the image to RGB or greyscale first, or remove its row from labels.csv"
+    )
+
+
+def _decode(
+    reader: GeometryPydicomReader, files: list[Path], datasets: list, channels: int = 1
+) -> tuple[np.ndarray, dict, float | None]:
     """Pixels of one multi-frame object or of the slices of a series as float32 ``(X, Y)`` or
-    ``(X, Y, frames/slices)``, through MONAI's reader, and the first object's metadata (affine for ``(X, Y)``).
+    ``(X, Y, frames/slices)`` (grey), ``(3, X, Y)`` or ``(3, X, Y, frames/slices)`` (``channels`` 3: RGB, palette
+    applied), through MONAI's reader (pydicom converts YBR to RGB); the first object's metadata (affine for
+    ``(X, Y)``); and for colour the largest value a sample can take.
 
     The reader runs with ``swap_ij=False`` and the axes are swapped once at the end: MONAI's per-slice swap
     copies every slice an extra time, and for multi-frame objects it swaps the frame axis into the wrong place.
     """
     arrays, metas = [], []
+    max_value = None
     for f, ds in zip(files, datasets, strict=True):
         reader.filenames, reader.has_series = [str(f)], False
         try:
-            array, meta = reader.get_data(ds)  # (rows, columns) or (frames, rows, columns)
+            array, meta = reader.get_data(ds)  # (rows, columns[, 3]) or (frames, rows, columns[, 3])
+            if channels == 3:
+                array, max_value = _colour_pixels(f, ds, np.asarray(array))
+        except MedaugInputError:
+            raise
         except BaseException as err:  # decoders raise many types: missing plugin, truncated stream, bad length
             if not isinstance(err, Exception) and type(err).__name__ != "PanicException":
                 raise  # KeyboardInterrupt and the like; a Rust decoder's panic (pylibjpeg-rle) is a BaseException
@@ -349,12 +416,27 @@ def _decode(reader: GeometryPydicomReader, files: list[Path], datasets: list) ->
     if len({a.shape for a in arrays}) > 1:  # headers agreed (load_dicom checks), the decoded pixels do not
         raise UnreadableImageError(f"{files[0].parent}: slices decode to different shapes; one folder, one series")
     if len(arrays) > 1:
-        stacked = np.stack(arrays)  # (slices, rows, columns)
+        stacked = np.stack(arrays)  # (slices, rows, columns[, 3])
     else:
-        stacked = arrays[0]  # (rows, columns) or (frames, rows, columns)
+        stacked = arrays[0]  # (rows, columns[, 3]) or (frames, rows, columns[, 3])
     meta = dict(metas[0])
     meta["affine"] = np.asarray(meta["affine"]) @ _SWAP_IJ  # what swap_ij=True would have given
-    return np.transpose(stacked, (1, 0) if stacked.ndim == 2 else (2, 1, 0)), meta
+    return np.transpose(stacked), meta, max_value  # every axis reversed: ([3,] columns, rows[, frames/slices])
+
+
+def _colour_pixels(path: Path, ds: pydicom.Dataset, array: np.ndarray) -> tuple[np.ndarray, float]:
+    """A colour object's decoded pixels as ``(..., rows, columns, 3)`` RGB (palette colour: the lookup table
+    applied to the indices) and the largest value a sample can take."""
+    if ds.get("PhotometricInterpretation") == _PALETTE:
+        if array.dtype.kind not in "iu":
+            raise UnreadableImageError(f"{path}: palette colour indices that are not integers; the file is damaged")
+        array = apply_color_lut(array, ds)
+        max_value = float(np.iinfo(array.dtype).max)  # 8- or 16-bit lookup table entries
+    else:
+        max_value = float(2 ** int(_number(ds, "BitsStored", _number(ds, "BitsAllocated", 8))) - 1)
+    if array.shape[-1] != 3:
+        raise UnreadableImageError(f"{path}: colour pixel data that decodes to no 3 samples a pixel; it is damaged")
+    return array, max_value
 
 
 def _dicom_affine(first_meta: dict, datasets: list, frames: int = 1) -> np.ndarray:
@@ -396,21 +478,46 @@ def load_dicom(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> LoadedImage:
     rows, columns, frames, samples = shapes.pop()
     if frames > 1 and len(datasets) > 1:
         raise UnreadableImageError(f"{path}: a folder of multi-frame objects; list each file as its own row")
-    _check_size(path, (columns, rows, frames * len(datasets)) + ((samples,) if samples > 1 else ()), max_bytes)
-    array, first_meta = _decode(reader, files, datasets)
-    if first.get("PhotometricInterpretation") == "MONOCHROME1":  # bright means low values: invert
-        array = array.max() + array.min() - array
+    photometric = str(first.get("PhotometricInterpretation", "")).strip().upper()
+    channels = _dicom_channels(path, samples, photometric)
+    _check_size(path, ((3,) if channels == 3 else ()) + (columns, rows, frames * len(datasets)), max_bytes)
+    array, first_meta, max_value = _decode(reader, files, datasets, channels)
+    if channels == 1:
+        if photometric == "MONOCHROME1":  # bright means low values: invert
+            array = array.max() + array.min() - array
+        array = array[None]
     affine = _dicom_affine(first_meta, datasets, frames)
-    spacing = tuple(float(s) for s in affine_to_spacing(affine, r=array.ndim))
+    spacing = tuple(float(s) for s in affine_to_spacing(affine, r=array.ndim - 1))
     modality = str(first.get("Modality", "")) or None
     patient = str(first.get("PatientID", "")) or None
     burned_in = any(str(ds.get("BurnedInAnnotation", "")).upper() == "YES" for ds in datasets)
-    return LoadedImage(array[None], spacing, affine, modality, patient, burned_in)
+    return LoadedImage(array, spacing, affine, modality, patient, burned_in, max_value, "dicom")
+
+
+def load_image_file(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> LoadedImage:
+    """Read a plain image file (PNG, JPEG, TIFF, BMP, single-frame GIF) through Pillow: pixels only, as a DICOM
+    without geometry (1 mm pixels, DICOM's own axes). Refused before decoding when larger than ``max_bytes`` as
+    float32; see :mod:`pipeline.io.images` for alpha, palette, CMYK and frames."""
+    with images.open_image(path) as img:
+        _check_size(path, (images.output_channels(img, path), *img.size), max_bytes)
+        try:
+            img.load()  # Pillow's LOAD_TRUNCATED_IMAGES stays False: a truncated file raises here
+            array, max_value = images.pixels_of(img, path)
+        except MedaugInputError:
+            raise
+        except Exception as err:  # noqa: BLE001 - untrusted bytes: OSError, SyntaxError, ValueError, zlib errors...
+            raise UnreadableImageError(
+                f"{path}: the image's pixels could not be decoded ({type(err).__name__}); the file may be truncated "
+                "or damaged. Copy it again from the source, or remove its row from labels.csv"
+            ) from None
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])  # x along a row, y down the rows, as a DICOM without geometry
+    return LoadedImage(array, (1.0, 1.0), affine, None, max_value=max_value, source="image")
 
 
 def load_nifti(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> LoadedImage:
-    """Read a 2D or 3D NIfTI file; 4D files are refused, as are images larger than ``max_bytes`` as float32
-    (from the header, before the voxels are read)."""
+    """Read a 2D or 3D NIfTI file, grey or colour (RGB24/RGBA32 voxels, or a "vector" intent whose 5th dimension
+    holds 3 components: ``(X, Y, 1, 1, 3)`` or ``(X, Y, Z, 1, 3)``); 4D files are refused, as are images larger
+    than ``max_bytes`` as float32 (from the header, before the voxels are read)."""
     reader = NibabelReader()
     try:
         if not path.is_file():  # a folder, a named pipe (reading it would block) or nothing
@@ -420,35 +527,70 @@ def load_nifti(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> LoadedImage:
         raise UnreadableImageError(
             f"{path}: not a readable NIfTI file ({type(err).__name__}: {err}). Check that the file is complete."
         ) from err
-    _check_nifti_header(img, path, max_bytes)
+    layout = _check_nifti_header(img, path, max_bytes)
     try:
         array, meta = reader.get_data(img)
     except Exception as err:  # nibabel raises ImageFileError, EOFError, zlib errors, ...
         raise UnreadableImageError(
             f"{path}: not a readable NIfTI file ({type(err).__name__}: {err}). Check that the file is complete."
         ) from err
-    array = np.asarray(array, dtype=np.float32)
-    if array.ndim == 3 and array.shape[-1] == 1:
+    if layout == "grey":
+        array, max_value = np.asarray(array, dtype=np.float32)[None], None
+    else:
+        array, max_value = _nifti_colour(np.asarray(array), layout, path)
+    if array.ndim == 4 and array.shape[-1] == 1:
         array = array[..., 0]
-    if array.ndim not in (2, 3):
+    if array.ndim not in (3, 4):
         raise UnreadableImageError(
-            f"{path}: NIfTI image of shape {array.shape}; only 2D and 3D images are supported, "
+            f"{path}: NIfTI image of shape {array.shape[1:]}; only 2D and 3D images are supported, "
             "extract the volume you want first"
         )
     affine = np.asarray(meta["affine"], dtype=np.float64)
-    spacing = tuple(float(s) for s in affine_to_spacing(affine, r=array.ndim))
-    return LoadedImage(array[None], spacing, affine, modality=None)
+    spacing = tuple(float(s) for s in affine_to_spacing(affine, r=array.ndim - 1))
+    return LoadedImage(array, spacing, affine, modality=None, max_value=max_value, source="nifti")
 
 
-def _check_nifti_header(img: nib.Nifti1Image, path: Path, max_bytes: int) -> None:
-    """Refuse, from the header alone, voxel types that are not plain numbers, volumes too large for
-    ``max_bytes`` and (uncompressed files) voxel data running past the end of the file."""
+def _nifti_layout(img: nib.Nifti1Image) -> str:
+    """``"rgb"`` (RGB24/RGBA32 voxels), ``"vector"`` (intent vector, 3 components in the 5th dimension) or
+    ``"grey"`` (anything else, checked further by the caller)."""
+    if img.get_data_dtype().names in _NIFTI_RGB:
+        return "rgb"
+    shape = img.shape
+    try:
+        vector = int(img.header["intent_code"]) == _NIFTI_VECTOR
+    except Exception:  # noqa: BLE001 - a header format without intents
+        vector = False
+    return "vector" if vector and len(shape) == 5 and shape[3] == 1 and shape[4] in (3, 4) else "grey"
+
+
+def _nifti_colour(array: np.ndarray, layout: str, path: Path) -> tuple[np.ndarray, float | None]:
+    """RGB voxels (a structured array, or ``(X, Y, Z, 1, 3|4)`` vectors) as float32 ``(3, X, Y, Z)``, alpha dropped
+    when every voxel is opaque (refused otherwise), and the largest value a sample can take."""
+    if layout == "rgb":
+        channels = np.stack([array[name] for name in array.dtype.names])
+        max_value: float | None = 255.0  # 8-bit fields
+    else:
+        channels = np.moveaxis(array[:, :, :, 0, :], -1, 0)
+        unsigned = array.dtype.kind == "u" and array.dtype.itemsize <= 2
+        max_value = float(np.iinfo(array.dtype).max) if unsigned else None
+    if len(channels) == 4:
+        if max_value is None or not (channels[3] >= max_value).all():
+            raise UnsupportedColourError(f"{path}: {images.TRANSPARENT}")
+        channels = channels[:3]
+    return channels.astype(np.float32), max_value
+
+
+def _check_nifti_header(img: nib.Nifti1Image, path: Path, max_bytes: int) -> str:
+    """Refuse, from the header alone, voxel types that are neither plain numbers nor RGB, volumes too large for
+    ``max_bytes`` and (uncompressed files) voxel data running past the end of the file; return the layout
+    (:func:`_nifti_layout`)."""
     dtype = img.get_data_dtype()
-    if dtype.kind not in "biuf":
+    layout = _nifti_layout(img)
+    if layout != "rgb" and dtype.kind not in "biuf":
         raise UnreadableImageError(
-            f"{path}: NIfTI voxels of type {dtype} (RGB or complex); only grayscale numeric images are supported"
+            f"{path}: NIfTI voxels of type {dtype} (complex or compound); only grey and RGB images are supported"
         )
-    _check_size(path, tuple(int(n) for n in img.shape), max_bytes)
+    _check_size(path, ((3,) if layout == "rgb" else ()) + tuple(int(n) for n in img.shape), max_bytes)
     if path.name.lower().endswith(".nii"):
         end = float(img.header.get_data_offset()) + math.prod(img.shape) * dtype.itemsize
         if not end <= path.stat().st_size:  # "not <=": a NaN offset fails too
@@ -456,3 +598,4 @@ def _check_nifti_header(img: nib.Nifti1Image, path: Path, max_bytes: int) -> Non
                 f"{path}: the header declares {end:.0f} bytes of header and voxels, the file holds "
                 f"{path.stat().st_size}: it is truncated or its header is damaged. Copy it again from the source"
             )
+    return layout
