@@ -4,6 +4,7 @@ written by the tests. Contract: ``(3, X=columns, Y=rows[, frames])`` in RGB orde
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -152,3 +153,69 @@ def test_three_samples_that_are_no_colour_space_medaug_reads_are_refused(tmp_pat
     with pytest.raises(UnsupportedColourError, match="odd.dcm") as err:
         load_image(tmp_path / "odd.dcm")
     assert isinstance(err.value, MedaugInputError) and "YBR_FULL_422" in str(err.value)  # lists what it reads
+
+
+# --- RGB NIfTI ---------------------------------------------------------------------------------------------------
+
+LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # a NIfTI affine already in the reader's LPS axes: nothing is flipped
+
+
+def _rgb24(channels: np.ndarray) -> np.ndarray:
+    """``(3|4, X, Y[, Z])`` uint8 as nibabel's RGB24 / RGBA32 structured voxels."""
+    fields = "RGBA"[: len(channels)]
+    voxels = np.zeros(channels.shape[1:], dtype=[(f, "u1") for f in fields])
+    for name, channel in zip(fields, channels, strict=True):
+        voxels[name] = channel
+    return voxels
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4), (3, 5, 4, 2)], ids=["2d", "3d"])
+def test_rgb24_nifti_reads_to_three_channels(tmp_path, shape):
+    channels = np.random.default_rng(1).integers(0, 256, size=shape, dtype=np.uint8)
+    nib.save(nib.Nifti1Image(_rgb24(channels), LPS), tmp_path / "rgb.nii.gz")
+    assert nib.load(tmp_path / "rgb.nii.gz").header["datatype"] == 128  # RGB24 on disk
+    image = load_image(tmp_path / "rgb.nii.gz")
+    assert image.array.shape == shape and image.max_value == 255 and image.source == "nifti"
+    np.testing.assert_array_equal(image.array, channels)
+
+
+def test_rgba32_nifti_drops_an_opaque_alpha_and_refuses_a_transparent_one(tmp_path):
+    rgba = np.random.default_rng(2).integers(0, 256, size=(4, 5, 4), dtype=np.uint8)
+    rgba[3] = 255
+    nib.save(nib.Nifti1Image(_rgb24(rgba), LPS), tmp_path / "opaque.nii")
+    np.testing.assert_array_equal(load_image(tmp_path / "opaque.nii").array, rgba[:3])
+    rgba[3, 1, 2] = 0
+    nib.save(nib.Nifti1Image(_rgb24(rgba), LPS), tmp_path / "clear.nii")
+    with pytest.raises(UnsupportedColourError, match=r"clear\.nii: transparent pixels"):
+        load_image(tmp_path / "clear.nii")
+
+
+def _vector_nifti(path, image: np.ndarray, affine: np.ndarray) -> None:
+    """What the synthetic writer writes for colour: ``(3, X, Y[, Z])`` as ``(X, Y, Z, 1, 3)``, intent vector."""
+    volume = image if image.ndim == 4 else image[..., None]
+    nifti = nib.Nifti1Image(np.moveaxis(volume, 0, -1)[:, :, :, None, :], affine)
+    nifti.header.set_intent("vector")
+    nib.save(nifti, path)
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 5), (3, 6, 5, 3)], ids=["2d", "3d"])
+def test_vector_nifti_round_trips(tmp_path, shape):
+    image = np.random.default_rng(3).random(shape, dtype=np.float32)
+    _vector_nifti(tmp_path / "lps.nii.gz", image, LPS)
+    loaded = load_image(tmp_path / "lps.nii.gz")
+    assert loaded.array.shape == shape and loaded.max_value is None and loaded.source == "nifti"
+    np.testing.assert_array_equal(loaded.array, image)
+    # with an identity (RAS) affine each channel is reoriented exactly as the same channel written as grey NIfTI
+    _vector_nifti(tmp_path / "ras.nii.gz", image, np.eye(4))
+    for k in range(3):
+        nib.save(nib.Nifti1Image(image[k], np.eye(4)), tmp_path / f"grey{k}.nii.gz")
+        grey = load_image(tmp_path / f"grey{k}.nii.gz").array[0]
+        np.testing.assert_array_equal(load_image(tmp_path / "ras.nii.gz").array[k], grey)
+
+
+def test_uint8_vector_nifti_has_a_fixed_range(tmp_path):
+    image = np.random.default_rng(4).integers(0, 256, size=(3, 4, 4), dtype=np.uint8)
+    _vector_nifti(tmp_path / "u8.nii", image, LPS)
+    loaded = load_image(tmp_path / "u8.nii")
+    assert loaded.max_value == 255
+    np.testing.assert_array_equal(loaded.array, image)
