@@ -160,6 +160,9 @@ def main() -> None:
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
     normal = normal_label(train, cfg.normal_class)
     device = select_device()
+    vae_cfg = dataclasses.replace(
+        vae_cfg, epochs=cfg.epochs, kl_warmup_epochs=min(vae_cfg.kl_warmup_epochs, cfg.epochs)
+    )
     generator, history = train_normal_vae(train, val, normal, vae_cfg, device, seed)
     model = generator.vaes.models[0]
     val_scores = score_images(model, val.images, vae_cfg.reconstruction, device)
@@ -217,7 +220,7 @@ def load_anomaly_model(path: str | Path, device="cpu") -> tuple[ConditionalVAE, 
 def score_files(
     files: list[Path], model_path: str | Path, device="cpu", errors: list[MedaugInputError] | None = None
 ) -> list[dict]:
-    """Anomaly scores of DICOM/NIfTI ``files`` (or DICOM series folders) with the model of an ``anomaly`` run,
+    """Anomaly scores of DICOM/NIfTI/image ``files`` (or DICOM series folders) with the model of an ``anomaly`` run,
     each read and prepared as ``preprocess`` prepared the training data (a volume gives one row per slice in a
     2D run). One dict per image: file, slice, both scores and ``abnormal`` at the run's threshold. A file that
     cannot be read raises its named input error, or with an ``errors`` list is appended to it and skipped (the
@@ -225,7 +228,7 @@ def score_files(
     # imported here: only `medaug score` reads files; the anomaly stage itself works on the preprocessed arrays
     from pipeline.io.errors import UnreadableImageError
     from pipeline.io.manifest import ManifestRow
-    from pipeline.preparation import row_samples
+    from pipeline.preparation import row_samples, to_channels
 
     model, checkpoint = load_anomaly_model(model_path, device)
     raw = checkpoint["preprocess"]
@@ -236,7 +239,9 @@ def score_files(
     for path in files:
         row = ManifestRow(line=0, relpath=str(path), path=Path(path).resolve(), label="", patient_id=None)
         try:
-            images = np.stack([sample.image for sample in row_samples(row, cfg)]).astype(np.float32)
+            # the model's channels, as preprocess brought the training images to them (grey or RGB)
+            images = np.stack([to_channels(s.image, model.image_shape[0]) for s in row_samples(row, cfg)])
+            images = images.astype(np.float32, copy=False)
             if images.shape[1:] != model.image_shape:
                 raise UnreadableImageError(
                     f"{path}: prepared as {images.shape[1:]}, the model expects {model.image_shape}"

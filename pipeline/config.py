@@ -98,6 +98,9 @@ class PreprocessConfig:
     max_image_gib: float  # largest image accepted, as float32 in memory; larger header declarations are refused
     workers: int  # processes reading files in parallel; 0 = one per core
     seed: int  # split seed
+    # output channels: auto (3 when any image is colour, else 1) | 1 (colour to grey, ITU-R BT.601 luma) | 3 (grey
+    # repeated); a default, so checkpoints written before colour support still load
+    channels: Literal["auto", 1, 3] = "auto"
 
     def __post_init__(self) -> None:
         # the VAE checks that its strides divide the size (28 for MedMNIST works with strides [2, 2])
@@ -326,9 +329,11 @@ class AnomalyConfig:
     )  # class the anomaly VAE (section vae) learns as normal; None: the largest class of the training split
     score: Literal["reconstruction", "elbo"]  # primary anomaly score (threshold, sensitivity); both are reported
     n_maps: int  # highest-scoring test images shown with their pixel-wise error maps
+    epochs: int  # training epochs of the normal-class VAE (the rest of its settings from section vae)
 
     def __post_init__(self) -> None:
         _check(self.n_maps >= 1, "anomaly.n_maps", "at least 1")
+        _check(self.epochs >= 1, "anomaly.epochs", "at least 1")
 
 
 @dataclass(frozen=True)

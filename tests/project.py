@@ -35,6 +35,7 @@ TINY = {
     "vae_gan": {**_TINY_VAE, "adversarial_warmup_epochs": 2, "discriminator_channels": 8, "discriminator_layers": 2},
     "train_classifier": {"epochs": 2, "seeds": [0, 1], "channels": [4, 8, 8, 8], "ablation_ratios": [2.0]},
     "latent": {"sizes": [2, 4], "epochs": 2},
+    "anomaly": {"epochs": 4},
 }
 # On top of TINY: real_only and vae (which reads the synthetic images) only, one seed, one classifier epoch and no
 # ablation; every stage still runs.

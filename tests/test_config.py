@@ -133,6 +133,7 @@ def test_classifier_validation_names_the_key(change, message):
     [
         ("anomaly", {"score": "likelihood"}, "anomaly.score is 'likelihood'; allowed values: reconstruction, elbo"),
         ("anomaly", {"n_maps": 0}, "anomaly.n_maps must be at least 1"),
+        ("anomaly", {"epochs": 0}, "anomaly.epochs must be at least 1"),
         ("latent", {"sizes": []}, "latent.sizes must be a non-empty list"),  # nothing to compare
         ("latent", {"sizes": [0, 2]}, "latent.sizes must be a non-empty list of positive sizes"),
         ("latent", {"epochs": 0}, "latent.epochs must be at least 1"),
