@@ -33,7 +33,13 @@ from pipeline.generators.sampling import interpolation_strip, sample_images, syn
 from pipeline.generators.selection import ClassifierFilter
 from pipeline.io.arrays import load_split, read_json
 from pipeline.io.atomic import atomic_dir
-from pipeline.io.synthetic import new_synthetic_uids, write_manifest, write_synthetic_dicom, write_synthetic_nifti
+from pipeline.io.synthetic import (
+    new_synthetic_uids,
+    write_manifest,
+    write_synthetic_dicom,
+    write_synthetic_nifti,
+    write_synthetic_png,
+)
 from pipeline.models.classifier import REAL_CLASSIFIER, fit_real_classifier
 from pipeline.plots import image_grid, latent_projection
 from pipeline.runtime import file_sha256, run_stage, select_device
@@ -63,7 +69,9 @@ def main() -> None:
     counts = synthetic_counts(train.counts(), cfg.pool_ratio, cfg.every_class)
     out_dir = Path(paths.synthetic)
     source = read_json(Path(paths.processed) / "summary.json")
-    as_dicom = source.get("formats", {}).get("dicom", 0) > 0  # DICOM in, DICOM out (NIfTI always)
+    # DICOM in, DICOM out; image files (PNG, JPEG, ...) in, PNG out (2D); NIfTI always
+    as_dicom = source.get("formats", {}).get("dicom", 0) > 0
+    as_png = source.get("formats", {}).get("image", 0) > 0 and train.images.ndim == 4
     modality = max(source["modalities"], key=source["modalities"].get) if source["modalities"] else "OT"
     # the pixel size in mm when preprocess resampled to a fixed spacing on every axis; else none is claimed
     dims, spacing = train.images.ndim - 2, source.get("spacing_mm")
@@ -97,10 +105,14 @@ def main() -> None:
                         spacing=dicom_spacing,
                         sop_instance_uid=str(generate_uid(entropy_srcs=[series_uid, str(k)])),
                     )
+                png = {"png_path": rel.replace(".nii.gz", ".png")} if as_png else {}
+                if as_png:
+                    write_synthetic_png(staging / png["png_path"], image)
                 rows.append(
                     {
                         "path": rel,
                         "dicom_path": dicom_rel,
+                        **png,
                         "label": name,
                         "sampler": cfg.sampler,
                         "seed": seed,

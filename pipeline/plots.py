@@ -39,19 +39,29 @@ def _save(fig: plt.Figure, path: str | Path) -> None:
 
 
 def _slice(image: np.ndarray) -> np.ndarray:
-    """A (1, X, Y) image, or the middle axial slice of a (1, X, Y, Z) volume, as (X, Y)."""
-    return image[0] if image.ndim == 3 else image[0, :, :, image.shape[-1] // 2]
+    """A (C, X, Y) image, or the middle axial slice of a (C, X, Y, Z) volume, as (C, X, Y)."""
+    return image if image.ndim == 3 else image[..., image.shape[-1] // 2]
+
+
+def _show(ax: plt.Axes, image: np.ndarray, cmap: str = "gray", vmax: float = 1.0, **kwargs) -> None:
+    """Draw a (C, X, Y[, Z]) image upright (rows = Y): grey through ``cmap`` from 0 to ``vmax``, RGB (C = 3, in
+    [0, 1]) in its own colours."""
+    picture = _slice(image)
+    if picture.shape[0] == 3:
+        ax.imshow(np.clip(np.transpose(picture, (2, 1, 0)), 0, 1), **kwargs)
+    else:
+        ax.imshow(picture[0].T, cmap=cmap, vmin=0, vmax=vmax, **kwargs)
 
 
 def image_grid(path: str | Path, rows: Sequence[tuple[str, np.ndarray]], columns: int = 8) -> None:
-    """One row per ``(title, images)`` pair; images are ``(N, 1, X, Y)`` in [0, 1], shown radiologically;
-    volumes ``(N, 1, X, Y, Z)`` show their middle axial slice."""
+    """One row per ``(title, images)`` pair; images are ``(N, C, X, Y)`` in [0, 1] (C = 1 grey, 3 RGB), shown
+    radiologically; volumes ``(N, C, X, Y, Z)`` show their middle axial slice."""
     fig, axes = plt.subplots(len(rows), columns, figsize=(1.4 * columns, 1.6 * len(rows)), squeeze=False)
     for (title, images), ax_row in zip(rows, axes, strict=True):
         for k, ax in enumerate(ax_row):
             ax.axis("off")
             if k < len(images):
-                ax.imshow(_slice(images[k]).T, cmap="gray", vmin=0, vmax=1)  # (X, Y) -> rows = Y
+                _show(ax, images[k])
         ax_row[0].set_title(title, loc="left", fontsize=9)
     _save(fig, path)
 
@@ -210,15 +220,20 @@ def anomaly_maps(
     path: str | Path, images: np.ndarray, decoded: np.ndarray, errors: np.ndarray, titles: Sequence[str]
 ) -> None:
     """One column per image: the image, what the normal-class VAE makes of it, and the pixel-wise error map
-    (hot = far from normal); volumes show their middle axial slice."""
+    (hot = far from normal; ``errors`` per channel, summed over channels); volumes show their middle axial slice.
+    Colour images show the map over the image."""
     n = len(images)
     fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.0), squeeze=False)
+    errors = errors.sum(axis=1, keepdims=True)
     top = max(float(errors.max()), 1e-6)
+    colour = images.shape[1] == 3
     for k in range(n):
-        for row, (picture, cmap, vmax) in enumerate(
-            [(images[k], "gray", 1.0), (decoded[k], "gray", 1.0), (errors[k], "hot", top)]
-        ):
-            axes[row, k].imshow(_slice(picture).T, cmap=cmap, vmin=0, vmax=vmax)
+        _show(axes[0, k], images[k])
+        _show(axes[1, k], decoded[k])
+        if colour:
+            _show(axes[2, k], images[k])
+        _show(axes[2, k], errors[k], cmap="hot", vmax=top, **({"alpha": 0.6} if colour else {}))
+        for row in range(3):
             axes[row, k].axis("off")
         axes[0, k].set_title(titles[k], fontsize=7)
     for row, label in enumerate(["image", "reconstruction", "|error|"]):

@@ -1,7 +1,9 @@
 """Stage ``preprocess``: dataset folder -> normalised 2D arrays with patient-level splits.
 
 Reads ``labels.csv`` of ``data.root`` through the one reader (:mod:`pipeline.io.reader`), normalises
-intensities per modality (CT windowing), turns volumes into slices, resizes, and splits train/val/test
+intensities per modality (CT windowing; photographs by their stored range), brings every image to the dataset's
+channels (``preprocess.channels``: grey, or RGB when any image is colour), turns volumes into slices, resizes,
+and splits train/val/test
 by patient, stratified by class and seeded. Patient identifiers are replaced by salted hashes before
 anything is written; the split manifest points back to the user's data by ``labels.csv`` line number.
 """
@@ -28,9 +30,8 @@ from pipeline.io.arrays import SPLITS, SplitData, save_split, write_csv, write_j
 from pipeline.io.atomic import atomic_dir
 from pipeline.io.errors import DatasetTooSmallError, MedaugInputError
 from pipeline.io.manifest import ManifestRow, check_manifest, read_manifest
-from pipeline.io.reader import is_nifti
 from pipeline.plots import image_grid
-from pipeline.preparation import Sample, pseudonymise, row_samples
+from pipeline.preparation import Sample, pseudonymise, row_samples, target_channels, to_channels
 from pipeline.runtime import run_stage
 
 __all__ = [
@@ -199,7 +200,10 @@ def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, Spl
     else:
         rows, problems = check_manifest(root)
     samples, skipped = load_samples(rows, cfg)
-    read_lines = {s.line for s in samples}
+    channels = target_channels(cfg.channels, (s.image.shape[0] for s in samples))
+    converted = Counter(f"{s.image.shape[0]} to {channels}" for s in samples if s.image.shape[0] != channels)
+    for sample in samples:
+        sample.image = to_channels(sample.image, channels)
     skipped = [{"reason": p} for p in problems] + skipped
     labels = np.array([s.label for s in samples])
     patients = np.array([s.patient for s in samples])
@@ -227,10 +231,15 @@ def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, Spl
         "n_files": len(rows),
         "n_images": len(samples),
         "classes": list(classes),
-        "image_size": [1] + [cfg.size] * cfg.spatial_dims,
+        "image_size": [channels] + [cfg.size] * cfg.spatial_dims,
+        "channels": {
+            "setting": cfg.channels,
+            "used": channels,
+            "converted": dict(converted),  # images whose channels were converted, e.g. {"3 to 1": 12}
+        },
         "spacing_mm": list(cfg.spacing) if cfg.spacing is not None else "as in the files (resized to image_size)",
         "modalities": dict(Counter(s.modality for s in samples)),
-        "formats": dict(Counter("nifti" if is_nifti(r.path) else "dicom" for r in rows if r.line in read_lines)),
+        "formats": dict(Counter(s.source for s in {s.line: s for s in samples}.values())),
         "splits": {
             name: {"images": splits[name].counts(), "patients": len(set(splits[name].patients))} for name in SPLITS
         },

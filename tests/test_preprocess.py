@@ -309,3 +309,51 @@ def test_distinct_images_have_no_twins():
     lines = {name: list(range(len(s))) for name, s in splits.items()}
     twins = near_twins(splits, lines)
     assert twins["pairs"] == [] and twins["twins"] == {"val": 0, "test": 0} and twins["threshold_rms"] > 0
+
+
+def _photo_dataset(root: Path, colour_every: int) -> Path:
+    """12 patients per class of 16 x 16 PNG photographs: class "red" a red square on grey, class "plain" grey;
+    every ``colour_every``-th file RGB (the others the same picture in grey, 'L')."""
+    from PIL import Image
+
+    rows = ["path,label,patient_id"]
+    for k in range(24):
+        label = "red" if k % 2 else "plain"
+        rgb = np.full((16, 16, 3), 128, np.uint8)
+        if label == "red":
+            rgb[4:8, 2:6] = (255, 0, 0)  # rows 4-7, columns 2-5
+        picture = Image.fromarray(rgb)
+        if k % colour_every:
+            picture = picture.convert("L")
+        picture.save(root / f"img{k}.png")
+        rows.append(f"img{k}.png,{label},patient{k}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize(("setting", "channels"), [("auto", 3), (1, 1), (3, 3)])
+def test_photographs_keep_their_colours_or_become_grey_by_the_stated_rule(tmp_path, setting, channels):
+    """Colour PNGs beside grey ones: auto keeps colour, 1 converts by BT.601 luma, 3 repeats grey; photographs are
+    scaled by 255 (never CT-windowed, though modality_default is CT) and the conversions are counted."""
+    from dataclasses import replace
+
+    root = _photo_dataset(tmp_path, colour_every=3)  # 8 colour files, 16 grey
+    cfg = replace(TINY_PREPROCESS, size=16, channels=setting)
+    splits, _, summary = preprocess_dataset(root, cfg)
+    assert summary["channels"]["used"] == channels and summary["image_size"] == [channels, 16, 16]
+    assert summary["formats"] == {"image": 24} and summary["modalities"] == {"OT": 24}
+    expected = {"auto": {"1 to 3": 16}, 1: {"3 to 1": 8}, 3: {"1 to 3": 16}}[setting]
+    assert summary["channels"]["converted"] == expected
+    images = np.concatenate([s.images for s in splits.values()])
+    labels = np.concatenate([[s.classes[i] for i in s.labels] for s in splits.values()])
+    assert images.shape[1] == channels
+    np.testing.assert_allclose(images[:, :, 0, 0], 128 / 255, atol=1e-6)  # grey background: scaled, not stretched
+    # the red square at rows 4-7, columns 2-5 is array[:, x=2..5, y=4..7]; grey files hold its luma
+    luma = round(0.299 * 255 + 0.587 * 0 + 0.114 * 0) / 255  # Pillow's convert("L") of (255, 0, 0): 76
+    red = images[labels == "red"][:, :, 3, 5]
+    if channels == 1:
+        assert np.allclose(red, luma, atol=1 / 255)
+    else:
+        colour = [np.allclose(px, [1, 0, 0]) for px in red]  # files stored in colour
+        grey = [np.allclose(px, luma, atol=1e-6) for px in red]  # files stored grey, repeated into R, G, B
+        assert sum(colour) >= 1 and sum(colour) + sum(grey) == len(red)

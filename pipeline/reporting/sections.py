@@ -368,6 +368,20 @@ def twin_lines(twins: dict) -> list[str]:
     ]
 
 
+def _channel_text(channels: dict | None) -> str:
+    """What preprocess did with colour, said when the data is colour or some images were converted (a grey
+    dataset's report reads as before)."""
+    if not channels or (channels["used"] == 1 and not channels["converted"]):
+        return ""
+    text = " Images are colour (RGB)." if channels["used"] == 3 else " Images are grey."
+    converted = {
+        "1 to 3": "grey images repeated into R, G and B",
+        "3 to 1": "colour images converted to grey (ITU-R BT.601 luma)",
+    }
+    done = [f"{n} {converted.get(change, change)}" for change, n in channels["converted"].items()]
+    return text + (f" preprocess.channels {channels['setting']}: " + "; ".join(done) + "." if done else "")
+
+
 def data_lines(summary: dict, synthetic_rows: list[dict], generation: dict) -> list[str]:
     """Counts per class and split (patients are counted, never named), modalities, skipped rows, and the
     synthetic pool."""
@@ -377,7 +391,8 @@ def data_lines(summary: dict, synthetic_rows: list[dict], generation: dict) -> l
         "",
         f"{summary['n_images']} images from {summary['n_files']} files; modalities: "
         + ", ".join(f"{m} ({n})" for m, n in summary["modalities"].items())
-        + ".",
+        + "."
+        + _channel_text(summary.get("channels")),
         "",
         "| split | patients | " + " | ".join(classes) + " |",
         "|---|---|" + "---|" * len(classes),

@@ -16,6 +16,8 @@ from tests.conftest import classifier_config, make_split
     [
         ("resnet_small", (1, 28, 28)),  # the default, 2D
         ("resnet_small", (1, 16, 16, 16)),  # 3D volumes
+        ("resnet_small", (3, 28, 28)),  # colour (RGB)
+        ("resnet18", (3, 28, 28)),
         ("resnet18", (1, 28, 28)),  # MedMNIST's baseline architecture at 28 px
         ("densenet121", (1, 32, 32)),  # its smallest size
     ],
