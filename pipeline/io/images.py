@@ -101,14 +101,15 @@ def open_image(path: Path) -> Image.Image:
 
 
 def _palette_is_grey(img: Image.Image) -> bool:
+    """Whether every entry of a loaded image's palette is grey (``getpalette`` loads the pixels)."""
     palette = img.getpalette("RGB") or []
     entries = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
     return bool((entries == entries[:, :1]).all())
 
 
 def output_channels(img: Image.Image, path: Path) -> int:
-    """Channels of the array :func:`pixels_of` will return (1 or 3), from the header alone; refuses modes medaug
-    does not read (see the module docstring)."""
+    """Channels of the array :func:`pixels_of` will return (1 or 3; 3 for a palette, which may turn out grey), from
+    the header alone (nothing here may load the pixels); refuses modes medaug does not read (module docstring)."""
     mode = img.mode
     if img.format == "TIFF":
         samples = img.tag_v2.get(_TIFF_SAMPLES_PER_PIXEL, 1) if hasattr(img, "tag_v2") else 1
@@ -123,10 +124,8 @@ def output_channels(img: Image.Image, path: Path) -> int:
         )
     if mode in _GREY or mode in _GREY_NO_RANGE or mode in ("LA", "La"):
         return 1
-    if mode in _COLOUR or mode in ("RGBA", "RGBa"):
+    if mode in _COLOUR or mode in ("RGBA", "RGBa", "P", "PA"):
         return 3
-    if mode in ("P", "PA"):
-        return 1 if _palette_is_grey(img) else 3
     raise UnsupportedColourError(
         f"{path}: an image in Pillow's colour mode {mode}, which medaug does not read (more than 3 channels, or a "
         "colour space without a defined conversion to RGB); convert it to RGB or greyscale first"

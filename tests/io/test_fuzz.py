@@ -1,7 +1,8 @@
-"""Bad input never crashes with a traceback: mutated DICOM bytes and headers, mutated NIfTI headers and
-mutated labels.csv rows go into the reader, the manifest and ``medaug check-data``. Every case ends in
-success or in one of medaug's named errors (:mod:`pipeline.io.errors`), within a bounded time, and images
-whose header declares more than the memory limit are refused before anything is decoded.
+"""Bad input never crashes with a traceback: mutated DICOM bytes and headers, mutated NIfTI headers, mutated
+image files (PNG, JPEG, GIF, TIFF, BMP) and mutated labels.csv rows go into the reader, the manifest and
+``medaug check-data``. Every case ends in success or in one of medaug's named errors (:mod:`pipeline.io.errors`),
+within a bounded time, and images whose header declares more than the memory limit are refused before anything is
+decoded.
 
 The profile is fixed for CI: derandomized (the same cases on every run), no example database, a deadline
 per case and a hard timeout (SIGALRM) that turns a hang into a failure. Each crash the fuzzer found is
@@ -29,6 +30,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from monai.data import NibabelReader
+from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
@@ -96,11 +98,11 @@ def _within(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
-def _load_or_named_error(path: Path) -> str:
+def _load_or_named_error(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> str:
     """Outcome of ``load_image``: "ok" or the named error's class; any other exception fails the test."""
     with _within(HARD_TIMEOUT_S):
         try:
-            image = load_image(path)
+            image = load_image(path, max_bytes)
         except MedaugInputError as err:
             assert str(path.name) in str(err) or str(path) in str(err), f"message does not name the file: {err}"
             event(type(err).__name__)  # the mix of outcomes: pytest --hypothesis-show-statistics
@@ -169,10 +171,11 @@ def _element_offset(base: str, group: int, element: int) -> int:
     return DICOM_BASES[base].index(struct.pack("<HH", group, element)) - 128
 
 
-def _mutate(data: bytes, mutations: list[tuple]) -> bytes:
+def _mutate(data: bytes, mutations: list[tuple], skip: int = 128) -> bytes:
+    """``data`` with ``mutations`` applied after its first ``skip`` bytes (DICOM's preamble, which pydicom ignores)."""
     out = bytearray(data)
     for kind, offset, *args in mutations:
-        at = 128 + offset % max(1, len(out) - 128)
+        at = skip + offset % max(1, len(out) - skip)
         if kind == "flip" and at < len(out):
             out[at] ^= 1 << args[0]
         elif kind == "cut":
@@ -311,6 +314,48 @@ def test_multi_valued_rows_in_a_series_is_a_named_error(scratch):
     (series / "b.dcm").write_bytes(DICOM_BASES["ct"])
     with pytest.raises(UnreadableImageError, match="Rows"):
         load_image(series)
+
+
+# --- image files ---------------------------------------------------------------------------------------------
+
+
+def _image_bytes(fmt: str, mode: str) -> bytes:
+    """A small valid image file (16 x 12 pixels of a gradient) in ``fmt``, Pillow mode ``mode``."""
+    gradient = np.add.outer(np.arange(12), np.arange(16) * 4).astype(np.uint8) * 3
+    image = Image.fromarray(np.dstack([gradient, gradient[::-1], 255 - gradient])).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+# (suffix, bytes): grey, colour and palette PNG, 16-bit grey and RGBA PNG, grey and colour JPEG, GIF, TIFF and BMP
+IMAGE_BASES = {
+    "grey.png": _image_bytes("PNG", "L"),
+    "rgb.png": _image_bytes("PNG", "RGB"),
+    "palette.png": _image_bytes("PNG", "P"),
+    "rgba.png": _image_bytes("PNG", "RGBA"),
+    "grey16.png": _image_bytes("PNG", "I;16"),
+    "grey.jpg": _image_bytes("JPEG", "L"),
+    "rgb.jpg": _image_bytes("JPEG", "RGB"),
+    "palette.gif": _image_bytes("GIF", "P"),
+    "rgb.tif": _image_bytes("TIFF", "RGB"),
+    "rgb.bmp": _image_bytes("BMP", "RGB"),
+}
+
+
+@settings(FUZZ, max_examples=200)
+@given(base=st.sampled_from(sorted(IMAGE_BASES)), mutations=BYTE_MUTATIONS, suffixed=st.booleans())
+# found: reading a GIF's palette for the channel count loaded (decoded) the pixels before the size check
+@example(base="palette.gif", mutations=[("cut", 120)], suffixed=False)
+# found: a TIFF of 16 x 8388620 pixels whose one strip covers 16 x 12 (Pillow fills the rest): refused by size
+@example(base="rgb.tif", mutations=[("u16", 5043, 0x8000), ("u16", 65535, 1), ("u32", 3499, 0xFFFFFFF0)], suffixed=True)
+def test_mutated_image_bytes(scratch, base, mutations, suffixed):
+    """Whatever the bytes, by suffix or by content (no suffix), an image file reads or raises a named error. The
+    limit is 16 MiB: a mutated size field makes images of a billion pixels that Pillow reads as valid (a TIFF whose
+    strips cover a corner), which the default limit lets through at seconds a case."""
+    path = scratch / (f"mutated_{base}" if suffixed else "mutated_image")
+    path.write_bytes(_mutate(IMAGE_BASES[base], mutations, skip=0))
+    _load_or_named_error(path, max_bytes=16 * 2**20)
 
 
 # --- NIfTI ------------------------------------------------------------------------------------------------
