@@ -37,7 +37,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pydicom
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -45,7 +45,16 @@ from pydicom.sequence import Sequence
 from pipeline.demo_data import write_demo_dataset
 from tests.conftest import TINY_DEMO
 
-__all__ = ["Markers", "Blob", "blobs_of", "text_blob", "find_markers", "build_marker_dataset", "rewrite_labels"]
+__all__ = [
+    "Markers",
+    "Blob",
+    "blobs_of",
+    "text_blob",
+    "find_markers",
+    "build_marker_dataset",
+    "rewrite_labels",
+    "write_marked_images",
+]
 
 UID_ROOT = "1.2.826.0.1.3680043.10.999"
 ENCODINGS = ("utf-8", "utf-16-le", "utf-32-le")
@@ -397,3 +406,65 @@ def rewrite_labels(root: Path, change) -> None:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+# --- plain image files whose every metadata block holds a marker ---------------------------------------------------
+
+EXIF_ARTIST, EXIF_IMAGE_DESCRIPTION = 0x013B, 0x010E
+TIFF_IMAGE_DESCRIPTION, TIFF_ARTIST, TIFF_XMP = 270, 315, 700
+
+
+def _exif(markers: Markers, where: str) -> Image.Exif:
+    exif = Image.Exif()
+    exif[EXIF_ARTIST] = markers.new("PN", f"EXIF Artist of {where}")
+    exif[EXIF_IMAGE_DESCRIPTION] = markers.new("LO", f"EXIF ImageDescription of {where}")
+    return exif
+
+
+def _xmp(markers: Markers, where: str) -> bytes:
+    creator = markers.new("LO", f"XMP dc:creator of {where}")
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" dc:creator="{creator}"/>'
+        "</rdf:RDF></x:xmpmeta>"
+    ).encode()
+
+
+def write_marked_images(folder: Path, markers: Markers, size: int = 16) -> dict[Path, set[str]]:
+    """Grey 8-bit images (a gradient) whose every metadata block holds a marker: a PNG with tEXt, zTXt, iTXt and
+    eXIf (EXIF) chunks, a JPEG with EXIF, XMP and a comment (COM), a TIFF with ImageDescription, Artist and XMP tags.
+    Returns {path: labels of the markers planted in it} (see :class:`Markers`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = np.add.outer(np.arange(size), np.arange(size)).astype(np.uint8) * 7
+    image = Image.fromarray(pixels)
+    planted: dict[Path, set[str]] = {}
+
+    def save(name: str, write) -> None:
+        before = set(markers.spellings.values())
+        write(folder / name)
+        planted[folder / name] = set(markers.spellings.values()) - before
+
+    def png(path: Path) -> None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Author", markers.new("PN", "PNG tEXt Author"))
+        info.add_text("Description", markers.new("LO", "PNG zTXt Description"), zip=True)
+        info.add_itxt("Comment", markers.new("LT", "PNG iTXt Comment"), lang="en", tkey="Comment", zip=True)
+        info.add_itxt("XML:com.adobe.xmp", _xmp(markers, "PNG").decode())
+        image.save(path, pnginfo=info, exif=_exif(markers, "PNG"))
+
+    def jpeg(path: Path) -> None:
+        comment = markers.new("LT", "JPEG comment (COM)")
+        image.save(path, exif=_exif(markers, "JPEG"), xmp=_xmp(markers, "JPEG"), comment=comment, quality=95)
+
+    def tiff(path: Path) -> None:
+        tags = {
+            TIFF_IMAGE_DESCRIPTION: markers.new("LO", "TIFF ImageDescription"),
+            TIFF_ARTIST: markers.new("PN", "TIFF Artist"),
+            TIFF_XMP: _xmp(markers, "TIFF"),
+        }
+        image.save(path, tiffinfo=tags)
+
+    save("marked.png", png)
+    save("marked.jpg", jpeg)
+    save("marked.tif", tiff)
+    return planted

@@ -89,6 +89,10 @@ PLANTED = [
     ("date in a checkpoint", "vae.pt", lambda p, v: torch.save({"config": {"when": v}}, p), "DA"),
     # an age in a PNG text chunk
     ("age in a PNG", "figure.png", lambda p, v: _png(p, {"Comment": f"age {v}"}), "AS"),
+    # a patient ID in a compressed iTXt chunk of a PNG (only decompressed text shows it)
+    ("ID in a compressed PNG iTXt", "photo.png", lambda p, v: _png_itxt(p, v), "LO"),
+    # a name as the EXIF Artist of a JPEG
+    ("name in JPEG EXIF", "photo.jpg", lambda p, v: _jpeg_exif(p, v), "PN"),
     # a date-time without its fraction in a NIfTI header description
     ("date-time in NIfTI", "syn.nii.gz", lambda p, v: _nifti(p, v[:14]), "DT"),
     # a decimal in a picture embedded in an HTML report
@@ -101,6 +105,18 @@ def _png(path: Path, text: dict[str, str]) -> None:
     for key, value in text.items():
         info.add_text(key, value)
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(path, format="PNG", pnginfo=info)
+
+
+def _png_itxt(path: Path, text: str) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("Comment", text, zip=True)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(path, format="PNG", pnginfo=info)
+
+
+def _jpeg_exif(path: Path, artist: str) -> None:
+    exif = Image.Exif()
+    exif[0x013B] = artist  # Artist
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(path, format="JPEG", exif=exif)
 
 
 def _nifti(path: Path, description: str) -> None:

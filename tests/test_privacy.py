@@ -8,13 +8,17 @@ then runs as a user runs it (``python -m pipeline.preprocess`` in a project fold
 and every file it writes, its stdout and its stderr are searched for every marker, in every spelling a writer could
 give it, by :mod:`tests.phi`: it opens zip, gzip, DICOM and PNG files and pickles, and searches a short or
 digits-only spelling only where text stands, so that random UIDs, hashes and floats cannot raise a false alarm.
+Plain image files (PNG, JPEG, TIFF) carry their own metadata (text chunks, EXIF, XMP, comments): the reader
+returns none of it, and grey image files holding markers in every such block go through the stage too.
 The same dataset then goes through the whole pipeline (`dvc repro`), and every file of the project folder, DVC's
 cache, `dvc metrics show`, `dvc plots show` and the run's log are searched the same way.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -26,7 +30,8 @@ import pydicom
 import pytest
 import yaml
 
-from tests.phi import Markers, blobs_of, find_markers, rewrite_labels, text_blob
+from pipeline.io.reader import load_image
+from tests.phi import Blob, Markers, blobs_of, find_markers, rewrite_labels, text_blob, write_marked_images
 from tests.project import dvc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,6 +119,53 @@ def test_skipped_file_reason_holds_no_phi(marker_dataset, tmp_path):
     assert [s["path"] for s in summary["skipped"]] == [bad], summary["skipped"]
     assert summary["n_files"] == n_rows(dataset) and summary["n_images"] > 0
     assert bad in summary["skipped"][0]["reason"] or Path(bad).name in summary["skipped"][0]["reason"]
+    assert_no_marker(project, done, markers)
+
+
+# every field of what load_image returns: a new field must be added here, after checking that it carries no PHI
+LOADED_FIELDS = {
+    "array",
+    "spacing",
+    "affine",
+    "modality",
+    "patient_id",
+    "burned_in_annotation",
+    "max_value",
+    "source",
+}
+
+
+def test_image_file_metadata_never_reaches_what_the_reader_returns(tmp_path):
+    """PNG text chunks (tEXt, zTXt, iTXt), EXIF, XMP, a JPEG comment and TIFF description tags, each holding a marker
+    that the search sees in the file, are nowhere in the returned image: its pixels, nor any other field."""
+    markers = Markers()
+    planted = write_marked_images(tmp_path, markers)
+    for path, labels in planted.items():
+        assert set().union(*find_markers(blobs_of(path), markers).values()) >= labels, f"unseen markers in {path}"
+        image = load_image(path)
+        fields = {field.name: getattr(image, field.name) for field in dataclasses.fields(image)}
+        assert set(fields) == LOADED_FIELDS
+        assert image.patient_id is None and image.modality is None and image.source == "image"
+        blobs = [Blob(f"{path.name}: array", image.array.tobytes())]
+        blobs += [text_blob(f"{path.name}: {name}", repr(value)) for name, value in fields.items() if name != "array"]
+        assert not find_markers(blobs, markers), f"{path.name}: metadata in the loaded image"
+
+
+def test_preprocess_outputs_hold_no_phi_from_image_file_metadata(marker_dataset, tmp_path):
+    """The marker dataset plus grey PNG, JPEG and TIFF files whose metadata blocks hold markers (and whose patient IDs
+    in labels.csv are markers): nothing the stage writes or prints holds any of them."""
+    root, markers, _ = marker_dataset
+    markers = copy.deepcopy(markers)  # the session's markers stay as the shared run knows them
+    dataset = tmp_path / "dataset"
+    shutil.copytree(root, dataset)
+    planted = write_marked_images(dataset / "images", markers)
+    with open(dataset / "labels.csv", "a", newline="", encoding="utf-8") as fh:
+        for k, path in enumerate(sorted(planted)):
+            patient = markers.new("LO", f"patient_id of {path.name}")
+            csv.writer(fh).writerow([path.relative_to(dataset).as_posix(), ("normal", "nodule")[k % 2], patient])
+    project, done = run_preprocess(tmp_path, dataset, on_error="fail")
+    summary = read_summary(project)
+    assert summary["n_files"] == n_rows(dataset) and not summary["skipped"]
     assert_no_marker(project, done, markers)
 
 
