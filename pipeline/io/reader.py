@@ -427,7 +427,7 @@ def _decode(
 def _colour_pixels(path: Path, ds: pydicom.Dataset, array: np.ndarray) -> tuple[np.ndarray, float]:
     """A colour object's decoded pixels as ``(..., rows, columns, 3)`` RGB (palette colour: the lookup table
     applied to the indices) and the largest value a sample can take."""
-    if ds.get("PhotometricInterpretation") == _PALETTE:
+    if int(_number(ds, "SamplesPerPixel", 1)) == 1:  # palette colour (load_dicom checked the interpretation)
         if array.dtype.kind not in "iu":
             raise UnreadableImageError(f"{path}: palette colour indices that are not integers; the file is damaged")
         array = apply_color_lut(array, ds)
