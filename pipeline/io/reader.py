@@ -54,7 +54,6 @@ from monai.transforms import Orientation
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, get_decoder
 
-from pipeline.io import images
 from pipeline.io.errors import (
     ImageTooLargeError,
     MedaugInputError,
@@ -64,6 +63,7 @@ from pipeline.io.errors import (
     UnsupportedGeometryError,
     UnsupportedTransferSyntaxError,
 )
+from pipeline.io.images import TRANSPARENT, is_image_file, looks_like_image, open_image, output_channels, pixels_of
 
 __all__ = [
     "MAX_IMAGE_BYTES",
@@ -163,7 +163,7 @@ def file_kind(path: Path) -> str:
             return "dicom"
     except OSError:  # no permission: the DICOM reader says so
         return "dicom"
-    return "image" if images.is_image_file(path) or images.looks_like_image(path) else "dicom"
+    return "image" if is_image_file(path) or looks_like_image(path) else "dicom"
 
 
 def load_image(path: str | Path, max_bytes: int = MAX_IMAGE_BYTES) -> LoadedImage:
@@ -498,11 +498,11 @@ def load_image_file(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> LoadedImage
     """Read a plain image file (PNG, JPEG, TIFF, BMP, single-frame GIF) through Pillow: pixels only, as a DICOM
     without geometry (1 mm pixels, DICOM's own axes). Refused before decoding when larger than ``max_bytes`` as
     float32; see :mod:`pipeline.io.images` for alpha, palette, CMYK and frames."""
-    with images.open_image(path) as img:
-        _check_size(path, (images.output_channels(img, path), *img.size), max_bytes)
+    with open_image(path) as img:
+        _check_size(path, (output_channels(img, path), *img.size), max_bytes)
         try:
             img.load()  # Pillow's LOAD_TRUNCATED_IMAGES stays False: a truncated file raises here
-            array, max_value = images.pixels_of(img, path)
+            array, max_value = pixels_of(img, path)
         except MedaugInputError:
             raise
         except Exception as err:  # noqa: BLE001 - untrusted bytes: OSError, SyntaxError, ValueError, zlib errors...
@@ -575,7 +575,7 @@ def _nifti_colour(array: np.ndarray, layout: str, path: Path) -> tuple[np.ndarra
         max_value = float(np.iinfo(array.dtype).max) if unsigned else None
     if len(channels) == 4:
         if max_value is None or not (channels[3] >= max_value).all():
-            raise UnsupportedColourError(f"{path}: {images.TRANSPARENT}")
+            raise UnsupportedColourError(f"{path}: {TRANSPARENT}")
         channels = channels[:3]
     return channels.astype(np.float32), max_value
 
