@@ -28,7 +28,8 @@ def check_data(root: Path) -> list[str]:
     for row in rows:
         try:
             image = load_image(row.path)
-            shapes[f"{image.modality or 'unknown modality'} {_describe_shape(image.array.shape)}"] += 1
+            kind = image.modality or ("image file" if image.source == "image" else "unknown modality")
+            shapes[f"{kind} {_describe_shape(image.array.shape)}"] += 1
             if image.burned_in_annotation:
                 problems.append(
                     f"labels.csv line {row.line}: {row.relpath} is flagged BurnedInAnnotation YES (text in the "
@@ -38,7 +39,7 @@ def check_data(root: Path) -> list[str]:
             problems.append(f"labels.csv line {row.line}: {err}")
     labels = Counter(r.label for r in rows)
     patients = {r.patient_id for r in rows if r.patient_id}
-    print(f"{root}: {len(rows)} images" + (f", {len(patients)} patients" if patients else ", patients from DICOM"))
+    print(f"{root}: {len(rows)} images" + (f", {len(patients)} patients" if patients else ", patients from DICOM PatientID, else one per file"))
     print("classes: " + ", ".join(f"{k} ({v})" for k, v in sorted(labels.items())))
     print("images: " + ", ".join(f"{k} ({v})" for k, v in sorted(shapes.items())))
     if len(labels) < 2:
