@@ -24,6 +24,7 @@ __all__ = [
     "PreprocessConfig",
     "GENERATOR_KINDS",
     "SAMPLER_NAMES",
+    "FILTER_NAMES",
     "GeneratorConfig",
     "VAEConfig",
     "VAEGANConfig",
@@ -117,6 +118,8 @@ class PreprocessConfig:
 
 GENERATOR_KINDS = ("vae", "vae_gan", "latent_diffusion")  # pipeline.generators.GENERATORS (a test checks)
 SAMPLER_NAMES = ("prior", "posterior", "interpolate", "bootstrap")  # the registry of pipeline.generators.samplers
+# filters of the synthetic pool (pipeline.generators.sampling applies those listed in this order, cheapest first)
+FILTER_NAMES = ("consistency", "classifier", "manifold")
 
 
 @dataclass(frozen=True)
@@ -249,9 +252,11 @@ class GenerateConfig:
     temperature: float  # scale of the sampling spread
     mixture_components: int  # Gaussians in the posterior sampler's mixture (fewer if the class is small)
     bootstrap_noise: float  # standard deviation of the noise the bootstrap sampler adds to a real latent
-    filter: Literal["none", "consistency", "classifier"]  # drop samples the generator cannot reproduce
-    # (consistency) or that a classifier of the real images does not call their class (classifier); see generate.py
-    filter_quantile: float  # the share of real images of a class that would pass the filter (its threshold)
+    filter: tuple[Literal[FILTER_NAMES], ...]  # a sample is kept when every listed filter keeps it ([] = all kept):
+    # consistency (the generator reproduces it), classifier (a classifier of the real images calls it its class),
+    # manifold (inside a real training image's k-NN ball in that classifier's features); see generate.py
+    filter_quantile: float  # the share of real images of a class that would pass consistency / classifier
+    manifold_k: int  # manifold: a real image's ball reaches its k-th nearest real neighbour of the class
     seed: int  # sampling seed
 
     def __post_init__(self) -> None:
@@ -260,6 +265,8 @@ class GenerateConfig:
         _check(self.mixture_components >= 1, "generate.mixture_components", "at least 1")
         _check(self.bootstrap_noise >= 0, "generate.bootstrap_noise", "non-negative")
         _check(0 < self.filter_quantile <= 1, "generate.filter_quantile", "in (0, 1]")
+        _check(len(set(self.filter)) == len(self.filter), "generate.filter", "a list without repeats")
+        _check(self.manifold_k >= 1, "generate.manifold_k", "at least 1")
 
 
 STRATEGY_NAMES = (

@@ -4,11 +4,13 @@ Every class smaller than the majority gets ``pool_ratio`` x its gap to the major
 (the pool the classifier stages draw from) and, with ``every_class``, at least as many images as it has real ones
 (for training on synthetic images only). Latent codes come from one of the samplers of
 :mod:`pipeline.generators.samplers` (``prior``, ``posterior``, ``interpolate``, ``bootstrap``) and go through the
-generator's decoder for the class; ``filter: consistency`` keeps only samples the generator reproduces as well as
-it reproduces real images of the class (:mod:`pipeline.generators.sampling`), ``filter: classifier`` only samples
-that a classifier trained here on the real training split (train_classifier's network, generate.seed) calls their
-class as surely as it calls most real validation images of the class (:mod:`pipeline.generators.selection`);
-counts and thresholds in ``summary.json``. Images are
+generator's decoder for the class. A sample enters the pool only when every filter listed in ``generate.filter``
+keeps it: ``consistency`` when the generator reproduces it as well as it reproduces real images of the class
+(:mod:`pipeline.generators.sampling`); ``classifier`` when a classifier trained here on the real training split
+(train_classifier's network, generate.seed) calls it its class as surely as it calls most real validation images
+of the class; ``manifold`` when, in that classifier's features, it lies inside the ``manifold_k``-nearest-neighbour
+ball of a real training image of the class (:mod:`pipeline.generators.selection`); counts per class and filter,
+thresholds and radii in ``summary.json``. Images are
 written as NIfTI files marked as synthetic and, when the source data was DICOM, also as DICOM Secondary Capture
 files marked SYNTHETIC with new UIDs (:mod:`pipeline.io.synthetic`); all are listed with their provenance in a
 manifest. Pictures compare real and synthetic images for every sampler, and interpolation strips walk between two
@@ -30,7 +32,7 @@ from pipeline.config import GenerateConfig, TrainClassifierConfig, load_section
 from pipeline.generators import load_generator
 from pipeline.generators.samplers import SAMPLERS
 from pipeline.generators.sampling import interpolation_strip, sample_images, synthetic_counts
-from pipeline.generators.selection import ClassifierFilter
+from pipeline.generators.selection import ClassifierFilter, ManifoldFilter
 from pipeline.io.arrays import load_split, read_json
 from pipeline.io.atomic import atomic_dir
 from pipeline.io.synthetic import (
@@ -63,9 +65,11 @@ def main() -> None:
     clf_cfg: TrainClassifierConfig = load_section("train_classifier")
     val, device = load_split(paths.processed, "val"), select_device()
     real_classifier = fit_real_classifier(train, val, clf_cfg, cfg.seed, device)
-    selection = (
-        ClassifierFilter(real_classifier, val, cfg.filter_quantile, device) if cfg.filter == "classifier" else None
-    )
+    judges: dict[str, ClassifierFilter | ManifoldFilter] = {}  # the filters that need this classifier
+    if "classifier" in cfg.filter:
+        judges["classifier"] = ClassifierFilter(real_classifier, val, cfg.filter_quantile, device)
+    if "manifold" in cfg.filter:
+        judges["manifold"] = ManifoldFilter(real_classifier, train, cfg.manifold_k, device)
     counts = synthetic_counts(train.counts(), cfg.pool_ratio, cfg.every_class)
     out_dir = Path(paths.synthetic)
     source = read_json(Path(paths.processed) / "summary.json")
@@ -82,10 +86,10 @@ def main() -> None:
         for label, name in enumerate(train.classes):
             seed = cfg.seed * 1000 + label  # one stream per class
             real = train.images[train.labels == label]
-            accept = selection.accept(label) if selection else None
+            accept = {f: judge.accept(label) for f, judge in judges.items()}
             images, filtering[name] = sample_images(generator, label, counts[name], seed, cfg, real, accept=accept)
-            if selection:
-                filtering[name]["threshold_probability"] = selection.thresholds[label]
+            for f, judge in judges.items():
+                filtering[name]["filters"][f] |= judge.describe(label)
             # new UIDs, derived from the checkpoint and seed so that a re-run writes identical files
             study_uid, series_uid = new_synthetic_uids(checkpoint_sha, name, str(seed), cfg.sampler)
             for k, image in enumerate(tqdm(images, desc=f"write {name}", unit="image")):
@@ -138,7 +142,7 @@ def main() -> None:
             "sampler": cfg.sampler,
             "requested": counts,
             "written": {name: sum(r["label"] == name for r in rows) for name in train.classes},
-            "filter": cfg.filter,
+            "filter": list(cfg.filter),
             "filtering": filtering,
             "generator_patients": checkpoint.get("patients", []),  # pseudonyms it learnt from (leak checks downstream)
         }

@@ -1,5 +1,6 @@
-"""Classification metrics on fixed predictions (scikit-learn), decision thresholds chosen on validation, and
-summaries over seeds with bootstrap confidence intervals."""
+"""Classification metrics on fixed predictions (scikit-learn), decision thresholds chosen on validation,
+summaries over seeds with bootstrap confidence intervals, and the k-nearest-neighbour radii of feature sets (the
+balls of precision/recall/density/coverage and of the manifold filter)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sklearn.metrics import (
     balanced_accuracy_score,
     confusion_matrix,
     f1_score,
+    pairwise_distances,
     precision_recall_curve,
     precision_recall_fscore_support,
     roc_auc_score,
@@ -30,6 +32,7 @@ __all__ = [
     "summarise_runs",
     "minority_classes",
     "mean_curves",
+    "knn_radii",
 ]
 
 
@@ -235,3 +238,11 @@ def mean_curves(
         recall, best = recall[order], np.maximum.accumulate(precision[order][::-1])[::-1]
         precisions.append(best[np.minimum(np.searchsorted(recall, grid), len(recall) - 1)])
     return np.mean(tprs, axis=0), np.mean(precisions, axis=0)
+
+
+def knn_radii(points: np.ndarray, k: int) -> np.ndarray:
+    """Each row's Euclidean distance to its k-th nearest neighbour among the other rows of ``points`` (N, D): the
+    radius of its k-nearest-neighbour ball (Naeem et al. 2020). Needs ``1 <= k < N``."""
+    if not 1 <= k < len(points):
+        raise ValueError(f"k must be between 1 and the number of points less one ({len(points) - 1}), got {k}")
+    return np.sort(pairwise_distances(points), axis=1)[:, k]  # column 0 is the point itself

@@ -2,9 +2,10 @@
 
 Features come from a network trained by this pipeline, never downloaded: the classifier of ``train_classifier``
 (same network and budget) trained on the real training split, seeded by ``generate.seed``, which the generate stage
-trains and saves beside the pool (it is also the judge of ``generate.filter: classifier``; with that filter the
-fresh samples per sampler are judged unfiltered, since filtered ones pass that judge by construction); an image's
-feature vector is the input of that network's last linear layer. Per class, on those features:
+trains and saves beside the pool (it is also the judge of the ``classifier`` and ``manifold`` filters of
+``generate.filter``; the fresh samples per sampler skip those two filters, since filtered ones would pass that judge
+by construction); an image's feature vector is the input of that network's last linear layer
+(:func:`pipeline.generators.selection.features`). Per class, on those features:
 
 - **Fréchet distance** (FD, the formula of FID) between the synthetic images and the real training images, beside
   the same distance between held-out real images (validation + test, patients the VAE never saw, less the
@@ -44,15 +45,15 @@ from pipeline.config import GenerateConfig, QualityConfig, TrainClassifierConfig
 from pipeline.generators import Generator, load_generator
 from pipeline.generators.samplers import SAMPLERS
 from pipeline.generators.sampling import sample_images
+from pipeline.generators.selection import features
 from pipeline.io.arrays import SplitData, load_split, read_json, write_json
 from pipeline.io.synthetic import read_synthetic
-from pipeline.metrics import choose_threshold, predict_labels
-from pipeline.models.classifier import REAL_CLASSIFIER, as_input, load_real_classifier, predict_proba
+from pipeline.metrics import choose_threshold, knn_radii, predict_labels
+from pipeline.models.classifier import REAL_CLASSIFIER, load_real_classifier, predict_proba
 from pipeline.plots import distance_histograms, image_grid
 from pipeline.runtime import run_stage, select_device
 
 __all__ = [
-    "features",
     "frechet_distance",
     "prdc",
     "nearest_distances",
@@ -67,21 +68,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PER_SAMPLER_MAX = 500  # fresh samples per sampler and class at most (FD and PRDC settle well before this)
-
-
-@torch.no_grad()
-def features(model: torch.nn.Module, images: np.ndarray, device, batch_size: int = 256) -> np.ndarray:
-    """The input of ``model``'s last linear layer for each image: (N, feature_size)."""
-    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-    captured: list[torch.Tensor] = []
-    hook = last.register_forward_hook(lambda _module, inputs, _output: captured.append(inputs[0].detach().cpu()))
-    try:
-        model.eval()
-        for start in range(0, len(images), batch_size):
-            model(as_input(images[start : start + batch_size], device))
-    finally:
-        hook.remove()
-    return torch.cat(captured).numpy().astype(np.float64)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -99,8 +85,7 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
     """Precision, recall, density and coverage of ``fake`` against ``real`` features (Naeem et al. 2020): each
     point's ball reaches its k-th nearest neighbour within its own set."""
-    real_radius = np.sort(pairwise_distances(real), axis=1)[:, k]  # column 0 is the point itself
-    fake_radius = np.sort(pairwise_distances(fake), axis=1)[:, k]
+    real_radius, fake_radius = knn_radii(real, k), knn_radii(fake, k)
     cross = pairwise_distances(real, fake)  # (real, fake)
     inside_real = cross <= real_radius[:, None]
     return {
@@ -257,8 +242,9 @@ def main() -> None:
             "held_out_fidelity": caller.fidelity(test.images[test_keep & (test.labels == label)], label),
         }
     gen_cfg: GenerateConfig = load_section("generate")
-    if gen_cfg.filter == "classifier":  # fresh samples as the generator draws them: judged by this same classifier,
-        gen_cfg = dataclasses.replace(gen_cfg, filter="none")  # filtered ones would pass by construction
+    # fresh samples as the generator draws them, less the classifier and manifold filters: judged by this same
+    # classifier's features, filtered ones would pass by construction
+    gen_cfg = dataclasses.replace(gen_cfg, filter=tuple(f for f in gen_cfg.filter if f == "consistency"))
     generator, checkpoint = load_generator(paths.generator, device)
     train_f = feats["train"]
     by_sampler = sampler_quality(

@@ -129,6 +129,40 @@ def test_classifier_validation_names_the_key(change, message):
 
 
 @pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"filter": ["manifold", "manifold"]}, "generate.filter must be a list without repeats"),  # one test twice
+        ({"filter": ["classifier", "realism"]}, "generate.filter[1] is 'realism'; allowed values: consistency"),
+        ({"filter": "none"}, "generate.filter must be a list"),  # the single-name form of earlier versions
+        ({"manifold_k": 0}, "generate.manifold_k must be at least 1"),  # a ball needs a neighbour
+        ({"filter_quantile": 0.0}, "generate.filter_quantile must be in (0, 1]"),
+    ],
+)
+def test_generate_validation_names_the_key(change, message):
+    import yaml
+
+    raw = yaml.safe_load(open("params.yaml"))["generate"]
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        parse_section("generate", {**raw, **change}, GenerateConfig)
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        [],  # no filter (the default): every sample is kept
+        ["classifier"],
+        ["classifier", "manifold"],
+        ["manifold", "consistency", "classifier"],  # any order
+    ],
+)
+def test_generate_filter_lists_are_accepted(filters):
+    import yaml
+
+    raw = yaml.safe_load(open("params.yaml"))["generate"]
+    assert parse_section("generate", {**raw, "filter": filters}, GenerateConfig).filter == tuple(filters)
+
+
+@pytest.mark.parametrize(
     "section, change, message",
     [
         ("anomaly", {"score": "likelihood"}, "anomaly.score is 'likelihood'; allowed values: reconstruction, elbo"),

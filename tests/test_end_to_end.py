@@ -25,7 +25,7 @@ TINY_3D = {
     "demo_data": {"layout": "volumes", "slices_per_patient": 8},
     "preprocess": {"spatial_dims": 3, "size": 16},
     "generator": {"mode": "per_class"},
-    "generate": {"sampler": "bootstrap", "filter": "consistency"},
+    "generate": {"sampler": "bootstrap", "filter": ["consistency"]},
 }
 
 
@@ -205,7 +205,7 @@ def test_3d_volumes_run_through_every_stage(tmp_path):
     synthetic = sorted((project / "data/synthetic").rglob("*.nii.gz"))
     assert synthetic and nib.load(synthetic[0]).shape == (16, 16, 16)
     generation = json.loads((project / "data/synthetic/summary.json").read_text())
-    assert generation["mode"] == "per_class" and generation["filter"] == "consistency"
+    assert generation["mode"] == "per_class" and generation["filter"] == ["consistency"]
     assert sum(generation["written"].values()) == len(synthetic)
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert 0 <= metrics["vae"]["balanced_accuracy"] <= 1

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
 
-from pipeline.metrics import classification_metrics, mean_curves, minority_classes, summarise_runs
+from pipeline.metrics import classification_metrics, knn_radii, mean_curves, minority_classes, summarise_runs
 
 
 def test_binary_metrics_match_scikit_learn():
@@ -139,3 +139,14 @@ def test_balanced_accuracy_is_scikit_learns(labels, pred):
         warnings.simplefilter("ignore")
         expected = balanced_accuracy_score(labels, pred)
     assert balanced_accuracy(np.array(labels), np.array(pred)) == pytest.approx(expected)
+
+
+def test_knn_radii_are_each_point_s_distance_to_its_k_th_nearest_other_point():
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(9, 4))
+    brute = np.linalg.norm(points[:, None] - points[None], axis=2)
+    for k in (1, 3, 8):
+        expected = [np.sort(np.delete(row, i))[k - 1] for i, row in enumerate(brute)]  # itself left out
+        np.testing.assert_allclose(knn_radii(points, k), expected)
+    with pytest.raises(ValueError, match="k must be between 1"):
+        knn_radii(points, 9)  # only 8 other points

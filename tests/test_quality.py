@@ -58,31 +58,14 @@ def test_class_quality_puts_held_out_real_nearer_than_a_shifted_synthetic_set():
     assert q["held_out_fd"] < q["fd"] and q["precision"] < q["held_out_precision"]
 
 
-@pytest.mark.parametrize("network, shape", [("resnet_small", (1, 16, 16)), ("densenet121", (1, 32, 32))])
-def test_features_are_what_the_last_linear_layer_maps_to_the_logits(network, shape):
-    import torch
-
-    from pipeline.models.classifier import build_classifier
-    from pipeline.quality import features
-
-    torch.manual_seed(0)
-    model = build_classifier(shape, 3, network, (4, 8, 8, 8), 1).eval()
-    images = np.random.default_rng(6).uniform(size=(5, *shape)).astype(np.float32)
-    feats = features(model, images, "cpu")
-    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-    assert feats.shape == (5, last.in_features)
-    with torch.no_grad():
-        logits = model(torch.from_numpy(images))
-        assert torch.allclose(last(torch.from_numpy(feats).float()), logits, atol=1e-5)
-
-
 def test_sampler_quality_scores_every_sampler_and_class_with_fresh_samples():
     import torch
 
     from pipeline.generators.samplers import SAMPLERS
+    from pipeline.generators.selection import features
     from pipeline.io.arrays import SplitData
     from pipeline.models.classifier import build_classifier
-    from pipeline.quality import features, sampler_quality
+    from pipeline.quality import sampler_quality
     from tests.generators.test_sampling import GEN, untrained
 
     rng = np.random.default_rng(7)

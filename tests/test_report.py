@@ -252,3 +252,33 @@ def test_generators_section_shows_each_candidate_with_its_paired_differences():
         "-0.035 [-0.085, +0.015] |" in text
     )
     assert "## Generators" not in render_report(SUMMARY, [], _metrics(0.7, 0.8), {})
+
+
+def _generation(filters, filtering):
+    return {"generator": "vae_gan", "mode": "per_class", "sampler": "posterior", "filter": filters} | {
+        "filtering": filtering
+    }
+
+
+def test_synthetic_images_section_shows_what_each_filter_dropped():
+    per_filter = {
+        "classifier": {"tested": 40, "dropped": 10, "acceptance_rate": 0.75, "threshold_probability": 0.2},
+        "manifold": {"tested": 30, "dropped": 6, "acceptance_rate": 0.8, "k": 5, "radius_median": 1.234},
+    }
+    filtering = {
+        "nodule": {"kept": 20, "dropped": 16, "candidates": 40, "acceptance_rate": 0.6, "filters": per_filter},
+        "normal": {"kept": 0, "dropped": 0, "candidates": 0, "acceptance_rate": None, "filters": {}},  # none asked
+    }
+    text = render_report(
+        SUMMARY, [], _metrics(0.7, 0.8), {}, generation=_generation(["classifier", "manifold"], filtering)
+    )
+    assert "filters: classifier, manifold." in text
+    assert "| Class | Candidates | classifier: dropped | manifold: dropped | Kept | Acceptance rate |" in text
+    assert "| nodule | 40 | 10 of 40 (75%) | 6 of 30 (80%) | 20 | 60% |" in text and "| normal | 0 |" not in text
+    assert "nodule 1.23 (k = 5)" in text
+
+
+def test_synthetic_images_section_without_filters_says_so():
+    filtering = {"nodule": {"kept": 20, "dropped": 0}, "normal": {"kept": 0, "dropped": 0}}
+    text = render_report(SUMMARY, [], _metrics(0.7, 0.8), {}, generation=_generation([], filtering))
+    assert "filters: none." in text and "Candidates" not in text

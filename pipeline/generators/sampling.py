@@ -1,13 +1,13 @@
 """Synthetic images from a trained generator: how many per class, drawn through a latent sampler, optionally
-filtered for consistency. Shared by the generate stage (the pool) and the quality stage (fresh samples of every
-sampler), so both draw images the same way.
+filtered. Shared by the generate stage (the pool) and the quality stage (fresh samples of every sampler), so both
+draw images the same way.
 
 - :func:`synthetic_counts`: the pool size per class;
 - :func:`sample_images`: ``n`` images of one class: the sampler fitted to the generator's codes of the class's real
-  training images draws codes, the generator decodes them; with ``filter: consistency`` a sample is kept only if
-  decoding, re-encoding and decoding it again changes it no more than the same round trip changes real images of
-  the class (their ``filter_quantile`` quantile); with ``filter: classifier`` only if a classifier of the real
-  images calls it its class (:mod:`pipeline.generators.selection`);
+  training images draws codes, the generator decodes them; a sample is kept only when every filter of
+  ``generate.filter`` keeps it: ``consistency`` when decoding, re-encoding and decoding it again changes it no more
+  than the same round trip changes real images of the class (their ``filter_quantile`` quantile); ``classifier``
+  and ``manifold`` by the caller's tests (:mod:`pipeline.generators.selection`);
 - :func:`interpolation_strip`: decoded images on the line between two real images' codes.
 """
 
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from pipeline.config import GenerateConfig
+from pipeline.config import FILTER_NAMES, GenerateConfig
 from pipeline.generators.base import Generator
 from pipeline.generators.samplers import make_sampler
 
@@ -73,47 +73,91 @@ def sample_images(
     cfg: GenerateConfig,
     class_images: np.ndarray,
     sampler: str | None = None,
-    accept: Callable[[np.ndarray], np.ndarray] | None = None,
+    accept: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """``n`` images of class ``label`` as float32 ``(n, C, *spatial)`` in [0, 1] and the filter's counts
-    (``kept``, ``dropped``); the same seed gives the same images. ``sampler`` overrides ``cfg.sampler``.
-    ``filter: classifier`` takes ``accept``, the caller's test of a batch of images (a boolean per image; see
-    :class:`pipeline.generators.selection.ClassifierFilter`)."""
+    """``n`` images of class ``label`` as float32 ``(n, C, *spatial)`` in [0, 1] and the filters' counts; the same
+    seed gives the same images. ``sampler`` overrides ``cfg.sampler``. ``accept`` maps each filter of ``cfg.filter``
+    but ``consistency`` (which is built here) to the caller's test of a batch of images, a boolean per image (see
+    :mod:`pipeline.generators.selection`).
+
+    Rounds of candidates (at most ``FILTER_ROUNDS``) go through the listed filters in the order of
+    ``FILTER_NAMES``, each testing only what the ones before it kept, until ``n`` pass; the kept set does not depend
+    on the order of the list. The counts: ``kept``, ``dropped`` and, with filters, ``candidates`` (drawn),
+    ``acceptance_rate`` (the share of candidates that passed every filter) and ``filters``: per filter, the
+    candidates it ``tested``, those it ``dropped``, its ``acceptance_rate`` and its threshold (consistency)."""
     rng = np.random.default_rng(seed)
     draw = sampler_for(generator, sampler or cfg.sampler, label, class_images, cfg)
-    if cfg.filter == "none" or n == 0:
+    if not cfg.filter:  # no filter: exactly one draw of n codes
         return generator.decode(draw.sample(n, rng), label), {"kept": n, "dropped": 0}
-    info: dict = {}
-    if cfg.filter == "consistency":
-        threshold = float(np.quantile(round_trip_error(generator, class_images, label), cfg.filter_quantile))
-        info["threshold_mse"] = threshold
-
-        def accept(images: np.ndarray) -> np.ndarray:
-            return round_trip_error(generator, images, label) <= threshold
-
-    elif accept is None:
-        raise ValueError(f"filter {cfg.filter} needs the caller's test of each image (accept)")
-    kept, dropped = [], 0
+    tests, thresholds = _filter_tests(generator, label, cfg, class_images, accept or {})
+    counts: dict[str, dict] = {name: {"tested": 0, "dropped": 0, **thresholds.get(name, {})} for name in tests}
+    kept: list[np.ndarray] = []
+    drawn = 0
     for _ in range(FILTER_ROUNDS):
         missing = n - sum(len(k) for k in kept)
         if missing <= 0:
             break
         candidates = generator.decode(draw.sample(max(2 * missing, 8), rng), label)
-        ok = np.asarray(accept(candidates), dtype=bool)
-        kept.append(candidates[ok][:missing])
-        dropped += int((~ok).sum())
-    images = np.concatenate(kept)[:n]
+        drawn += len(candidates)
+        for name, test in tests.items():
+            ok = np.asarray(test(candidates), dtype=bool)
+            counts[name]["tested"] += len(candidates)
+            counts[name]["dropped"] += int((~ok).sum())
+            candidates = candidates[ok]
+        kept.append(candidates[:missing])
+    images = np.concatenate(kept)[:n] if kept else np.zeros((0, *generator.image_shape), np.float32)
+    for c in counts.values():
+        c["acceptance_rate"] = _rate(c["tested"], c["dropped"])
+    dropped = sum(c["dropped"] for c in counts.values())
     if len(images) < n:
         logger.warning(
-            "class %d: only %d of %d samples passed the %s filter in %d rounds; lower generate.filter_quantile or set "
-            "generate.filter: none",
+            "class %d: only %d of %d samples passed generate.filter %s in %d rounds (%s); %s",
             label,
             len(images),
             n,
-            cfg.filter,
+            list(cfg.filter),
             FILTER_ROUNDS,
+            ", ".join(f"{name} dropped {c['dropped']} of {c['tested']}" for name, c in counts.items()),
+            _what_to_change(cfg.filter),
         )
-    return images, {"kept": len(images), "dropped": dropped, **info}
+    summary = {"kept": len(images), "dropped": dropped, "candidates": drawn, "acceptance_rate": _rate(drawn, dropped)}
+    return images, summary | {"filters": counts}
+
+
+def _filter_tests(
+    generator: Generator,
+    label: int,
+    cfg: GenerateConfig,
+    class_images: np.ndarray,
+    accept: Mapping[str, Callable[[np.ndarray], np.ndarray]],
+) -> tuple[dict[str, Callable[[np.ndarray], np.ndarray]], dict[str, dict]]:
+    """The test of each filter of ``cfg.filter``, in the order of ``FILTER_NAMES``, and the thresholds set here."""
+    tests: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    thresholds: dict[str, dict] = {}
+    for name in (f for f in FILTER_NAMES if f in cfg.filter):
+        if name == "consistency":
+            threshold = float(np.quantile(round_trip_error(generator, class_images, label), cfg.filter_quantile))
+            thresholds[name] = {"threshold_mse": threshold}
+            tests[name] = lambda images, t=threshold: round_trip_error(generator, images, label) <= t
+        elif name in accept:
+            tests[name] = accept[name]
+        else:
+            raise ValueError(f"filter {name} needs the caller's test of each image (accept)")
+    return tests, thresholds
+
+
+def _rate(tested: int, dropped: int) -> float | None:
+    return (tested - dropped) / tested if tested else None
+
+
+def _what_to_change(filters: tuple[str, ...]) -> str:
+    """The params that let more samples through the listed filters."""
+    knobs = []
+    if {"consistency", "classifier"} & set(filters):
+        knobs.append("lower generate.filter_quantile (consistency, classifier)")
+    if "manifold" in filters:
+        knobs.append("raise generate.manifold_k (manifold: larger balls)")
+    return ", ".join(knobs + ["or remove a filter from the list generate.filter ([] keeps every sample)"])
 
 
 def interpolation_strip(

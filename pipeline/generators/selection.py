@@ -1,9 +1,19 @@
-"""Selection of synthetic images by a classifier of the real ones (``generate.filter: classifier``).
+"""Selection of synthetic images by a classifier of the real ones (``generate.filter: [classifier, manifold]``).
 
-A synthetic image of class c is kept only when a classifier trained on the real training split gives c a
-probability at least as high as it gives the real validation images of class c that it ranks lowest: the threshold
-keeps the share ``keep`` (``generate.filter_quantile``) of them. An image that does not show its class's finding is
-dropped before it can teach the classifier of the vae strategy that such images belong to the class.
+Both filters judge a synthetic image of class c with the same network, a classifier trained on the real training
+split (the generate stage's real-only classifier):
+
+- :class:`ClassifierFilter` (``classifier``) keeps it only when the classifier gives c a probability at least as
+  high as it gives the real validation images of class c that it ranks lowest: the threshold keeps the share
+  ``keep`` (``generate.filter_quantile``) of them. An image that does not show its class's finding is dropped
+  before it can teach the classifier of the vae strategy that such images belong to the class.
+- :class:`ManifoldFilter` (``manifold``) keeps it only when its feature vector (:func:`features`, the input of the
+  classifier's last linear layer) lies inside the k-nearest-neighbour ball of at least one real training image of
+  class c (``k = generate.manifold_k``): the precision criterion of Naeem et al. 2020, image by image. An image
+  the classifier calls c but that looks like no real image of c (off the real manifold) is dropped.
+
+Each filter's ``accept(label)`` is the test of a batch of images of that class, a boolean per image, which
+:func:`pipeline.generators.sampling.sample_images` applies to every round of candidates.
 """
 
 from __future__ import annotations
@@ -12,11 +22,28 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from sklearn.metrics import pairwise_distances
 
 from pipeline.io.arrays import SplitData
-from pipeline.models.classifier import predict_proba
+from pipeline.metrics import knn_radii
+from pipeline.models.classifier import as_input, predict_proba
 
-__all__ = ["ClassifierFilter"]
+__all__ = ["features", "ClassifierFilter", "ManifoldFilter"]
+
+
+@torch.no_grad()
+def features(model: torch.nn.Module, images: np.ndarray, device, batch_size: int = 256) -> np.ndarray:
+    """The input of ``model``'s last linear layer for each image: (N, feature_size)."""
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    captured: list[torch.Tensor] = []
+    hook = last.register_forward_hook(lambda _module, inputs, _output: captured.append(inputs[0].detach().cpu()))
+    try:
+        model.eval()
+        for start in range(0, len(images), batch_size):
+            model(as_input(images[start : start + batch_size], device))
+    finally:
+        hook.remove()
+    return torch.cat(captured).numpy().astype(np.float64)
 
 
 class ClassifierFilter:
@@ -39,7 +66,7 @@ class ClassifierFilter:
             if len(own) == 0:
                 raise ValueError(
                     f"filter classifier: the validation split has no image of class {name} to set its threshold; "
-                    "use generate.filter: consistency or none"
+                    "drop classifier from generate.filter"
                 )
             self.thresholds[label] = float(np.quantile(own, 1 - keep))
 
@@ -53,3 +80,68 @@ class ClassifierFilter:
             return predict_proba(self.model, images, self.device)[:, label] >= threshold
 
         return test
+
+    def describe(self, label: int) -> dict[str, float]:
+        """For summary.json: the threshold of class ``label``."""
+        return {"threshold_probability": self.thresholds[label]}
+
+
+class ManifoldFilter:
+    """The k-nearest-neighbour balls of each class's real training images in ``model``'s feature space, and the test
+    of synthetic images against them: an image of class c passes when it lies in at least one ball of class c.
+
+    A class with k or fewer training images uses k = its size less one (``k`` records what each class used); a
+    class with a single image has no ball and is an error.
+
+    Args:
+        model: the classifier whose last linear layer's input is the feature space (:func:`features`).
+        train: the real training split; the balls of class c are those of its images of class c.
+        k: the ball of a real image reaches its k-th nearest neighbour among the class's other real images.
+        device: where ``model`` runs.
+
+    Example::
+
+        manifold = ManifoldFilter(model, train, 5, device)
+        mask = manifold.accept(label)(images)  # True inside some real training image's 5-NN ball
+    """
+
+    def __init__(self, model: torch.nn.Module, train: SplitData, k: int, device: torch.device) -> None:
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        self.model, self.device = model, device
+        train_f = features(model, train.images, device)
+        self.real: dict[int, np.ndarray] = {}
+        self.radii: dict[int, np.ndarray] = {}
+        self.k: dict[int, int] = {}
+        for label, name in enumerate(train.classes):
+            own = train_f[train.labels == label]
+            if len(own) < 2:
+                raise ValueError(
+                    f"filter manifold: class {name} has {len(own)} training image(s), too few for a nearest-neighbour "
+                    "ball; drop manifold from generate.filter"
+                )
+            self.k[label] = min(k, len(own) - 1)
+            self.real[label], self.radii[label] = own, knn_radii(own, self.k[label])
+
+    def accept(self, label: int) -> Callable[[np.ndarray], np.ndarray]:
+        """The test of a batch of images of class ``label``: a boolean per image."""
+        real, radii = self.real[label], self.radii[label]
+
+        def test(images: np.ndarray) -> np.ndarray:
+            if len(images) == 0:
+                return np.zeros(0, dtype=bool)
+            distances = pairwise_distances(features(self.model, images, self.device), real)  # (images, real)
+            return (distances <= radii[None, :]).any(axis=1)
+
+        return test
+
+    def describe(self, label: int) -> dict[str, float]:
+        """For summary.json: the k used for class ``label`` and the median, smallest and largest radius of its
+        balls."""
+        radii = self.radii[label]
+        return {
+            "k": self.k[label],
+            "radius_median": float(np.median(radii)),
+            "radius_min": float(radii.min()),
+            "radius_max": float(radii.max()),
+        }

@@ -119,21 +119,47 @@ def skipped_lines(skipped: list[dict], shown: int = 20) -> list[str]:
 def generation_lines(generation: dict) -> list[str]:
     if not generation:
         return []
-    kind = generation.get("generator", "vae")
+    kind, filters = generation.get("generator", "vae"), generation["filter"]
     lines = [
-        f"Generator: {kind} ({generation['mode']}); sampler: {generation['sampler']}; filter: {generation['filter']}."
+        f"Generator: {kind} ({generation['mode']}); sampler: {generation['sampler']}; "
+        f"filters: {', '.join(filters) or 'none'}."
     ]
-    if generation["filter"] != "none":
-        shown = {c: f for c, f in generation["filtering"].items() if f["kept"]}
+    shown = {c: f for c, f in generation["filtering"].items() if f.get("candidates")}
+    if filters and shown:
+        applied = list(next(iter(shown.values()))["filters"])  # in the order they were applied
         lines += [
-            f"{generation['filter'].capitalize()} filter (samples kept / dropped, acceptance rate): "
-            + ", ".join(
-                f"{c}: {f['kept']} / {f['dropped']}, {f['kept'] / (f['kept'] + f['dropped']):.0%}"
-                for c, f in shown.items()
-            )
-            + "."
+            "",
+            "Filtering of the candidates drawn for the pool (each filter tests what the filters before it kept: "
+            "dropped of tested, share passed; a sample is kept when every filter keeps it, until the pool is full):",
+            "",
+            "| Class | Candidates | "
+            + " | ".join(f"{name}: dropped" for name in applied)
+            + " | Kept | Acceptance rate |",
+            "|---|---|" + "---|" * len(applied) + "---|---|",
         ]
+        for c, f in shown.items():
+            dropped = [f["filters"][name] for name in applied]
+            lines.append(
+                f"| {c} | {f['candidates']} | "
+                + " | ".join(f"{d['dropped']} of {d['tested']} ({_share(d['acceptance_rate'])})" for d in dropped)
+                + f" | {f['kept']} | {_share(f['acceptance_rate'])} |"
+            )
+        balls = {
+            c: f["filters"]["manifold"] for c, f in shown.items() if "radius_median" in f["filters"].get("manifold", {})
+        }
+        if balls:
+            lines += [
+                "",
+                "Manifold filter: median radius of the real training images' balls in the real-only classifier's "
+                "features: "
+                + ", ".join(f"{c} {m['radius_median']:.3g} (k = {m['k']})" for c, m in balls.items())
+                + ".",
+            ]
     return lines + [""]
+
+
+def _share(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:.0%}"
 
 
 def _quality_words(name: str, q: dict) -> str:

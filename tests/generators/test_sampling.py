@@ -1,5 +1,5 @@
-"""Synthetic images from a generator: pool sizes, seeded sampling through every sampler, the consistency filter,
-interpolation strips."""
+"""Synthetic images from a generator: pool sizes, seeded sampling through every sampler, the no-filter path's single
+draw, the consistency filter, interpolation strips."""
 
 import dataclasses
 
@@ -8,7 +8,13 @@ import pytest
 
 from pipeline.config import GenerateConfig
 from pipeline.generators.samplers import SAMPLERS, make_sampler
-from pipeline.generators.sampling import interpolation_strip, round_trip_error, sample_images, synthetic_counts
+from pipeline.generators.sampling import (
+    interpolation_strip,
+    round_trip_error,
+    sample_images,
+    sampler_for,
+    synthetic_counts,
+)
 from pipeline.generators.vae import VAEGenerator
 from pipeline.models.vae import ClassVAEs, ConditionalVAE
 from tests.generators.test_generators import VAE
@@ -37,8 +43,9 @@ GEN = GenerateConfig(
     temperature=1.0,
     mixture_components=2,
     bootstrap_noise=0.3,
-    filter="none",
+    filter=(),
     filter_quantile=0.95,
+    manifold_k=5,
     seed=0,
 )
 
@@ -74,16 +81,27 @@ def test_sampling_is_seeded_and_in_range(sampler, spatial_dims, mode):
     assert sample_images(gen, 1, 0, 7, cfg, real)[0].shape == (0, *shape)
 
 
+def test_without_filters_the_pool_is_one_draw_of_n_codes():
+    """``filter: []`` draws exactly the random numbers of one batch of n codes (the pool of earlier versions)."""
+    gen, real = untrained(), np.random.default_rng(0).uniform(size=(12, 1, 16, 16)).astype(np.float32)
+    images, stats = sample_images(gen, 1, 7, 4, GEN, real)
+    codes = sampler_for(gen, GEN.sampler, 1, real, GEN).sample(7, np.random.default_rng(4))
+    np.testing.assert_array_equal(images, gen.decode(codes, 1))
+    assert stats == {"kept": 7, "dropped": 0}
+
+
 def test_consistency_filter_keeps_only_samples_like_the_real_ones():
     gen = untrained()
     # "real" images the VAE reproduces almost exactly (its own outputs near the latent origin), so that samples
     # from far out (prior at temperature 4) often change on the decode-encode-decode round trip
     near_origin = make_sampler("prior", temperature=0.1).fit(np.zeros((1, 4))).sample(16, np.random.default_rng(0))
     real = gen.decode(near_origin, 0)
-    strict = dataclasses.replace(GEN, sampler="prior", temperature=4.0, filter="consistency", filter_quantile=0.5)
+    strict = dataclasses.replace(GEN, sampler="prior", temperature=4.0, filter=("consistency",), filter_quantile=0.5)
     images, stats = sample_images(gen, 0, 6, 3, strict, real)
-    threshold = stats["threshold_mse"]
-    assert len(images) == stats["kept"] <= 6 and stats["dropped"] > 0
+    consistency = stats["filters"]["consistency"]
+    threshold = consistency["threshold_mse"]
+    assert len(images) == stats["kept"] <= 6 and stats["dropped"] == consistency["dropped"] > 0
+    assert stats["candidates"] == consistency["tested"] and stats["acceptance_rate"] == consistency["acceptance_rate"]
     assert np.all(round_trip_error(gen, images, 0) <= threshold)
 
 
