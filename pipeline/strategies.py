@@ -217,7 +217,9 @@ def take_synthetic(synthetic: SplitData, wanted: dict[str, int], seed: int | Non
             raise ValueError(
                 f"the synthetic pool has {len(members)} '{name}' images but {wanted[name]} are needed: raise "
                 "generate.pool_ratio (or set generate.every_class: true for synthetic_only), or lower "
-                "train_classifier.synthetic_ratio / ablation_ratios"
+                "train_classifier.synthetic_ratio / ablation_ratios; when generate.filter left the class short "
+                "(generate's warning, summary.json's filtering), lower generate.filter_quantile, raise "
+                "generate.manifold_k or remove a filter from the list generate.filter"
             )
         if rng is not None:
             members = rng.permutation(members)

@@ -155,8 +155,10 @@ def test_each_seed_draws_its_own_share_of_the_pool_and_a_smaller_ratio_a_subset_
 
 
 def test_too_small_a_pool_names_the_params():
-    with pytest.raises(ValueError, match="generate.pool_ratio"):
+    with pytest.raises(ValueError, match="generate.pool_ratio") as short:
         training_recipe("vae", TRAIN, SYNTHETIC, 2.0, seed=0)  # 12 of b needed, 8 in the pool
+    for knob in ("generate.filter_quantile", "generate.manifold_k", "generate.filter"):  # a filter may have cut it
+        assert knob in str(short.value)
     with pytest.raises(ValueError, match="needs the generate stage"):
         training_recipe("vae", TRAIN, None, 1.0, seed=0)
     assert take_synthetic(SYNTHETIC, {"b": 0}).counts() == {"a": 0, "b": 0}
