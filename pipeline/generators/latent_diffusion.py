@@ -30,6 +30,7 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.config import LatentDiffusionConfig
 from pipeline.generators.base import one_class
 from pipeline.generators.vae_gan import VAEGANGenerator
@@ -254,6 +255,7 @@ class LatentDiffusionGenerator(VAEGANGenerator):
         z_train, z_val = _to_unit(z_train, stats), _to_unit(self._latents(autoencoder, val.images, device), stats)
         y_train, y_val = torch.from_numpy(train.labels).to(device), torch.from_numpy(val.labels).to(device)
         unet = _unet(autoencoder.latent_shape, autoencoder.num_classes, cfg.diffusion_channels).to(device)
+        net = distributed.wrap(unet)  # DistributedDataParallel on several processes (trains unet's weights)
         optimizer = adam(unet.parameters(), cfg.diffusion_learning_rate)
         scheduler = DDPMScheduler(num_train_timesteps=cfg.train_timesteps, **_SCHEDULE)
         use_amp = cfg.amp and device.type == "cuda"
@@ -263,7 +265,7 @@ class LatentDiffusionGenerator(VAEGANGenerator):
         val_noise = torch.randn(z_val.shape, generator=fixed).to(device)
         val_steps = torch.randint(0, cfg.train_timesteps, (len(z_val),), generator=fixed).to(device)
 
-        def noise_loss(z, y, noise, steps):
+        def noise_loss(z, y, noise, steps, unet=unet):  # training passes net (unet, or unet in DDP)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 predicted = unet(scheduler.add_noise(z, noise, steps), timesteps=steps, class_labels=y)
             return F.mse_loss(predicted.float(), noise)
@@ -277,14 +279,21 @@ class LatentDiffusionGenerator(VAEGANGenerator):
                 z = z_train[idx]
                 noise = torch.randn(z.shape, generator=shuffle).to(device)
                 steps = torch.randint(0, cfg.train_timesteps, (len(z),), generator=shuffle).to(device)
-                loss = noise_loss(z, y_train[idx], noise, steps)
+                y, counted, scale = y_train[idx], len(z), None
+                if distributed.active():  # the same global batch and noise on every rank; this rank's shard of it
+                    size = len(z)
+                    z, y, noise, steps = (distributed.shard(t) for t in (z, y, noise, steps))
+                    counted, scale = distributed.tally(size, len(z)), distributed.loss_scale(size, len(z) / size)
+                loss = noise_loss(z, y, noise, steps, net)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"{self.kind} {name}: loss {loss.item()} at epoch {epoch}")
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                scaler.scale(loss if scale is None else loss * scale).backward()
                 scaler.step(optimizer)
                 scaler.update()
-                total += loss.item() * len(z)
+                total += loss.item() * counted
+            if distributed.active():
+                total = distributed.sum_over_ranks({"total": total})["total"]
             unet.eval()
             with torch.no_grad():
                 val_loss = sum(
@@ -297,6 +306,7 @@ class LatentDiffusionGenerator(VAEGANGenerator):
                     * len(z_val[i : i + _BATCH])
                     for i in range(0, len(z_val), _BATCH)
                 ) / max(len(z_val), 1)
+            val_loss = distributed.from_main(val_loss)  # the same on every rank (identical weights); rank 0's decides
             rows.append(
                 {"model": name, "epoch": epoch, "train_diffusion": total / len(z_train), "val_diffusion": val_loss}
             )

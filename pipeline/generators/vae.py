@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.config import VAEConfig
 from pipeline.generators.base import one_class
 from pipeline.generators.samplers.prior import PriorSampler
@@ -161,24 +162,33 @@ class VAEGenerator:
         """Train one network in place (ending with its best validation epoch's weights); return its history."""
         cfg = self.cfg
         model.to(device)
+        net = distributed.wrap(model)  # DistributedDataParallel on several processes (trains model's weights)
         optimizer = adam(model.parameters(), cfg.learning_rate)
         use_amp = cfg.amp and device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         train_loader = _loader(train, cfg.batch_size, True, self.seed)
         val_loader = _loader(val, max(cfg.batch_size, _BATCH), False, self.seed)
         self._begin(model, device, use_amp)
+        distributed.seed_rank(self.seed)  # the reparameterisation noise: each rank draws its own images' noise
+        self._shard_scale: float | None = None  # on several processes: the factor on this rank's mean losses
         history, best_state, best_val, best_epoch = [], None, math.inf, -1
         for epoch in (bar := tqdm(range(cfg.epochs), desc=f"{self.kind} {name}", unit="epoch")):
             weight = kl_weight(epoch, cfg.beta, cfg.kl_warmup_epochs)
             model.train()
             sums, n = {"reconstruction": 0.0, "kl": 0.0}, 0
-            for x, y in train_loader:
+            for x, y in train_loader:  # the same global batches on every rank (the loader's seeded order)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                counted = len(x)
+                if distributed.active():  # this rank's shard of the global batch (pipeline.distributed)
+                    size, x, y = len(x), distributed.shard(x), distributed.shard(y)
+                    self._shard_scale = distributed.loss_scale(size, len(x) / size)
+                    counted = distributed.tally(size, len(x))
                 with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                    recon, mu, logvar, _ = model(x, y)
+                    recon, mu, logvar, _ = net(x, y)
                 # the losses in float32 (binary cross-entropy is not safe in half precision)
                 recon, mu, logvar = recon.float(), mu.float(), logvar.float()
                 rec = reconstruction_loss(recon, x, cfg.reconstruction)
+                # (on several processes, free bits > 0 clamp each shard's KL per dimension, not the global batch's)
                 loss = rec + weight * kl_divergence(mu, logvar, cfg.free_bits)
                 extra = self._extra_losses(x, y, recon, epoch)
                 for term in extra.values():
@@ -189,18 +199,22 @@ class VAEGenerator:
                         "or check the inputs"
                     )
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                scaler.scale(loss if self._shard_scale is None else loss * self._shard_scale).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 logged = {k: v.item() for k, v in extra.items()} | self._after_step(x, y, recon.detach(), epoch)
-                sums["reconstruction"] += rec.item() * len(x)
-                sums["kl"] += kl_divergence(mu.detach(), logvar.detach()).item() * len(x)  # the true KL, no free bits
+                sums["reconstruction"] += rec.item() * counted
+                sums["kl"] += kl_divergence(mu.detach(), logvar.detach()).item() * counted  # the true KL, no free bits
                 for key, value in logged.items():
-                    sums[key] = sums.get(key, 0.0) + value * len(x)
-                n += len(x)
+                    sums[key] = sums.get(key, 0.0) + value * counted
+                n += counted
+            if distributed.active():  # the epoch's totals over every rank's shards
+                sums = distributed.sum_over_ranks(sums | {"images": n})
+                n = sums.pop("images")
             tr = {k: v / n for k, v in sums.items()}  # running means over the epoch, as trained (sampled z)
             tr["elbo"] = tr["reconstruction"] + cfg.beta * tr["kl"]
-            va = evaluate_vae(model, val_loader, cfg.reconstruction, cfg.beta, device)
+            distributed.sync_buffers(model)  # rank 0's batch-norm statistics everywhere: the same validation
+            va = distributed.from_main(evaluate_vae(model, val_loader, cfg.reconstruction, cfg.beta, device))
             history.append(
                 {
                     "model": name,

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from monai.losses import PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
 
+from pipeline import distributed
 from pipeline.config import VAEGANConfig
 from pipeline.generators.vae import VAEGenerator
 from pipeline.models.vae import ConditionalVAE
@@ -77,13 +78,18 @@ class VAEGANGenerator(VAEGenerator):
             norm=cfg.discriminator_norm.upper(),
         ).to(device)
         self.d_optimizer = adam(self.discriminator.parameters(), cfg.discriminator_learning_rate)
+        # its own steps through DistributedDataParallel on several processes; the VAE's steps judge with the bare
+        # discriminator (the gradients they leave in it are dropped before its step)
+        self.d_net = distributed.wrap(self.discriminator)
         self.adversarial = PatchAdversarialLoss(criterion="least_squares")
         self.use_amp = use_amp
         self.d_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    def _judge(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+    def _judge(
+        self, x: torch.Tensor, y: torch.Tensor, discriminator: torch.nn.Module | None = None
+    ) -> list[torch.Tensor]:
         with torch.autocast(device_type=x.device.type, dtype=torch.float16, enabled=self.use_amp):
-            return [f.float() for f in self.discriminator(label_maps(x, y, self.num_labels))]
+            return [f.float() for f in (discriminator or self.discriminator)(label_maps(x, y, self.num_labels))]
 
     def _extra_losses(
         self, x: torch.Tensor, y: torch.Tensor, recon: torch.Tensor, epoch: int
@@ -103,11 +109,11 @@ class VAEGANGenerator(VAEGenerator):
     def _after_step(self, x: torch.Tensor, y: torch.Tensor, recon: torch.Tensor, epoch: int) -> dict[str, float]:
         if epoch < self.cfg.adversarial_warmup_epochs:
             return {}
-        fake = self.adversarial(self._judge(recon, y)[-1], target_is_real=False, for_discriminator=True)
-        real = self.adversarial(self._judge(x, y)[-1], target_is_real=True, for_discriminator=True)
+        fake = self.adversarial(self._judge(recon, y, self.d_net)[-1], target_is_real=False, for_discriminator=True)
+        real = self.adversarial(self._judge(x, y, self.d_net)[-1], target_is_real=True, for_discriminator=True)
         loss = 0.5 * (fake + real)
         self.d_optimizer.zero_grad(set_to_none=True)
-        self.d_scaler.scale(loss).backward()
+        self.d_scaler.scale(loss if self._shard_scale is None else loss * self._shard_scale).backward()
         self.d_scaler.step(self.d_optimizer)
         self.d_scaler.update()
         return {"discriminator": loss.item()}

@@ -15,6 +15,10 @@ next write of the same file replaces what a killed run left there, so nothing ha
 synthetic DICOM writer calls it once per image). A folder is built in ``<name>.tmp-<pid>``; staging folders left
 by processes that no longer run are removed before a new one is built. Two processes writing the same file at
 once are not supported (``dvc repro`` runs one stage of a project at a time).
+
+In a stage trained on several processes (:mod:`pipeline.distributed`) every rank runs the stage, and only rank 0
+writes: on the other ranks both helpers yield a path in a scratch folder of their own and delete it at the end, so
+the stage's code writes as in one process and nothing of theirs reaches the outputs.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from pipeline.distributed import is_main, rank
 
 __all__ = ["atomic_file", "atomic_dir", "remove_stale_staging"]
 
@@ -36,6 +43,10 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     is left as it was. Writers that pick a format by extension must be told the format (``savefig(format=...)``,
     ``np.savez`` on an open file)."""
     path = Path(path)
+    if not is_main():
+        with _scratch() as folder:
+            yield folder / (path.name + ".tmp")
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -56,6 +67,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     and ``path`` is left as it was. Files inside are not flushed one by one: a killed process loses nothing it
     wrote, only a power cut could."""
     path = Path(path)
+    if not is_main():
+        with _scratch() as folder:
+            (staging := folder / path.name).mkdir()
+            yield staging
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(path)
     staging, old = _staging(path), _staging(path, "-old")
@@ -86,6 +102,16 @@ def remove_stale_staging(path: str | Path) -> list[Path]:
             _remove(entry)
             removed.append(entry)
     return removed
+
+
+@contextmanager
+def _scratch() -> Iterator[Path]:
+    """A folder of this process's own, deleted with what is in it when the block ends (a rank other than 0)."""
+    folder = Path(tempfile.mkdtemp(prefix=f"medaug-rank{rank()}-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _staging(path: Path, tag: str = "") -> Path:

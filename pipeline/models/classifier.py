@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import torch
 from monai.networks.nets import DenseNet121, ResNet, resnet18
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.config import TrainClassifierConfig
 from pipeline.io.arrays import SplitData
 from pipeline.metrics import balanced_accuracy
@@ -180,6 +183,47 @@ def _sample_weights(recipe: Recipe, cfg: TrainClassifierConfig, device: torch.de
     return torch.from_numpy(weights).to(device)
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One training step's images and targets: a global batch, or on several processes this rank's shard of it."""
+
+    x: torch.Tensor  # augmented (and mixed) images
+    target: torch.Tensor  # labels
+    other: torch.Tensor | None = None  # Balanced-MixUp: the labels of the images mixed in, weighing 1 - lam
+    lam: float = 1.0
+    weights: torch.Tensor | None = None  # per-image loss weights (synthetic images)
+    scale: float | None = None  # on a shard: the factor on its mean loss (pipeline.distributed.loss_scale)
+
+    def loss(self, loss_fn: Loss, logits: torch.Tensor) -> torch.Tensor:
+        if self.weights is not None:
+            loss = weighted_cross_entropy(logits, self.target, self.weights)
+        elif self.other is None:
+            loss = loss_fn(logits, self.target)
+        else:
+            loss = mixed_loss(loss_fn, logits, self.target, self.other, self.lam)
+        return loss if self.scale is None else loss * self.scale
+
+    def shard(self, loss_fn: Loss) -> _Step:
+        """This rank's part, scaled so that the ranks' averaged gradients are the global batch's: the mean loss's
+        denominator is the images, or their weights (per image, or per class for the weighted cross-entropy)."""
+        size, part = len(self.target), distributed.shard
+        if self.weights is not None:
+            share = part(self.weights).sum() / self.weights.sum()
+        elif isinstance(loss_fn, partial) and loss_fn.keywords.get("weight") is not None:
+            class_weight = loss_fn.keywords["weight"]
+            share = class_weight[part(self.target)].sum() / class_weight[self.target].sum()
+        else:
+            share = len(part(self.target)) / size
+        return _Step(
+            part(self.x),
+            part(self.target),
+            None if self.other is None else part(self.other),
+            self.lam,
+            None if self.weights is None else part(self.weights),
+            distributed.loss_scale(size, float(share)),
+        )
+
+
 def fit_classifier(
     recipe: Recipe, val: SplitData, cfg: TrainClassifierConfig, seed: int, device: torch.device, desc: str = "fit"
 ) -> tuple[torch.nn.Module, dict]:
@@ -200,6 +244,7 @@ def fit_classifier(
     model = build_classifier(
         train.images.shape[1:], len(train.classes), cfg.network, cfg.channels, cfg.blocks_per_level, cfg.stem_stride
     ).to(device)
+    net = distributed.wrap(model)  # DistributedDataParallel on several processes (trains model's weights), else model
     optimizer = adam(model.parameters(), cfg.learning_rate)
     images, labels = torch.from_numpy(train.images).to(device), torch.from_numpy(train.labels).to(device)
     order = torch.Generator().manual_seed(seed)
@@ -212,27 +257,29 @@ def fit_classifier(
             shuffled = real[torch.randperm(len(real), generator=order)]
         else:
             shuffled = torch.randperm(len(labels), generator=order)
+        # every rank draws the same order and the same augmentation and mixup numbers for the whole global batch,
+        # then trains on its shard of it (pipeline.distributed): the random streams do not depend on the processes
         for batch in _batches(shuffled, cfg.batch_size):
             batch = batch.to(device)
-            x = images[batch]
+            x, other, lam = images[batch], None, 1.0
             if mixup is not None:  # Balanced-MixUp: a class-balanced batch of the same size mixed in
                 lam, other = mixup.draw(len(batch))
                 other = torch.from_numpy(other).to(device)
                 x = mixup.mix(x, images[other], lam)
             x = x if transform is None else transform(x)
+            step = _Step(x, labels[batch], None if other is None else labels[other], lam)
+            step = step if weights is None else dataclasses.replace(step, weights=weights[batch])
+            if distributed.active():
+                step = step.shard(loss_fn)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                logits = model(as_input(x, device))
-            if weights is not None:
-                loss = weighted_cross_entropy(logits, labels[batch], weights[batch])
-            elif mixup is None:
-                loss = loss_fn(logits, labels[batch])
-            else:
-                loss = mixed_loss(loss_fn, logits, labels[batch], labels[other], lam)
+                logits = net(as_input(step.x, device))
+            loss = step.loss(loss_fn, logits)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-        score = _validation_score(val, predict_proba(model, val.images, device))
+        distributed.sync_buffers(model)  # rank 0's batch-norm statistics everywhere: the same validation scores
+        score = distributed.from_main(_validation_score(val, predict_proba(model, val.images, device)))
         if score > best:
             best, best_epoch, stale = score, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
