@@ -37,7 +37,7 @@ from pipeline.models.vae import (
     reconstruction_error,
 )
 from pipeline.plots import anomaly_maps, anomaly_scores
-from pipeline.runtime import run_stage, select_device, versions
+from pipeline.runtime import compute_device, run_stage, versions
 
 __all__ = [
     "normal_label",
@@ -159,7 +159,7 @@ def main() -> None:
     paths = load_section("paths")
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
     normal = normal_label(train, cfg.normal_class)
-    device = select_device()
+    device = compute_device()
     vae_cfg = dataclasses.replace(
         vae_cfg, epochs=cfg.epochs, kl_warmup_epochs=min(vae_cfg.kl_warmup_epochs, cfg.epochs)
     )

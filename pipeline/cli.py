@@ -39,7 +39,10 @@ def check_data(root: Path) -> list[str]:
             problems.append(f"labels.csv line {row.line}: {err}")
     labels = Counter(r.label for r in rows)
     patients = {r.patient_id for r in rows if r.patient_id}
-    print(f"{root}: {len(rows)} images" + (f", {len(patients)} patients" if patients else ", patients from DICOM PatientID, else one per file"))
+    print(
+        f"{root}: {len(rows)} images"
+        + (f", {len(patients)} patients" if patients else ", patients from DICOM PatientID, else one per file")
+    )
     print("classes: " + ", ".join(f"{k} ({v})" for k, v in sorted(labels.items())))
     print("images: " + ", ".join(f"{k} ({v})" for k, v in sorted(shapes.items())))
     if len(labels) < 2:

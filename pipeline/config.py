@@ -8,6 +8,7 @@ with an error that names the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -50,6 +51,27 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class DataConfig:
     root: str  # dataset folder holding labels.csv
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    device: str  # auto (the first CUDA GPU when there is one, else the CPU) | cpu | cuda | cuda:N
+    deterministic: bool  # deterministic kernels (bit-identical CPU runs); false lets cuDNN benchmark the fastest ones
+    processes: int = 1  # training processes on this machine (> 1: the training stages run through torchrun, one GPU
+    # each with device auto/cuda, else CPU processes; pipeline.distributed)
+
+    def __post_init__(self) -> None:
+        _check(
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+            "compute.device",
+            "auto, cpu, cuda or cuda:N (N the GPU's index)",
+        )
+        _check(self.processes >= 1, "compute.processes", "at least 1")
+        _check(
+            self.processes == 1 or ":" not in self.device,
+            "compute.device",
+            "auto, cpu or cuda when compute.processes > 1 (rank r uses cuda:r; cuda:N pins one GPU)",
+        )
 
 
 @dataclass(frozen=True)
@@ -370,6 +392,7 @@ class QualityConfig:
 
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
+    "compute": ComputeConfig,
     "paths": PathsConfig,
     "demo_data": DemoDataConfig,
     "preprocess": PreprocessConfig,

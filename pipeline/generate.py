@@ -44,7 +44,7 @@ from pipeline.io.synthetic import (
 )
 from pipeline.models.classifier import REAL_CLASSIFIER, fit_real_classifier
 from pipeline.plots import image_grid, latent_projection
-from pipeline.runtime import file_sha256, run_stage, select_device
+from pipeline.runtime import compute_device, file_sha256, run_stage
 
 __all__ = ["main"]
 
@@ -56,14 +56,14 @@ def main() -> None:
     cfg: GenerateConfig = load_section("generate")
     paths = load_section("paths")
     train = load_split(paths.processed, "train")
-    generator, checkpoint = load_generator(paths.generator, select_device())
+    generator, checkpoint = load_generator(paths.generator, compute_device())
     if tuple(checkpoint["classes"]) != train.classes:
         raise ValueError(f"{paths.generator} was trained on classes {checkpoint['classes']}, data has {train.classes}")
     checkpoint_sha = file_sha256(paths.generator)
     # the real-only classifier (train_classifier's network and budget, seeded by generate.seed): the classifier
     # filter's judge, and saved beside the pool for the quality stage
     clf_cfg: TrainClassifierConfig = load_section("train_classifier")
-    val, device = load_split(paths.processed, "val"), select_device()
+    val, device = load_split(paths.processed, "val"), compute_device()
     real_classifier = fit_real_classifier(train, val, clf_cfg, cfg.seed, device)
     judges: dict[str, ClassifierFilter | ManifoldFilter] = {}  # the filters that need this classifier
     if "classifier" in cfg.filter:

@@ -29,7 +29,7 @@ from pipeline.generators.vae import VAEGenerator
 from pipeline.io.arrays import SplitData, load_split, write_csv, write_json
 from pipeline.models.vae import ConditionalVAE, decode_codes, encode_images, kl_per_dimension
 from pipeline.plots import image_grid, latent_projection, reduction_curve
-from pipeline.runtime import run_stage, select_device
+from pipeline.runtime import compute_device, run_stage
 
 __all__ = [
     "train_unconditional_vae",
@@ -169,7 +169,7 @@ def main() -> None:
     seed = load_section("generator").seed
     paths = load_section("paths")
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
-    device = select_device()
+    device = compute_device()
     flat_train = train.images.reshape(len(train), -1)
     if max(cfg.sizes) > min(flat_train.shape):  # checked before any training, not after the smaller sizes
         raise ValueError(

@@ -51,7 +51,7 @@ from pipeline.io.synthetic import read_synthetic
 from pipeline.metrics import choose_threshold, knn_radii, predict_labels
 from pipeline.models.classifier import REAL_CLASSIFIER, load_real_classifier, predict_proba
 from pipeline.plots import distance_histograms, image_grid
-from pipeline.runtime import run_stage, select_device
+from pipeline.runtime import compute_device, run_stage
 
 __all__ = [
     "frechet_distance",
@@ -212,7 +212,7 @@ def main() -> None:
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
     synthetic = read_synthetic(paths.synthetic, train.classes)
     held = held_out_without_twins(val, test, read_json(Path(paths.processed) / "summary.json").get("near_twins", {}))
-    device = select_device()
+    device = compute_device()
     model = load_real_classifier(  # the generate stage's real-only classifier (it also filtered the pool)
         Path(paths.synthetic) / REAL_CLASSIFIER, train.images.shape[1:], len(train.classes), clf_cfg, device
     )

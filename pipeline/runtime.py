@@ -17,9 +17,12 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+from pipeline import distributed
+
 __all__ = [
     "RUN_LOG",
     "select_device",
+    "compute_device",
     "device_name",
     "seed_everything",
     "adam",
@@ -34,11 +37,48 @@ __all__ = [
 RUN_LOG = Path(".medaug") / "runs"
 
 
-def select_device():
-    """CUDA when available, else the CPU; the same code runs on both."""
+# Set by select_device from params.yaml's compute section (the stage's device and determinism); the defaults are
+# what a process that never reads it gets: the first GPU when there is one, deterministic kernels.
+_COMPUTE = {"device": "auto", "deterministic": True}
+
+
+def select_device(device: str | None = None, deterministic: bool | None = None):
+    """The torch device of ``device`` (``compute.device``: auto, cpu, cuda or cuda:N; default: the last setting, at
+    first auto = CUDA when available, else the CPU), remembered with ``deterministic`` (``compute.deterministic``)
+    for :func:`seed_everything` and :func:`device_name`. A GPU asked for and not visible is a clear error, never a
+    silent fall-back to the CPU."""
     import torch
 
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device is not None:
+        _COMPUTE["device"] = device
+    if deterministic is not None:
+        _COMPUTE["deterministic"] = deterministic
+    setting = _COMPUTE["device"]
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    chosen = torch.device(setting)
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = chosen.index or 0
+        if index >= count:
+            raise RuntimeError(
+                f"compute.device is {setting}, but this machine has {count} visible CUDA GPU(s); "
+                "set compute.device: auto or cpu (or a GPU index below the count)"
+            )
+        torch.cuda.set_device(index)  # so that AMP, cudnn and device_name() all mean this GPU
+    return chosen
+
+
+def compute_device():
+    """:func:`select_device` as params.yaml's ``compute`` section asks (what every stage that runs torch calls)."""
+    from pipeline.config import load_section
+
+    cfg = load_section("compute")
+    if not distributed.launched():
+        return select_device(cfg.device, cfg.deterministic)
+    device = select_device(distributed.local_device(cfg.device), cfg.deterministic)  # one of torchrun's processes
+    distributed.join(device)
+    return device
 
 
 def device_name() -> str:
@@ -47,18 +87,21 @@ def device_name() -> str:
     torch = sys.modules.get("torch")
     if torch is None:
         return f"cpu ({os.cpu_count()} cores, no torch)"
-    if torch.cuda.is_available():
-        return f"cuda ({torch.cuda.get_device_name(0)})"
+    if _COMPUTE["device"] != "cpu" and torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(torch.cuda.current_device())})"
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch, and ask for deterministic algorithms (bit-identical CPU runs)."""
+    """Seed Python, NumPy and torch; with ``compute.deterministic`` (the default) ask for deterministic algorithms
+    (bit-identical CPU runs), otherwise let cuDNN benchmark and pick the fastest kernels (GPU only)."""
     import torch
     from monai.utils import set_determinism
 
     set_determinism(seed=seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    deterministic = _COMPUTE["deterministic"]
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 def adam(params, lr: float):
@@ -88,9 +131,19 @@ def _command_key(command: str) -> str:
 
 def run_stage(main: Callable[[], None], module: str) -> None:
     """Run a stage's ``main`` (``python -m <module> args...``) and, when it returns, write its command, wall time,
-    device and finishing time (UTC) to ``RUN_LOG``; a failed stage leaves its previous record."""
+    device and finishing time (UTC) to ``RUN_LOG``; a failed stage leaves its previous record. A training stage with
+    ``compute.processes`` > 1 runs through torchrun instead (:func:`pipeline.distributed.relaunch`): every process
+    runs ``main``, rank 0 alone writes outputs and the run log."""
+    status = distributed.relaunch(module)
+    if status is not None:
+        sys.exit(status)
     start = time.perf_counter()
-    main()
+    try:
+        main()
+    finally:
+        distributed.finish()
+    if not distributed.is_main():
+        return
     command = " ".join(["python -m " + module, *sys.argv[1:]])
     record = {
         "command": command,

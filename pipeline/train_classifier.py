@@ -37,7 +37,7 @@ from pipeline.metrics import (
     summarise_runs,
 )
 from pipeline.models.classifier import fit_classifier, predict_proba
-from pipeline.runtime import run_stage, select_device
+from pipeline.runtime import compute_device, run_stage
 from pipeline.strategies import check_no_test_patients, training_recipe
 
 __all__ = ["run_strategy", "classifier_runs", "main"]
@@ -138,7 +138,7 @@ def main() -> None:
             )
         check_no_test_patients(test, **{"the generator's training data": np.array(generation["generator_patients"])})
         synthetic = read_synthetic(paths.synthetic, train.classes)
-    device = select_device()
+    device = compute_device()
     with atomic_dir(Path(paths.reports) / "classifier") as staging:
         for name, strategy, ratio in tqdm(runs, desc="remedies", unit="remedy"):
             summary, records, predictions = run_strategy(

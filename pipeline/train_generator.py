@@ -17,7 +17,7 @@ from pipeline.generators import build_generator, save_generator
 from pipeline.generators.base import best_epochs
 from pipeline.io.arrays import load_split, write_csv
 from pipeline.plots import training_curves
-from pipeline.runtime import run_stage, select_device, versions
+from pipeline.runtime import compute_device, run_stage, versions
 
 __all__ = ["main"]
 
@@ -30,7 +30,7 @@ def main() -> None:
     settings = load_section(cfg.kind)
     paths = load_section("paths")
     train, val = load_split(paths.processed, "train"), load_split(paths.processed, "val")
-    device = select_device()
+    device = compute_device()
     generator = build_generator(cfg.kind, tuple(train.images.shape[1:]), train.classes, cfg.mode, settings, cfg.seed)
     history = generator.fit(train, val, device)
     extra = {
