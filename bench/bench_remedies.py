@@ -4,7 +4,8 @@ Usage: .venv/bin/python bench/bench_remedies.py [--seeds 0,1,2] [--strategy vae]
 
 Reads data/processed and data/synthetic (run `dvc repro generate` first), trains real_only and the vae strategy
 with train_classifier's settings from params.yaml changed as each ``--set`` says (``--set w:synthetic_weight=0.5``;
-the key ``pool`` names another synthetic pool folder, e.g. one made with another ``generate.filter``),
+the key ``pool`` names another synthetic pool folder, e.g. one made with another ``generate.filter``; the key
+``strategy`` another remedy, e.g. ``--strategy oversample --set f:strategy=vae,pool=...``),
 over ``--seeds`` (default train_classifier.seeds), and prints each one's test balanced accuracy with its 95%
 interval and its paired difference to real_only (same bootstrap resamples of the test split), plus the mean
 validation balanced accuracy that the compare stage's recommendation would see, and each setting's paired
@@ -61,10 +62,11 @@ def main() -> None:
     for name, changes in settings.items():
         start = time.perf_counter()
         pool = str(changes.pop("pool", paths.synthetic))  # another generate stage's output folder
+        strategy = changes.pop("strategy", args.strategy)  # another remedy, e.g. oversample beside the vae variants
         if pool not in pools:
             pools[pool] = read_synthetic(pool, train.classes)
         run_cfg = dataclasses.replace(cfg, **changes)
-        result = StrategyResult(*run_strategy(args.strategy, train, val, test, pools[pool], run_cfg, device))
+        result = StrategyResult(*run_strategy(strategy, train, val, test, pools[pool], run_cfg, device))
         draws, per_seed = result.draws(keys)["balanced_accuracy"], result.per_seed("balanced_accuracy")
         d = paired_difference(draws, base_draws["balanced_accuracy"], per_seed, base.per_seed("balanced_accuracy"))
         extra = ""
@@ -76,7 +78,7 @@ def main() -> None:
         s = result.summary
         val_mean = sum(r["val"]["balanced_accuracy"] for r in result.runs) / len(result.runs)
         print(
-            f"{args.strategy} {name:14s} test {s['balanced_accuracy']:.3f} [{s['balanced_accuracy_ci_low']:.3f}, "
+            f"{strategy} {name:14s} test {s['balanced_accuracy']:.3f} [{s['balanced_accuracy_ci_low']:.3f}, "
             f"{s['balanced_accuracy_ci_high']:.3f}] vs real_only {d['difference']:+.3f} [{d['ci_low']:+.3f}, "
             f"{d['ci_high']:+.3f}]{extra}; validation {val_mean:.3f}; {time.perf_counter() - start:.0f} s",
             flush=True,
