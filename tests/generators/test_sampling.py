@@ -112,3 +112,18 @@ def test_interpolation_strip_starts_and_ends_at_the_reconstructions():
     assert strip.shape == (5, 1, 16, 16)
     np.testing.assert_allclose(strip[0], gen.reconstruct(a[None], 1)[0], atol=1e-5)
     np.testing.assert_allclose(strip[-1], gen.reconstruct(b[None], 1)[0], atol=1e-5)
+
+
+def test_a_strict_filter_fills_the_pool_in_a_few_rounds():
+    """A filter that keeps one candidate in twenty (manifold's 5 % on the demo's nodules) still fills the pool: after
+    the first round the rounds grow with the acceptance rate seen so far, up to MAX_CANDIDATES."""
+    gen, real = untrained(), np.random.default_rng(0).uniform(size=(12, 1, 16, 16)).astype(np.float32)
+    rng = np.random.default_rng(1)
+
+    def one_in_twenty(images: np.ndarray) -> np.ndarray:
+        return rng.uniform(size=len(images)) < 0.05
+
+    cfg = dataclasses.replace(GEN, filter=("classifier",))
+    images, stats = sample_images(gen, 1, 300, 0, cfg, real, accept={"classifier": one_in_twenty})
+    assert len(images) == stats["kept"] == 300
+    assert 300 / 0.1 < stats["candidates"] <= 300 / 0.05 * 3  # a few rounds, not twice the missing each time
