@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 FILTER_ROUNDS = 20  # rounds of candidates; a generator that fails its own check this often is reported short
 MAX_CANDIDATES = 4096  # candidates decoded in one round at most (a 64 x 64 image: 16 KiB as float32)
+CANDIDATES_PER_IMAGE = 50  # candidates per wanted image at most (or MAX_CANDIDATES, if more): a filter that passes
+# fewer than 1 in 50 leaves the pool short rather than decoding without end
 
 
 def synthetic_counts(class_counts: dict[str, int], pool_ratio: float, every_class: bool = False) -> dict[str, int]:
@@ -81,7 +83,8 @@ def sample_images(
     but ``consistency`` (which is built here) to the caller's test of a batch of images, a boolean per image (see
     :mod:`pipeline.generators.selection`).
 
-    Rounds of candidates (at most ``FILTER_ROUNDS``) go through the listed filters in the order of
+    Rounds of candidates (at most ``FILTER_ROUNDS``, and at most ``CANDIDATES_PER_IMAGE`` x ``n`` or
+    ``MAX_CANDIDATES`` candidates in all) go through the listed filters in the order of
     ``FILTER_NAMES``, each testing only what the ones before it kept, until ``n`` pass; the kept set does not depend
     on the order of the list. The counts: ``kept``, ``dropped`` and, with filters, ``candidates`` (drawn),
     ``acceptance_rate`` (the share of candidates that passed every filter) and ``filters``: per filter, the
@@ -94,11 +97,13 @@ def sample_images(
     counts: dict[str, dict] = {name: {"tested": 0, "dropped": 0, **thresholds.get(name, {})} for name in tests}
     kept: list[np.ndarray] = []
     drawn = 0
+    budget = max(CANDIDATES_PER_IMAGE * n, MAX_CANDIDATES)
     for _ in range(FILTER_ROUNDS):
         missing = n - sum(len(k) for k in kept)
-        if missing <= 0:
+        if missing <= 0 or drawn >= budget:
             break
-        candidates = generator.decode(draw.sample(_round_size(missing, drawn, n - missing), rng), label)
+        size = min(_round_size(missing, drawn, n - missing), budget - drawn)
+        candidates = generator.decode(draw.sample(size, rng), label)
         drawn += len(candidates)
         for name, test in tests.items():
             ok = np.asarray(test(candidates), dtype=bool)
@@ -112,12 +117,12 @@ def sample_images(
     dropped = sum(c["dropped"] for c in counts.values())
     if len(images) < n:
         logger.warning(
-            "class %d: only %d of %d samples passed generate.filter %s in %d rounds (%s); %s",
+            "class %d: only %d of %d samples passed generate.filter %s in %d candidates (%s); %s",
             label,
             len(images),
             n,
             list(cfg.filter),
-            FILTER_ROUNDS,
+            drawn,
             ", ".join(f"{name} dropped {c['dropped']} of {c['tested']}" for name, c in counts.items()),
             _what_to_change(cfg.filter),
         )

@@ -9,6 +9,7 @@ import pytest
 from pipeline.config import GenerateConfig
 from pipeline.generators.samplers import SAMPLERS, make_sampler
 from pipeline.generators.sampling import (
+    MAX_CANDIDATES,
     interpolation_strip,
     round_trip_error,
     sample_images,
@@ -127,3 +128,11 @@ def test_a_strict_filter_fills_the_pool_in_a_few_rounds():
     images, stats = sample_images(gen, 1, 300, 0, cfg, real, accept={"classifier": one_in_twenty})
     assert len(images) == stats["kept"] == 300
     assert 300 / 0.1 < stats["candidates"] <= 300 / 0.05 * 3  # a few rounds, not twice the missing each time
+
+
+def test_a_filter_that_passes_nothing_stops_at_the_candidate_budget():
+    gen, real = untrained(), np.random.default_rng(0).uniform(size=(12, 1, 16, 16)).astype(np.float32)
+    cfg = dataclasses.replace(GEN, filter=("classifier",))
+    nothing = {"classifier": lambda images: np.zeros(len(images), dtype=bool)}
+    images, stats = sample_images(gen, 1, 8, 0, cfg, real, accept=nothing)
+    assert len(images) == 0 and stats["candidates"] == MAX_CANDIDATES  # 8 x 50 < MAX_CANDIDATES
