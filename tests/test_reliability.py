@@ -111,8 +111,9 @@ def test_a_writer_killed_mid_write_leaves_the_old_outputs_and_the_next_run_remov
 def _repro_killed_at(project: Path, marker: str, log: Path, timeout: float = 600) -> str:
     """Start `dvc repro` in a process group of its own, send SIGKILL to the whole group (dvc and the stage it runs)
     as soon as ``marker`` shows in the output, and return the output."""
-    # PYTHONUNBUFFERED: dvc's own lines ("Running stage ...") reach the log before the kill
-    env = dvc_env(PYTHONUNBUFFERED="1")
+    # PYTHONUNBUFFERED: dvc's own lines ("Running stage ...") reach the log before the kill; the markers are progress
+    # bars' labels, so a TQDM_DISABLE of the caller's shell must not reach the stages
+    env = {k: v for k, v in dvc_env(PYTHONUNBUFFERED="1").items() if k != "TQDM_DISABLE"}
     with open(log, "wb") as out:
         repro = subprocess.Popen(
             [sys.executable, "-m", "dvc", "repro"],

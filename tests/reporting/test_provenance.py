@@ -61,6 +61,8 @@ def test_stage_times_come_from_the_run_log(tmp_path, monkeypatch):
 def test_a_failed_stage_leaves_no_record(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["x"])
+    # a training stage reads compute.processes before it runs (one process: it runs here)
+    (tmp_path / "params.yaml").write_text("compute:\n  device: cpu\n  deterministic: true\n  processes: 1\n")
 
     def fail():
         raise RuntimeError("boom")
