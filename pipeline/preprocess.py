@@ -42,6 +42,7 @@ __all__ = [
     "load_samples",
     "preprocess_dataset",
     "near_twins",
+    "flat_images",
     "main",
 ]
 
@@ -193,6 +194,30 @@ def near_twins(
     }
 
 
+FLAT_STD = 1 / 255  # flat_images: a line whose intensities vary less than one 8-bit grey level is constant
+
+
+def flat_images(splits: dict[str, SplitData], lines: dict[str, list[int]], shown: int = 20) -> dict:
+    """Images that are constant along a spatial axis: every row, or every column (or every line along Z), holds one
+    value to within :data:`FLAT_STD` (standard deviation, intensities in [0, 1]) in every channel. Such stripes or
+    blank images come from broken exports and resizes (about a fifth of ISIC UDA-1's squashed JPEGs are vertical
+    stripes); they carry their label into training and testing without showing anything. They are counted per
+    split, with the first ``shown`` labels.csv lines, and kept: the user decides."""
+    found: dict[str, list[int]] = {}
+    for name, data in splits.items():
+        flat = np.zeros(len(data), dtype=bool)
+        for axis in range(2, data.images.ndim if len(data) else 2):  # each spatial axis
+            spread = data.images.std(axis=axis).reshape(len(data), -1).max(axis=1)  # its lines' largest spread
+            flat |= spread < FLAT_STD
+        found[name] = [lines[name][i] for i in np.flatnonzero(flat)]
+    every = sorted(line for found_lines in found.values() for line in found_lines)
+    return {
+        "rule": f"constant along a spatial axis (every line's standard deviation below {FLAT_STD:.3g})",
+        "images": {name: len(found_lines) for name, found_lines in found.items()},
+        "labels_csv_lines": every[:shown],
+    }
+
+
 def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, SplitData], list[dict], dict]:
     """Core of the stage: return the split arrays, the split manifest rows and the summary."""
     if cfg.on_error == "fail":
@@ -246,6 +271,7 @@ def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, Spl
         "skipped": skipped,
         "split_source": "labels.csv" if fixed else "patient-level stratified split",
         "near_twins": near_twins(splits, lines),
+        "flat_images": flat_images(splits, lines),
     }
     return splits, manifest, summary
 
@@ -290,6 +316,15 @@ def main() -> None:
             "if they are the same patients or lesions, test scores are optimistic; labels.csv lines in %s",
             len(twins["pairs"]),
             twins["different_label"],
+            out_dir / "summary.json",
+        )
+    flat = summary["flat_images"]
+    if any(flat["images"].values()):
+        logger.warning(
+            "%d image(s) are constant along an axis (stripes or blank: broken exports or resizes?), e.g. labels.csv "
+            "lines %s; they are kept, listed in %s (flat_images)",
+            sum(flat["images"].values()),
+            ", ".join(map(str, flat["labels_csv_lines"][:5])),
             out_dir / "summary.json",
         )
     _draw_closest(summary["near_twins"], splits, Path(load_section("paths").reports) / "figures" / "split_twins.png")

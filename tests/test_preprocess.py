@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.io.arrays import SplitData
 from pipeline.io.errors import DatasetTooSmallError
-from pipeline.preprocess import near_twins, preprocess_dataset, pseudonymise, split_by_patient
+from pipeline.preprocess import flat_images, near_twins, preprocess_dataset, pseudonymise, split_by_patient
 from tests.conftest import SHARED_DATA, TINY_DEMO, TINY_PREPROCESS
 
 
@@ -357,3 +357,22 @@ def test_photographs_keep_their_colours_or_become_grey_by_the_stated_rule(tmp_pa
         colour = [np.allclose(px, [1, 0, 0]) for px in red]  # files stored in colour
         grey = [np.allclose(px, luma, atol=1e-6) for px in red]  # files stored grey, repeated into R, G, B
         assert sum(colour) >= 1 and sum(colour) + sum(grey) == len(red)
+
+
+def test_images_constant_along_an_axis_are_counted_with_their_lines():
+    """Stripes (every row the same) and blank images are flagged; an image with any structure in both directions,
+    or 8-bit noise within one grey level, is not."""
+    rng = np.random.default_rng(0)
+    textured = rng.uniform(0.2, 0.8, (4, 1, 8, 8)).astype(np.float32)
+    stripes = np.repeat(rng.uniform(size=(1, 1, 8, 1)), 8, axis=3).astype(np.float32)  # constant along Y
+    blank = np.full((1, 3, 8, 8), 0.5, np.float32) + rng.uniform(0, 0.5 / 255, (1, 3, 8, 8)).astype(np.float32)
+    splits = {
+        "train": _split(np.concatenate([textured[:2], stripes]), np.array([0, 1, 1])),
+        "val": _split(textured[2:3], np.array([0])),
+        "test": _split(textured[3:], np.array([1])),
+    }
+    lines = {"train": [2, 3, 4], "val": [5], "test": [6]}
+    found = flat_images(splits, lines)
+    assert found["images"] == {"train": 1, "val": 0, "test": 0} and found["labels_csv_lines"] == [4]
+    colour = {"train": SplitData(blank, np.array([0]), np.array(["p"]), ("a", "b"))}
+    assert flat_images(colour, {"train": [9]})["labels_csv_lines"] == [9]

@@ -225,6 +225,16 @@ def test_data_section_warns_of_near_twins_across_splits():
     assert "Near-duplicates across splits: none" in text and "Possible leak" not in text
 
 
+def test_data_section_warns_of_images_constant_along_an_axis():
+    flat = {"rule": "constant along a spatial axis", "images": {"train": 61, "val": 12, "test": 0}}
+    flat["labels_csv_lines"] = list(range(2, 22))
+    text = render_report(SUMMARY | {"flat_images": flat}, [], _metrics(0.7, 0.8), {})
+    assert "**73 images are constant along an axis** (61 train, 12 val; constant along a spatial axis)" in text
+    assert "labels.csv lines 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ..." in text
+    none = flat | {"images": {"train": 0, "val": 0, "test": 0}, "labels_csv_lines": []}
+    assert "constant along an axis" not in render_report(SUMMARY | {"flat_images": none}, [], _metrics(0.7, 0.8), {})
+
+
 def test_generators_section_shows_each_candidate_with_its_paired_differences():
     def diff(d):
         return {"difference": d, "ci_low": d - 0.05, "ci_high": d + 0.05}

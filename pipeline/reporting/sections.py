@@ -394,6 +394,23 @@ def twin_lines(twins: dict) -> list[str]:
     ]
 
 
+def flat_lines(flat: dict) -> list[str]:
+    """Images constant along an axis (preprocess's ``flat_images``): a warning with counts when there are any,
+    nothing otherwise (a clean dataset's report reads as before)."""
+    counts = flat.get("images", {})
+    if not any(counts.values()):
+        return []
+    every = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
+    return [
+        f"**{sum(counts.values())} images are constant along an axis** ({every}; {flat['rule']}): stripes or blank "
+        "images, usually from a broken export or resize. They show nothing of their class and were kept; check "
+        f"them (labels.csv lines {', '.join(map(str, flat['labels_csv_lines'][:10]))}"
+        + (", ..." if sum(counts.values()) > 10 else "")
+        + "; all counted in data/processed/summary.json, flat_images) and remove them from labels.csv if broken.",
+        "",
+    ]
+
+
 def _channel_text(channels: dict | None) -> str:
     """What preprocess did with colour, said when the data is colour or some images were converted (a grey
     dataset's report reads as before)."""
@@ -426,7 +443,8 @@ def data_lines(summary: dict, synthetic_rows: list[dict], generation: dict) -> l
     for split, info in summary["splits"].items():
         lines.append(f"| {split} | {info['patients']} | " + " | ".join(str(info["images"][c]) for c in classes) + " |")
     lines += ["", f"Splits: {summary.get('split_source', 'patient-level stratified split')}.", ""]
-    lines += twin_lines(summary.get("near_twins", {})) + skipped_lines(summary.get("skipped", []))
+    lines += twin_lines(summary.get("near_twins", {})) + flat_lines(summary.get("flat_images", {}))
+    lines += skipped_lines(summary.get("skipped", []))
     generated = Counter(r["label"] for r in synthetic_rows)
     samplers = sorted({r["sampler"] for r in synthetic_rows}) or ["none"]
     lines += [
