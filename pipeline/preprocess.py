@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from pipeline.config import PreprocessConfig, load_section
 from pipeline.io.arrays import SPLITS, SplitData, save_split, write_csv, write_json
 from pipeline.io.atomic import atomic_dir
-from pipeline.io.errors import DatasetTooSmallError, MedaugInputError
+from pipeline.io.errors import DatasetTooSmallError, InsufficientSpaceError, MedaugInputError
 from pipeline.io.manifest import ManifestRow, check_manifest, read_manifest
 from pipeline.plots import image_grid
 from pipeline.preparation import Sample, pseudonymise, row_samples, target_channels, to_channels
@@ -43,6 +44,7 @@ __all__ = [
     "preprocess_dataset",
     "near_twins",
     "flat_images",
+    "check_free_space",
     "main",
 ]
 
@@ -292,6 +294,23 @@ def _draw_closest(twins: dict, splits: dict[str, SplitData], path: Path) -> None
     image_grid(path, rows)
 
 
+def check_free_space(out_dir: Path, splits: dict[str, SplitData], free: int | None = None) -> int:
+    """Refuse (:class:`InsufficientSpaceError`, with the numbers) when the split files would not fit in ``free`` bytes
+    (default: what the disk holding ``out_dir`` has free) with a 10 % margin; return the bytes they need. The new
+    folder is built beside the old one, so the old outputs' space is not counted as free."""
+    needed = int(1.1 * sum(d.images.nbytes + d.labels.nbytes + d.patients.nbytes for d in splits.values()))
+    if free is None:
+        existing = next(p for p in [out_dir.resolve(), *out_dir.resolve().parents] if p.exists())
+        free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise InsufficientSpaceError(
+            f"{out_dir}: the processed dataset needs {needed / 2**20:,.1f} MiB (with a 10 % margin), the disk has "
+            f"{free / 2**20:,.1f} MiB free; free some space, point paths.processed at a larger disk, or lower "
+            "preprocess.size"
+        )
+    return needed
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg: PreprocessConfig = load_section("preprocess")
@@ -299,6 +318,7 @@ def main() -> None:
     out_dir = Path(load_section("paths").processed)
     try:
         splits, manifest, summary = preprocess_dataset(root, cfg)
+        check_free_space(out_dir, splits)
     except MedaugInputError as err:
         hint = " (or set preprocess.on_error: skip to leave such files out)" if cfg.on_error == "fail" else ""
         logger.error("preprocess stopped, nothing was written: %s%s", err, hint)

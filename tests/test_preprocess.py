@@ -376,3 +376,16 @@ def test_images_constant_along_an_axis_are_counted_with_their_lines():
     assert found["images"] == {"train": 1, "val": 0, "test": 0} and found["labels_csv_lines"] == [4]
     colour = {"train": SplitData(blank, np.array([0]), np.array(["p"]), ("a", "b"))}
     assert flat_images(colour, {"train": [9]})["labels_csv_lines"] == [9]
+
+
+def test_a_dataset_larger_than_the_free_disk_space_is_refused_before_writing(tmp_path):
+    from pipeline.io.errors import InsufficientSpaceError
+    from pipeline.preprocess import check_free_space
+
+    images = np.zeros((100, 1, 64, 64), np.float32)  # 1.6 MB
+    splits = {"train": _split(images, np.zeros(100, int))}
+    out = tmp_path / "not" / "yet" / "processed"
+    needed = check_free_space(out, splits)  # this disk has room; the folder need not exist yet
+    assert needed >= images.nbytes and not out.exists()
+    with pytest.raises(InsufficientSpaceError, match=r"needs 1.7 MiB .* the disk has 0.8 MiB free.*paths.processed"):
+        check_free_space(out, splits, free=images.nbytes // 2)

@@ -67,3 +67,7 @@ class PathOutsideRootError(ManifestError):
 
 class DatasetTooSmallError(MedaugInputError):
     """Too few patients or classes to make stratified patient-level splits."""
+
+
+class InsufficientSpaceError(MedaugInputError):
+    """The output would not fit on its disk: refused before anything is written."""
