@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -60,6 +61,20 @@ def measure(command: list[str], cwd: Path) -> tuple[float, float]:
     else:
         kib = int(done.stderr.strip().splitlines()[-1])
     return seconds, kib / 1024
+
+
+@contextmanager
+def scratch_folder(prefix: str, keep: bool):
+    """A temporary folder for a benchmark's projects and datasets: removed afterwards, or with ``keep`` left in
+    place and its path printed."""
+    scratch = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield scratch
+    finally:
+        if keep:
+            print(f"\nscratch folder kept: {scratch}")
+        else:
+            shutil.rmtree(scratch)
 
 
 def scratch_project(folder: Path) -> Path:
@@ -118,14 +133,8 @@ def main() -> None:
     args = parser.parse_args()
     demo = yaml.safe_load((ROOT / "params.yaml").read_text())["demo_data"]
     workers = yaml.safe_load((ROOT / "params.yaml").read_text())["preprocess"]["workers"]
-    scratch = Path(tempfile.mkdtemp(prefix="medaug-bench-memory-"))
-    try:
+    with scratch_folder("medaug-bench-memory-", args.keep) as scratch:
         results = run_cases(scratch, demo["n_patients"] * args.scale, args.scale, args.repro)
-    finally:
-        if args.keep:
-            print(f"\nscratch folder kept: {scratch}")
-        else:
-            shutil.rmtree(scratch)
     how = "/usr/bin/time -v" if GNU_TIME.exists() else "getrusage(RUSAGE_CHILDREN)"
     print(f"\npeak RSS of the largest process ({how}); {os.cpu_count()} cores; preprocess.workers: {workers}")
     columns = ["rows", "files", "images", "raw MiB", "output MiB", "wall s", "peak RSS MiB"]

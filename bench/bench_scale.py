@@ -19,14 +19,21 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_memory import GNU_TIME, ROOT, folder_size, measure, scratch_project, write_params  # noqa: E402
+from bench_memory import (  # noqa: E402
+    GNU_TIME,
+    ROOT,
+    folder_size,
+    measure,
+    scratch_folder,
+    scratch_project,
+    write_params,
+)
 
 STAGES = ("preprocess", "train_generator", "generate", "train_classifier", "quality")
 
@@ -101,18 +108,12 @@ def main() -> None:
     cases = {f"demo x{s}": ({"n_patients": patients * int(s)}, {}) for s in args.scales.split(",")}
     if args.px:
         cases[f"demo {args.px} px"] = ({"image_size": max(args.px, 128)}, {"size": args.px})
-    scratch = Path(tempfile.mkdtemp(prefix="medaug-bench-scale-"))
     results = {}
-    try:
+    with scratch_folder("medaug-bench-scale-", args.keep) as scratch:
         project = scratch_project(scratch / "project")
         for name, (demo, preprocess) in cases.items():
             print(f"{name}:", file=sys.stderr, flush=True)
             results[name] = run_case(project, scratch / "dataset", demo, preprocess, args.epochs)
-    finally:
-        if args.keep:
-            print(f"\nscratch folder kept: {scratch}")
-        else:
-            shutil.rmtree(scratch)
     how = "/usr/bin/time -v" if GNU_TIME.exists() else "getrusage(RUSAGE_CHILDREN)"
     print(f"\npeak RSS of the largest process ({how}); {os.cpu_count()} cores; {args.epochs} training epochs")
     print(table(results))
