@@ -197,6 +197,7 @@ def near_twins(
 
 
 FLAT_STD = 1 / 255  # flat_images: a line whose intensities vary less than one 8-bit grey level is constant
+FLAT_CHUNK = 256  # flat_images: images examined at once
 
 
 def flat_images(splits: dict[str, SplitData], lines: dict[str, list[int]], shown: int = 20) -> dict:
@@ -208,9 +209,10 @@ def flat_images(splits: dict[str, SplitData], lines: dict[str, list[int]], shown
     found: dict[str, list[int]] = {}
     for name, data in splits.items():
         flat = np.zeros(len(data), dtype=bool)
-        for axis in range(2, data.images.ndim if len(data) else 2):  # each spatial axis
-            spread = data.images.std(axis=axis).reshape(len(data), -1).max(axis=1)  # its lines' largest spread
-            flat |= spread < FLAT_STD
+        for start in range(0, len(data), FLAT_CHUNK):  # a chunk at a time: std's temporaries stay small
+            chunk = data.images[start : start + FLAT_CHUNK]
+            for axis in range(2, chunk.ndim):  # each spatial axis: its lines' largest spread
+                flat[start : start + len(chunk)] |= chunk.std(axis=axis).reshape(len(chunk), -1).max(axis=1) < FLAT_STD
         found[name] = [lines[name][i] for i in np.flatnonzero(flat)]
     every = sorted(line for found_lines in found.values() for line in found_lines)
     return {
