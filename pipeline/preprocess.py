@@ -327,7 +327,7 @@ def main() -> None:
         sys.exit(1)
     with atomic_dir(out_dir) as staging:  # built beside out_dir, renamed into place when complete
         for name, data in splits.items():
-            save_split(staging / f"{name}.npz", data)
+            save_split(staging, name, data)
         write_csv(staging / "split_manifest.csv", manifest)
         write_json(staging / "summary.json", summary)
     logger.info("preprocessed %d images from %d files: %s", summary["n_images"], summary["n_files"], summary["splits"])
