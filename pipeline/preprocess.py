@@ -6,28 +6,55 @@ channels (``preprocess.channels``: grey, or RGB when any image is colour), turns
 and splits train/val/test
 by patient, stratified by class and seeded. Patient identifiers are replaced by salted hashes before
 anything is written; the split manifest points back to the user's data by ``labels.csv`` line number.
+
+The images stream through in two passes, so memory holds a batch of images, never a split. Pass 1 reads the rows
+in manifest order (``preprocess.workers`` processes) and appends each image's pixels, with the file's own
+channels, to a scratch file in the output folder, keeping only their metadata (label, patient, line, modality,
+where the pixels lie). The split and the dataset's channels then follow from that metadata, the free disk space is
+checked against the split files' size, and pass 2 copies the pixels a chunk at a time into each split's
+``<split>_images.npy`` (converted to the dataset's channels), in split order. The scratch file is deleted before the
+folder is complete; the folder is built beside the final one and renamed into place (:func:`atomic_dir`), so an
+interrupted run leaves nothing under the final name. The checks over the written splits (:func:`near_twins`,
+:func:`flat_images`) read them a chunk at a time too.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import shutil
 import sys
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+import sklearn
 import torch
 from sklearn.metrics import pairwise_distances_argmin_min
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
 from pipeline.config import PreprocessConfig, load_section
-from pipeline.io.arrays import SPLITS, SplitData, save_split, write_csv, write_json
+from pipeline.io.arrays import (
+    SPLITS,
+    ArrayWriter,
+    DiskArray,
+    ImageArray,
+    SplitData,
+    batches,
+    load_split,
+    save_split,
+    split_paths,
+    write_csv,
+    write_json,
+)
 from pipeline.io.atomic import atomic_dir
 from pipeline.io.errors import DatasetTooSmallError, InsufficientSpaceError, MedaugInputError
 from pipeline.io.manifest import ManifestRow, check_manifest, read_manifest
@@ -40,6 +67,7 @@ __all__ = [
     "pseudonymise",
     "split_by_patient",
     "check_given_split",
+    "iter_samples",
     "load_samples",
     "preprocess_dataset",
     "near_twins",
@@ -51,6 +79,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TWIN_FRACTION = 0.25  # near_twins: a held-out image this much closer to a training image than is typical is a twin
+TWIN_CHUNK_BYTES = 32 * 2**20  # near_twins: about this many bytes of held-out and of training images at once
+WRITE_CHUNK_BYTES = 16 * 2**20  # pass 2: about this many bytes of images gathered before each write
+SCRATCH_NAME = "samples.scratch"  # pass 1's pixels, in reading order; deleted before the output folder is complete
 
 
 def split_by_patient(
@@ -119,9 +150,11 @@ def _one_thread_per_worker() -> None:
     torch.set_num_threads(1)
 
 
-def load_samples(rows: list[ManifestRow], cfg: PreprocessConfig) -> tuple[list[Sample], list[dict]]:
-    """Every row's samples in manifest order, read by ``cfg.workers`` processes, and the rows skipped with
-    their reason (``on_error: skip``; with ``fail`` the first bad row raises)."""
+def iter_samples(rows: list[ManifestRow], cfg: PreprocessConfig, skipped: list[dict]) -> Iterator[Sample]:
+    """Every row's samples in manifest order, read by ``cfg.workers`` processes and handed over as they come (a row's
+    samples at a time, not the dataset); the rows skipped are appended to ``skipped`` with their reason
+    (``on_error: skip``; with ``fail`` the first bad row raises). Close the iterator (or exhaust it) to stop the
+    workers."""
     workers = min(cfg.workers or os.cpu_count() or 1, len(rows))
     if workers > 1:
         # spawn, not fork: torch's thread pools do not survive a fork safely
@@ -131,11 +164,10 @@ def load_samples(rows: list[ManifestRow], cfg: PreprocessConfig) -> tuple[list[S
         results = pool.map(partial(_try_row, cfg=cfg), rows, chunksize=max(1, len(rows) // (8 * workers)))
     else:
         pool, results = None, (_try_row(row, cfg) for row in rows)
-    samples, skipped = [], []
     try:
         for row, result in zip(rows, tqdm(results, total=len(rows), desc="preprocess", unit="file"), strict=True):
             if not isinstance(result, MedaugInputError):
-                samples += result
+                yield from result
             elif cfg.on_error == "fail":
                 raise result
             else:
@@ -144,7 +176,41 @@ def load_samples(rows: list[ManifestRow], cfg: PreprocessConfig) -> tuple[list[S
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return samples, skipped
+
+
+def load_samples(rows: list[ManifestRow], cfg: PreprocessConfig) -> tuple[list[Sample], list[dict]]:
+    """:func:`iter_samples` gathered in a list, with the rows skipped: every image in memory, for small datasets
+    and benchmarks (the stage itself streams them)."""
+    skipped: list[dict] = []
+    return list(iter_samples(rows, cfg, skipped)), skipped
+
+
+def _nearest(held: ImageArray, train: ImageArray) -> tuple[np.ndarray, np.ndarray]:
+    """Each held-out image's nearest training image (its index) and their Euclidean pixel distance, a block of each at
+    a time: the same bits as scikit-learn's ``pairwise_distances_argmin_min`` on the whole flattened arrays.
+
+    scikit-learn computes squared distances as norms plus a matrix product over blocks of
+    ``pairwise_dist_chunk_size`` rows of each array (256), each row's norm on its own; blocks here are whole
+    multiples of that, starting at multiples of it, so every product is computed over the same blocks. The squared
+    distances (float64) are compared, ties kept at the lowest training index as in scikit-learn, and the distance
+    taken at the end as it takes it for float32 data: the float32 square root of the squared distance rounded to
+    float32."""
+    block = sklearn.get_config()["pairwise_dist_chunk_size"]
+    row_bytes = max(1, math.prod(train.shape[1:]) * train.dtype.itemsize)
+    rows = max(1, TWIN_CHUNK_BYTES // (row_bytes * block)) * block
+    nearest = np.zeros(len(held), dtype=np.intp)
+    best = np.full(len(held), np.inf)
+    for start, held_chunk in batches(held, rows):
+        x = held_chunk.reshape(len(held_chunk), -1)
+        here = slice(start, start + len(x))
+        for train_start, train_chunk in batches(train, rows):
+            index, squared = pairwise_distances_argmin_min(
+                x, train_chunk.reshape(len(train_chunk), -1), metric_kwargs={"squared": True}
+            )
+            closer = squared < best[here]  # strictly: an equal distance further on keeps the earlier index
+            best[here][closer] = squared[closer]
+            nearest[here][closer] = index[closer] + train_start
+    return nearest, np.sqrt(best.astype(np.float32)).astype(np.float64)
 
 
 def near_twins(
@@ -159,13 +225,13 @@ def near_twins(
     training twin, every twin pair closest first (split, index, nearest training index, their labels.csv lines
     in ``lines``, RMS distance, whether the labels agree) and, twins or not, the ``shown`` closest pairs."""
     train = splits["train"]
-    flat = train.images.reshape(len(train), -1)
+    features = math.prod(train.images.shape[1:])
     found = {}
     for name in ("val", "test"):
         held = splits[name]
-        if len(held) and len(train):
-            nearest, distance = pairwise_distances_argmin_min(held.images.reshape(len(held), -1), flat)
-            found[name] = (nearest, distance / np.sqrt(flat.shape[1]))
+        if len(held) and len(train):  # a chunk of each at a time (_nearest), never a whole split
+            nearest, distance = _nearest(held.images, train.images)
+            found[name] = (nearest, distance / np.sqrt(features))
     if not found:
         return {"threshold_rms": None, "pairs": [], "closest": []}
     threshold = fraction * float(np.median(np.concatenate([d for _, d in found.values()])))
@@ -222,43 +288,159 @@ def flat_images(splits: dict[str, SplitData], lines: dict[str, list[int]], shown
     }
 
 
-def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, SplitData], list[dict], dict]:
-    """Core of the stage: return the split arrays, the split manifest rows and the summary."""
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """What pass 1 keeps of an image: its sample's metadata and where its pixels lie in the scratch file."""
+
+    label: str
+    patient: str
+    line: int
+    modality: str
+    split: str | None
+    source: str
+    shape: tuple[int, ...]  # (C, *spatial) with the file's own channels
+    dtype: str
+    offset: int  # bytes from the start of the scratch file
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+
+def _read_to_scratch(rows: list[ManifestRow], cfg: PreprocessConfig, scratch: Path) -> tuple[list[_Record], list]:
+    """Pass 1: every row's images (:func:`iter_samples`) appended to ``scratch`` as they come, as they are; their
+    records, and the rows skipped."""
+    records, skipped, offset = [], [], 0
+    samples = iter_samples(rows, cfg, skipped)
+    try:
+        with open(scratch, "wb") as fh:
+            for s in samples:
+                pixels = np.ascontiguousarray(s.image)
+                fh.write(pixels.data)
+                records.append(
+                    _Record(
+                        s.label,
+                        s.patient,
+                        s.line,
+                        s.modality,
+                        s.split,
+                        s.source,
+                        pixels.shape,
+                        pixels.dtype.str,
+                        offset,
+                    )
+                )
+                offset += pixels.nbytes
+    finally:
+        samples.close()  # stops the worker processes when a row fails
+    return records, skipped
+
+
+def _write_images(path: Path, scratch: int, records: list[_Record], image_shape: tuple[int, ...]) -> DiskArray:
+    """Pass 2: the images of ``records``, in that order and with ``image_shape[0]`` channels, from the scratch file
+    (descriptor ``scratch``) into the float32 ``.npy`` at ``path``, a chunk at a time."""
+    rows = max(1, WRITE_CHUNK_BYTES // (math.prod(image_shape) * 4))
+    with ArrayWriter(path, (len(records), *image_shape), np.float32) as out:
+        for start in range(0, len(records), rows):
+            part = records[start : start + rows]
+            chunk = np.empty((len(part), *image_shape), np.float32)
+            for k, record in enumerate(part):
+                raw = os.pread(scratch, record.nbytes, record.offset)
+                if len(raw) != record.nbytes:
+                    raise OSError(f"{path}: the scratch file of pass 1 ends early; run preprocess again")
+                image = np.frombuffer(raw, record.dtype).reshape(record.shape)
+                chunk[k] = to_channels(image, image_shape[0])  # float32 as np.stack(..., dtype=float32) made it
+            out.append(chunk)
+    return DiskArray(path)
+
+
+def _split_nbytes(labels: np.ndarray, patients: np.ndarray, image_shape: tuple[int, ...]) -> int:
+    """Bytes of a split's arrays: float32 images of ``image_shape``, int64 labels and the ``patients`` strings."""
+    return len(labels) * (math.prod(image_shape) * 4 + 8) + patients.nbytes
+
+
+def preprocess_dataset(
+    root: Path,
+    cfg: PreprocessConfig,
+    folder: Path | None = None,
+    *,
+    destination: Path | None = None,
+    free: int | None = None,
+) -> tuple[dict[str, SplitData], list[dict], dict]:
+    """Core of the stage: write each split's images and labels into ``folder`` (:func:`save_split`'s files) and
+    return the splits (images read from those files, :class:`DiskArray`), the split manifest rows and the summary.
+
+    The images stream in two passes through a scratch file in ``folder`` (see the module's docstring), deleted
+    before returning or on an error. Free disk space is checked (:func:`check_free_space`, ``free`` bytes or what
+    the disk of ``folder`` has, in the name of ``destination``, the folder ``folder`` will become) before reading,
+    for the least the rows could make, and again before the split files are written, for their size. Without
+    ``folder`` the work is done in a temporary folder and the splits are returned in memory (small datasets and
+    tests)."""
+    if folder is None:
+        with tempfile.TemporaryDirectory(prefix="medaug-preprocess-") as tmp:
+            splits, manifest, summary = preprocess_dataset(root, cfg, Path(tmp), destination=destination, free=free)
+            splits = {name: replace(data, images=np.asarray(data.images)) for name, data in splits.items()}
+            return splits, manifest, summary
+    folder, named = Path(folder), Path(destination or folder)
     if cfg.on_error == "fail":
         rows, problems = read_manifest(root), []
     else:
         rows, problems = check_manifest(root)
-    samples, skipped = load_samples(rows, cfg)
-    channels = target_channels(cfg.channels, (s.image.shape[0] for s in samples))
-    converted = Counter(f"{s.image.shape[0]} to {channels}" for s in samples if s.image.shape[0] != channels)
-    for sample in samples:
-        sample.image = to_channels(sample.image, channels)
-    skipped = [{"reason": p} for p in problems] + skipped
-    labels = np.array([s.label for s in samples])
-    patients = np.array([s.patient for s in samples])
-    fixed = all(s.split for s in samples)
-    if fixed:
-        split = check_given_split(labels, patients, np.array([s.split for s in samples]))
-    else:
-        split = split_by_patient(labels, patients, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    classes = tuple(sorted({str(label) for label in labels}))
-    splits, manifest, lines = {}, [], {}
-    for name in SPLITS:
-        idx = np.flatnonzero(split == name)
-        splits[name] = SplitData(
-            images=np.stack([samples[i].image for i in idx], dtype=np.float32),  # one copy, not two
-            labels=np.array([classes.index(labels[i]) for i in idx], dtype=np.int64),
-            patients=patients[idx],
-            classes=classes,
-        )
-        manifest += [
-            {"split": name, "index": j, "patient": patients[i], "label": labels[i], "labels_csv_line": samples[i].line}
-            for j, i in enumerate(idx)
-        ]
-        lines[name] = [samples[i].line for i in idx]
+    # each row makes at least one image, written twice (the scratch file, then its split) with one channel or more
+    least_channels = 3 if cfg.channels == 3 else 1
+    least = len(rows) * (1 + least_channels) * cfg.size**cfg.spatial_dims * 4
+    check_free_space(named, least, free, space_of=folder, at_least=True)
+    scratch = folder / SCRATCH_NAME
+    try:
+        records, skipped = _read_to_scratch(rows, cfg, scratch)
+        channels = target_channels(cfg.channels, (r.shape[0] for r in records))
+        converted = Counter(f"{r.shape[0]} to {channels}" for r in records if r.shape[0] != channels)
+        skipped = [{"reason": p} for p in problems] + skipped
+        labels = np.array([r.label for r in records])
+        patients = np.array([r.patient for r in records])
+        fixed = all(r.split for r in records)
+        if fixed:
+            split = check_given_split(labels, patients, np.array([r.split for r in records]))
+        else:
+            split = split_by_patient(labels, patients, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        if not records:
+            raise DatasetTooSmallError("no image was read from labels.csv's rows")
+        spatial = {r.shape[1:] for r in records}
+        if len(spatial) > 1:
+            raise ValueError(f"images of several sizes after resizing: {sorted(spatial)}")
+        image_shape = (channels, *spatial.pop())
+        classes = tuple(sorted({str(label) for label in labels}))
+        index = {name: np.flatnonzero(split == name) for name in SPLITS}
+        split_labels = {
+            name: np.array([classes.index(labels[i]) for i in idx], dtype=np.int64) for name, idx in index.items()
+        }
+        needed = sum(_split_nbytes(split_labels[name], patients[idx], image_shape) for name, idx in index.items())
+        check_free_space(named, needed, free, space_of=folder)
+        splits, manifest, lines = {}, [], {}
+        fd = os.open(scratch, os.O_RDONLY)
+        try:
+            for name, idx in index.items():
+                images = _write_images(split_paths(folder, name)[0], fd, [records[i] for i in idx], image_shape)
+                splits[name] = SplitData(images, split_labels[name], patients[idx], classes)
+                save_split(folder, name, splits[name], images_written=True)
+                manifest += [
+                    {
+                        "split": name,
+                        "index": j,
+                        "patient": patients[i],
+                        "label": labels[i],
+                        "labels_csv_line": records[i].line,
+                    }
+                    for j, i in enumerate(idx)
+                ]
+                lines[name] = [records[i].line for i in idx]
+        finally:
+            os.close(fd)
+    finally:
+        scratch.unlink(missing_ok=True)
     summary = {
         "n_files": len(rows),
-        "n_images": len(samples),
+        "n_images": len(records),
         "classes": list(classes),
         "image_size": [channels] + [cfg.size] * cfg.spatial_dims,
         "channels": {
@@ -267,8 +449,8 @@ def preprocess_dataset(root: Path, cfg: PreprocessConfig) -> tuple[dict[str, Spl
             "converted": dict(converted),  # images whose channels were converted, e.g. {"3 to 1": 12}
         },
         "spacing_mm": list(cfg.spacing) if cfg.spacing is not None else "as in the files (resized to image_size)",
-        "modalities": dict(Counter(s.modality for s in samples)),
-        "formats": dict(Counter(s.source for s in {s.line: s for s in samples}.values())),
+        "modalities": dict(Counter(r.modality for r in records)),
+        "formats": dict(Counter(r.source for r in {r.line: r for r in records}.values())),
         "splits": {
             name: {"images": splits[name].counts(), "patients": len(set(splits[name].patients))} for name in SPLITS
         },
@@ -296,19 +478,23 @@ def _draw_closest(twins: dict, splits: dict[str, SplitData], path: Path) -> None
     image_grid(path, rows)
 
 
-def check_free_space(out_dir: Path, splits: dict[str, SplitData], free: int | None = None) -> int:
-    """Refuse (:class:`InsufficientSpaceError`, with the numbers) when the split files would not fit in ``free`` bytes
-    (default: what the disk holding ``out_dir`` has free) with a 10 % margin; return the bytes they need. The new
-    folder is built beside the old one, so the old outputs' space is not counted as free."""
-    needed = int(1.1 * sum(d.images.nbytes + d.labels.nbytes + d.patients.nbytes for d in splits.values()))
+def check_free_space(
+    out_dir: Path, nbytes: int, free: int | None = None, space_of: Path | None = None, at_least: bool = False
+) -> int:
+    """Refuse (:class:`InsufficientSpaceError`, with the numbers) when ``nbytes`` (the files about to be written to
+    ``out_dir``) would not fit in ``free`` bytes (default: what the disk holding ``space_of``, or ``out_dir``, has
+    free) with a 10 % margin; return the bytes needed. ``at_least``: ``nbytes`` is a lower bound (before reading).
+    The new folder is built beside the old one, so the old outputs' space is not counted as free."""
+    needed = int(1.1 * nbytes)
     if free is None:
-        existing = next(p for p in [out_dir.resolve(), *out_dir.resolve().parents] if p.exists())
+        where = Path(space_of or out_dir).resolve()
+        existing = next(p for p in [where, *where.parents] if p.exists())
         free = shutil.disk_usage(existing).free
     if needed > free:
         raise InsufficientSpaceError(
-            f"{out_dir}: the processed dataset needs {needed / 2**20:,.1f} MiB (with a 10 % margin), the disk has "
-            f"{free / 2**20:,.1f} MiB free; free some space, point paths.processed at a larger disk, or lower "
-            "preprocess.size"
+            f"{out_dir}: the processed dataset needs {'at least ' if at_least else ''}{needed / 2**20:,.1f} MiB "
+            f"(with a 10 % margin), the disk has {free / 2**20:,.1f} MiB free; free some space, point "
+            "paths.processed at a larger disk, or lower preprocess.size"
         )
     return needed
 
@@ -319,17 +505,14 @@ def main() -> None:
     root = Path(load_section("data").root)
     out_dir = Path(load_section("paths").processed)
     try:
-        splits, manifest, summary = preprocess_dataset(root, cfg)
-        check_free_space(out_dir, splits)
+        with atomic_dir(out_dir) as staging:  # built beside out_dir, renamed into place when complete
+            _, manifest, summary = preprocess_dataset(root, cfg, staging, destination=out_dir)
+            write_csv(staging / "split_manifest.csv", manifest)
+            write_json(staging / "summary.json", summary)
     except MedaugInputError as err:
         hint = " (or set preprocess.on_error: skip to leave such files out)" if cfg.on_error == "fail" else ""
         logger.error("preprocess stopped, nothing was written: %s%s", err, hint)
         sys.exit(1)
-    with atomic_dir(out_dir) as staging:  # built beside out_dir, renamed into place when complete
-        for name, data in splits.items():
-            save_split(staging, name, data)
-        write_csv(staging / "split_manifest.csv", manifest)
-        write_json(staging / "summary.json", summary)
     logger.info("preprocessed %d images from %d files: %s", summary["n_images"], summary["n_files"], summary["splits"])
     twins = summary["near_twins"]
     if twins["pairs"]:
@@ -349,6 +532,7 @@ def main() -> None:
             ", ".join(map(str, flat["labels_csv_lines"][:5])),
             out_dir / "summary.json",
         )
+    splits = {name: load_split(out_dir, name) for name in SPLITS}  # where the staging folder's files now are
     _draw_closest(summary["near_twins"], splits, Path(load_section("paths").reports) / "figures" / "split_twins.png")
     if summary["skipped"]:
         logger.warning("%d manifest row(s) skipped, listed in %s", len(summary["skipped"]), out_dir / "summary.json")

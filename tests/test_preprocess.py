@@ -382,10 +382,78 @@ def test_a_dataset_larger_than_the_free_disk_space_is_refused_before_writing(tmp
     from pipeline.io.errors import InsufficientSpaceError
     from pipeline.preprocess import check_free_space
 
-    images = np.zeros((100, 1, 64, 64), np.float32)  # 1.6 MB
-    splits = {"train": _split(images, np.zeros(100, int))}
+    nbytes = 100 * 64 * 64 * 4 + 100 * 8  # 100 float32 images of 64 x 64 and their labels: 1.6 MB
     out = tmp_path / "not" / "yet" / "processed"
-    needed = check_free_space(out, splits)  # this disk has room; the folder need not exist yet
-    assert needed >= images.nbytes and not out.exists()
+    needed = check_free_space(out, nbytes)  # this disk has room; the folder need not exist yet
+    assert needed >= nbytes and not out.exists()
     with pytest.raises(InsufficientSpaceError, match=r"needs 1.7 MiB .* the disk has 0.8 MiB free.*paths.processed"):
-        check_free_space(out, splits, free=images.nbytes // 2)
+        check_free_space(out, nbytes, free=nbytes // 2)
+    with pytest.raises(InsufficientSpaceError, match=r"needs at least 1.7 MiB"):
+        check_free_space(out, nbytes, free=nbytes // 2, at_least=True)
+
+
+def test_preprocess_streams_into_the_folder_and_leaves_only_the_split_files(tiny_dataset, tmp_path):
+    """With a folder, the splits are written there (images read back from disk, a chunk at a time), the same as the
+    in-memory result, and pass 1's scratch file is gone."""
+    from pipeline.io.arrays import DiskArray, load_split
+
+    in_memory, manifest, summary = preprocess_dataset(tiny_dataset, TINY_PREPROCESS)
+    on_disk, manifest_disk, summary_disk = preprocess_dataset(tiny_dataset, TINY_PREPROCESS, tmp_path)
+    assert summary_disk == summary and manifest_disk == manifest
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{name}{suffix}" for name in ("train", "val", "test") for suffix in (".npz", "_images.npy")
+    )
+    for name, data in on_disk.items():
+        assert isinstance(data.images, DiskArray)
+        stored = load_split(tmp_path, name)
+        assert np.array_equal(np.asarray(stored.images), in_memory[name].images)
+        assert np.array_equal(stored.labels, in_memory[name].labels) and stored.classes == in_memory[name].classes
+
+
+@pytest.mark.parametrize(
+    ("free", "message"),
+    [
+        (100_000, r"needs at least 0\.2 MiB"),  # below one image per row (24 rows), twice: refused before reading
+        (300_000, r"needs 0\.4 MiB"),  # room for that, not for the 96 slices: refused before writing the splits
+    ],
+)
+def test_preprocess_refuses_a_full_disk_before_writing_the_splits(tmp_path, free, message):
+    """24 volumes of 4 slices (2D run): 24 images at least before reading, 96 of 32 x 32 after it."""
+    from pipeline.config import DemoDataConfig
+    from pipeline.demo_data import write_demo_dataset
+    from pipeline.io.errors import InsufficientSpaceError
+
+    volumes = {**TINY_DEMO.__dict__, "layout": "volumes", "slices_per_patient": 4}
+    write_demo_dataset(tmp_path / "vol", DemoDataConfig(**volumes))
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InsufficientSpaceError, match=r"data/processed: the processed dataset " + message):
+        preprocess_dataset(tmp_path / "vol", TINY_PREPROCESS, out, destination=Path("data/processed"), free=free)
+    assert list(out.iterdir()) == []  # no split file, and the scratch file removed
+
+
+def test_near_twins_over_chunks_give_scikit_learns_pairs_and_distances_bit_for_bit(tmp_path, monkeypatch):
+    """Held-out and training images read a block of 256 at a time from disk (3 training blocks, 2 held-out ones):
+    the same nearest indices and distances as one pairwise_distances_argmin_min call on the whole arrays, ties
+    (a training image stored twice, in two blocks) going to the lowest index."""
+    from sklearn.metrics import pairwise_distances_argmin_min
+
+    import pipeline.preprocess as preprocess
+    from pipeline.io.arrays import ArrayWriter, DiskArray
+
+    rng = np.random.default_rng(0)
+    train = rng.uniform(size=(600, 1, 8, 8)).astype(np.float32)
+    held = rng.uniform(size=(300, 1, 8, 8)).astype(np.float32)
+    train[520] = train[10]  # the same image in the first and the last block
+    held[270] = train[10] + 0.001
+    held[3] = train[599]
+    arrays = {}
+    for name, images in (("train", train), ("held", held)):
+        with ArrayWriter(tmp_path / f"{name}.npy", images.shape) as out:
+            out.append(images)
+        arrays[name] = DiskArray(tmp_path / f"{name}.npy")
+    monkeypatch.setattr(preprocess, "TWIN_CHUNK_BYTES", 1)  # the least: one block of 256 rows
+    nearest, distance = preprocess._nearest(arrays["held"], arrays["train"])
+    expected_nearest, expected_distance = pairwise_distances_argmin_min(held.reshape(300, -1), train.reshape(600, -1))
+    assert np.array_equal(nearest, expected_nearest) and np.array_equal(distance, expected_distance)
+    assert nearest[270] == 10 and nearest[3] == 599
