@@ -105,7 +105,11 @@ def bench_preprocess(project: Path, data: Path, demo: dict) -> dict:
     seconds, peak = measure([sys.executable, "-m", "pipeline.preprocess"], project)
     summary = json.loads((project / "data/processed/summary.json").read_text())
     files, raw_mib = folder_size(data)
-    processed = sum((project / "data/processed" / f"{s}.npz").stat().st_size for s in ("train", "val", "test"))
+    processed = sum(
+        (project / "data/processed" / f"{s}{suffix}").stat().st_size
+        for s in ("train", "val", "test")
+        for suffix in (".npz", "_images.npy")  # labels, images
+    )
     shutil.rmtree(data)
     return {
         "rows": summary["n_files"],

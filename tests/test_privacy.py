@@ -67,7 +67,8 @@ def n_rows(root: Path) -> int:
 def assert_no_marker(project: Path, done: subprocess.CompletedProcess, markers: Markers) -> None:
     outputs = [p for p in project.rglob("*") if p.is_file()]
     processed = Path(yaml.safe_load((project / "params.yaml").read_text())["paths"]["processed"])
-    assert {p.name for p in processed.iterdir()} >= {"train.npz", "val.npz", "test.npz", "summary.json"}
+    splits = {f"{name}{suffix}" for name in ("train", "val", "test") for suffix in (".npz", "_images.npy")}
+    assert {p.name for p in processed.iterdir()} >= splits | {"summary.json"}
     blobs = [b for p in outputs for b in blobs_of(p)]
     blobs += [text_blob("stdout", done.stdout), text_blob("stderr", done.stderr)]
     found = find_markers(blobs, markers)
