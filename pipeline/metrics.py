@@ -1,10 +1,16 @@
 """Classification metrics on fixed predictions (scikit-learn), decision thresholds chosen on validation,
 summaries over seeds with bootstrap confidence intervals, and the k-nearest-neighbour radii of feature sets (the
-balls of precision/recall/density/coverage and of the manifold filter)."""
+balls of precision/recall/density/coverage and of the manifold filter).
+
+Distances between two sets of rows come a block at a time (:func:`distance_blocks`): at most :data:`BLOCK_ROWS`
+rows of each set, and at most :data:`CHUNK_BYTES` of float64 per side, so memory is bounded by the block, never by
+the number of rows (the quality stage compares tens of thousands of images and feature vectors). Each block holds
+the numbers the whole matrix would: every distance is scikit-learn's ``pairwise_distances`` of that pair (rows
+cut into even spans, never a sliver of one or two rows, which BLAS would multiply by another kernel)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 from scipy.stats import rankdata, ttest_rel
@@ -33,7 +39,14 @@ __all__ = [
     "minority_classes",
     "mean_curves",
     "knn_radii",
+    "BLOCK_ROWS",
+    "CHUNK_BYTES",
+    "spans",
+    "distance_blocks",
 ]
+
+BLOCK_ROWS = 1024  # rows of each set in one block of distances at most (1024 x 1024 float64: 8 MiB)
+CHUNK_BYTES = 32 * 2**20  # float64 bytes of one set's rows in a block at most (1024 rows of 64 x 64 pixels)
 
 
 def minority_classes(counts: dict[str, int]) -> list[str]:
@@ -240,9 +253,58 @@ def mean_curves(
     return np.mean(tprs, axis=0), np.mean(precisions, axis=0)
 
 
-def knn_radii(points: np.ndarray, k: int) -> np.ndarray:
+def spans(n: int, most: int) -> list[slice]:
+    """``range(n)`` as consecutive slices of at most ``most`` rows, as even as possible (sizes differ by one at most):
+    1026 rows by 1024 are 513 + 513, not 1024 + 2."""
+    count = -(-n // max(most, 1))
+    return [slice(n * i // count, n * (i + 1) // count) for i in range(count)]
+
+
+def block_rows(row_size: int) -> int:
+    """Rows per block of sets whose rows hold ``row_size`` values: :data:`BLOCK_ROWS`, fewer for wide rows (at most
+    :data:`CHUNK_BYTES` of float64), at least one."""
+    return max(1, min(BLOCK_ROWS, CHUNK_BYTES // (8 * max(row_size, 1))))
+
+
+def distance_blocks(
+    queries, references, prepare: Callable[[np.ndarray], np.ndarray] = np.asarray, rows: int | None = None
+) -> Iterator[tuple[slice, slice, np.ndarray]]:
+    """The Euclidean distances of rows of ``queries`` to rows of ``references`` a block at a time: ``(q, r, block)``,
+    ``block = pairwise_distances(prepare(queries[q]), prepare(references[r]))``, for every pair of spans (queries
+    outer). Both sets are anything indexed by a slice of rows (an ndarray, a
+    :class:`~pipeline.io.arrays.DiskArray`); ``prepare`` turns the rows read into the float64 ``(rows, D)`` that is
+    compared. ``rows`` (per set and block) defaults to :func:`block_rows` of a row's size. The references are
+    prepared once when they fit in one block, else once per span of queries."""
+    row_size = int(np.prod(queries.shape[1:], dtype=np.int64))
+    rows = rows or block_rows(row_size)
+    ref_spans = spans(len(references), rows)
+    whole = prepare(references[ref_spans[0]]) if len(ref_spans) == 1 else None
+    for q in spans(len(queries), rows):
+        x = prepare(queries[q])
+        for r in ref_spans:
+            yield q, r, pairwise_distances(x, whole if whole is not None else prepare(references[r]))
+
+
+def knn_radii(points: np.ndarray, k: int, rows: int | None = None) -> np.ndarray:
     """Each row's Euclidean distance to its k-th nearest neighbour among the other rows of ``points`` (N, D): the
-    radius of its k-nearest-neighbour ball (Naeem et al. 2020). Needs ``1 <= k < N``."""
-    if not 1 <= k < len(points):
-        raise ValueError(f"k must be between 1 and the number of points less one ({len(points) - 1}), got {k}")
-    return np.sort(pairwise_distances(points), axis=1)[:, k]  # column 0 is the point itself
+    radius of its k-nearest-neighbour ball (Naeem et al. 2020). Needs ``1 <= k < N``.
+
+    Up to ``rows`` points (default :func:`block_rows`), from their whole distance matrix, as always; more, a block
+    of ``rows`` x ``rows`` distances at a time (:func:`distance_blocks`), keeping each row's k + 1 smallest: the same
+    numbers up to BLAS's last bit (the whole matrix of a set with itself goes through another BLAS routine, syrk)."""
+    n = len(points)
+    if not 1 <= k < n:
+        raise ValueError(f"k must be between 1 and the number of points less one ({n - 1}), got {k}")
+    rows = rows or block_rows(int(np.prod(points.shape[1:], dtype=np.int64)))
+    if n <= rows:
+        return np.sort(pairwise_distances(points), axis=1)[:, k]  # column 0 is the point itself
+    radii = np.empty(n)
+    nearest: dict[int, np.ndarray] = {}  # span start: its rows' k + 1 smallest distances so far
+    for q, r, block in distance_blocks(points, points, rows=rows):
+        same = np.arange(max(q.start, r.start), min(q.stop, r.stop))
+        block[same - q.start, same - r.start] = 0.0  # a point's distance to itself, as for the whole matrix
+        kept = np.concatenate([nearest[q.start], block], axis=1) if q.start in nearest else block
+        nearest[q.start] = np.partition(kept, k, axis=1)[:, : k + 1] if kept.shape[1] > k + 1 else kept
+        if r.stop == n:
+            radii[q] = np.partition(nearest.pop(q.start), k, axis=1)[:, k]
+    return radii

@@ -28,6 +28,11 @@ classes' fidelity then shows.
 The **memorisation audit** takes every synthetic image's distance to its nearest training image, in pixels (root
 mean square difference) and in features, against the same distance from each held-out real image; a synthetic
 image closer than the ``quality.copy_quantile`` quantile of the held-out distances is flagged as a near-copy.
+
+Memory is bounded by batches and blocks, not by the number of images: images are read from disk a batch at a time
+(features, predictions, the pixel audit's rows), class subsets are views of their rows (``SplitData.select``), and
+distances come a block of rows at a time (:func:`pipeline.metrics.distance_blocks`) into running minima, counts and
+nearest neighbours; only the feature vectors (N x feature size) of every set are held whole.
 """
 
 from __future__ import annotations
@@ -39,16 +44,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import linalg
-from sklearn.metrics import pairwise_distances
 
 from pipeline.config import GenerateConfig, QualityConfig, TrainClassifierConfig, load_section
 from pipeline.generators import Generator, load_generator
 from pipeline.generators.samplers import SAMPLERS
 from pipeline.generators.sampling import sample_images
 from pipeline.generators.selection import features
-from pipeline.io.arrays import SplitData, load_split, read_json, write_json
+from pipeline.io.arrays import ImageArray, Rows, SplitData, load_split, read_json, write_json
 from pipeline.io.synthetic import read_synthetic
-from pipeline.metrics import choose_threshold, knn_radii, predict_labels
+from pipeline.metrics import choose_threshold, distance_blocks, knn_radii, predict_labels
 from pipeline.models.classifier import REAL_CLASSIFIER, load_real_classifier, predict_proba
 from pipeline.plots import distance_histograms, image_grid
 from pipeline.runtime import compute_device, run_stage
@@ -58,6 +62,8 @@ __all__ = [
     "prdc",
     "nearest_distances",
     "memorisation",
+    "pixel_rows",
+    "image_features",
     "ClassCaller",
     "class_quality",
     "sampler_quality",
@@ -68,6 +74,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PER_SAMPLER_MAX = 500  # fresh samples per sampler and class at most (FD and PRDC settle well before this)
+FEATURE_ROWS = 16 * 256  # images per call of features(): a multiple of its batch (256), so the same batches
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -86,28 +93,44 @@ def prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
     """Precision, recall, density and coverage of ``fake`` against ``real`` features (Naeem et al. 2020): each
     point's ball reaches its k-th nearest neighbour within its own set."""
     real_radius, fake_radius = knn_radii(real, k), knn_radii(fake, k)
-    cross = pairwise_distances(real, fake)  # (real, fake)
-    inside_real = cross <= real_radius[:, None]
+    fake_inside = np.zeros(len(fake), bool)  # in some real point's ball
+    real_reached = np.zeros(len(real), bool)  # some fake point's ball holds it
+    nearest_fake = np.full(len(real), np.inf)
+    inside = np.int64(0)  # (real, fake) pairs with the fake point in the real one's ball
+    for rows, cols, cross in distance_blocks(real, fake):  # (real, fake) blocks
+        inside_real = cross <= real_radius[rows, None]
+        fake_inside[cols] |= inside_real.any(axis=0)
+        inside += inside_real.sum()
+        real_reached[rows] |= (cross <= fake_radius[None, cols]).any(axis=1)
+        nearest_fake[rows] = np.minimum(nearest_fake[rows], cross.min(axis=1))
     return {
-        "precision": float(inside_real.any(axis=0).mean()),
-        "recall": float((cross <= fake_radius[None, :]).any(axis=1).mean()),
-        "density": float(inside_real.sum() / (k * len(fake))),
-        "coverage": float((cross.min(axis=1) <= real_radius).mean()),
+        "precision": float(fake_inside.mean()),
+        "recall": float(real_reached.mean()),
+        "density": float(inside / (k * len(fake))),
+        "coverage": float((nearest_fake <= real_radius).mean()),
     }
 
 
-def nearest_distances(queries: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each query row, the Euclidean distance to its nearest reference row and that row's index."""
-    distances = pairwise_distances(queries, references)
-    nearest = distances.argmin(axis=1)
-    return distances[np.arange(len(queries)), nearest], nearest
+def nearest_distances(queries, references, prepare=np.asarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each query row, the Euclidean distance to its nearest reference row and that row's index (the first one
+    on a tie), from blocks of :func:`~pipeline.metrics.distance_blocks` (``prepare``: see there)."""
+    best = np.full(len(queries), np.inf)
+    nearest = np.zeros(len(queries), np.int64)
+    for rows, cols, distances in distance_blocks(queries, references, prepare):
+        column = distances.argmin(axis=1)
+        value = distances[np.arange(len(distances)), column]
+        better = value < best[rows]  # strictly: an earlier block keeps a tie, as argmin over the whole row would
+        best[rows] = np.where(better, value, best[rows])
+        nearest[rows] = np.where(better, column + cols.start, nearest[rows])
+    return best, nearest
 
 
-def memorisation(synthetic: np.ndarray, held_out: np.ndarray, train: np.ndarray, quantile: float) -> dict:
-    """Nearest-training-image distances of ``synthetic`` and of ``held_out`` rows (pixels or features, flattened),
-    the near-copy threshold (``quantile`` of the held-out distances) and which synthetic rows fall below it."""
-    to_train, nearest = nearest_distances(synthetic, train)
-    baseline, _ = nearest_distances(held_out, train)
+def memorisation(synthetic, held_out, train, quantile: float, prepare=np.asarray) -> dict:
+    """Nearest-training-image distances of ``synthetic`` and of ``held_out`` rows (feature vectors, or images with
+    ``prepare`` = :func:`pixel_rows`), the near-copy threshold (``quantile`` of the held-out distances) and which
+    synthetic rows fall below it. The sets may be on disk: rows are read a block at a time."""
+    to_train, nearest = nearest_distances(synthetic, train, prepare)
+    baseline, _ = nearest_distances(held_out, train, prepare)
     threshold = float(np.quantile(baseline, quantile))
     return {
         "synthetic": to_train,
@@ -153,7 +176,7 @@ def sampler_quality(
     for sampler in SAMPLERS:
         out[sampler] = {}
         for label, name in enumerate(train.classes):
-            real, own = train.images[train.labels == label], train_f[train.labels == label]
+            real, own = train.select(train.labels == label).images, train_f[train.labels == label]
             seed = cfg.seed * 1000 + label + 700  # not the pool's stream (seed * 1000 + label) nor the pictures'
             images, _ = sample_images(generator, label, min(len(real), most), seed, cfg, real, sampler=sampler)
             if min(len(images), len(own)) < 3:
@@ -169,13 +192,14 @@ def sampler_quality(
 def held_out_without_twins(val: SplitData, test: SplitData, twins: dict) -> SplitData:
     """Validation and test images together, less those preprocess found to be near-twins of a training image
     (``summary.json``'s ``near_twins``): a yardstick of new patients must not hold copies of training images, or
-    it sets the near-copy threshold inside the copies and makes real images look closer than new patients are."""
+    it sets the near-copy threshold inside the copies and makes real images look closer than new patients are.
+    The images are a view of the two splits' rows (:class:`~pipeline.io.arrays.Rows`), not a copy."""
     keep = {"val": np.ones(len(val), bool), "test": np.ones(len(test), bool)}
     for pair in twins.get("pairs", []):
         keep[pair["split"]][pair["index"]] = False
     parts = [(data, keep[name]) for name, data in (("val", val), ("test", test))]
     return SplitData(
-        np.concatenate([d.images[k] for d, k in parts]),
+        Rows([val.images, test.images], np.flatnonzero(np.concatenate([keep["val"], keep["test"]]))),
         np.concatenate([d.labels[k] for d, k in parts]),
         np.concatenate([d.patients[k] for d, k in parts]),
         val.classes,
@@ -200,8 +224,23 @@ class ClassCaller:
         return float(np.mean(self(images) == label)) if len(images) else float("nan")
 
 
-def _pixels(data: SplitData) -> np.ndarray:
-    return data.images.reshape(len(data), -1).astype(np.float64) / np.sqrt(data.images[0].size)  # RMS distance
+def pixel_rows(images: np.ndarray) -> np.ndarray:
+    """Images as float64 rows scaled so that the Euclidean distance of two rows is the images' root mean square
+    difference (the ``prepare`` of the pixel audit's blocks)."""
+    return images.reshape(len(images), -1).astype(np.float64) / np.sqrt(images[0].size)
+
+
+def image_features(model: torch.nn.Module, images: ImageArray, device) -> np.ndarray:
+    """:func:`~pipeline.generators.selection.features` of ``images`` (on disk or in memory), :data:`FEATURE_ROWS`
+    images at a time into one float64 array: the same batches of 256, without a float32 copy of every feature."""
+    if len(images) <= FEATURE_ROWS:
+        return features(model, images, device)
+    out = None
+    for start in range(0, len(images), FEATURE_ROWS):
+        part = features(model, Rows([images], np.arange(start, min(start + FEATURE_ROWS, len(images)))), device)
+        out = np.empty((len(images), part.shape[1])) if out is None else out
+        out[start : start + len(part)] = part
+    return out
 
 
 def main() -> None:
@@ -217,7 +256,8 @@ def main() -> None:
         Path(paths.synthetic) / REAL_CLASSIFIER, train.images.shape[1:], len(train.classes), clf_cfg, device
     )
     feats = {
-        name: features(model, d.images, device) for name, d in (("train", train), ("held", held), ("synth", synthetic))
+        name: image_features(model, d.images, device)
+        for name, d in (("train", train), ("held", held), ("synth", synthetic))
     }
     counts = train.counts()
     caller = ClassCaller(model, val, train.classes.index(min(counts, key=counts.get)), device)
@@ -238,8 +278,8 @@ def main() -> None:
             "synthetic_images": int(len(pick["synth"])),
             "held_out_images": int(len(pick["held"])),
             **class_quality(pick["train"], pick["held"], pick["synth"], cfg.nearest_k),
-            "fidelity": caller.fidelity(synthetic.images[synthetic.labels == label], label),
-            "held_out_fidelity": caller.fidelity(test.images[test_keep & (test.labels == label)], label),
+            "fidelity": caller.fidelity(synthetic.select(synthetic.labels == label).images, label),
+            "held_out_fidelity": caller.fidelity(test.select(test_keep & (test.labels == label)).images, label),
         }
     gen_cfg: GenerateConfig = load_section("generate")
     # fresh samples as the generator draws them, less the classifier and manifold filters: judged by this same
@@ -251,7 +291,7 @@ def main() -> None:
         generator, gen_cfg, train, train_f, model, device, cfg.nearest_k, PER_SAMPLER_MAX, caller=caller
     )
     audits = {
-        "pixels": memorisation(_pixels(synthetic), _pixels(held), _pixels(train), cfg.copy_quantile),
+        "pixels": memorisation(synthetic.images, held.images, train.images, cfg.copy_quantile, pixel_rows),
         "features": memorisation(feats["synth"], feats["held"], feats["train"], cfg.copy_quantile),
     }
     summary = {

@@ -1,8 +1,17 @@
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, pairwise_distances, roc_auc_score
 
-from pipeline.metrics import classification_metrics, knn_radii, mean_curves, minority_classes, summarise_runs
+from pipeline import metrics
+from pipeline.metrics import (
+    classification_metrics,
+    distance_blocks,
+    knn_radii,
+    mean_curves,
+    minority_classes,
+    spans,
+    summarise_runs,
+)
 
 
 def test_binary_metrics_match_scikit_learn():
@@ -150,3 +159,45 @@ def test_knn_radii_are_each_point_s_distance_to_its_k_th_nearest_other_point():
         np.testing.assert_allclose(knn_radii(points, k), expected)
     with pytest.raises(ValueError, match="k must be between 1"):
         knn_radii(points, 9)  # only 8 other points
+
+
+@pytest.mark.parametrize(
+    "n, most, sizes",
+    [
+        (1026, 1024, [513, 513]),  # no sliver of 2 rows after a full span
+        (10, 3, [2, 3, 2, 3]),  # four spans of 2 or 3
+        (5, 10, [5]),  # one span
+        (0, 4, []),  # nothing to cut
+    ],
+)
+def test_spans_cut_rows_evenly(n, most, sizes):
+    cut = spans(n, most)
+    assert [s.stop - s.start for s in cut] == sizes
+    assert [i for s in cut for i in range(s.start, s.stop)] == list(range(n))
+
+
+def test_distance_blocks_cover_the_whole_matrix_with_its_numbers():
+    rng = np.random.default_rng(5)
+    q, r = rng.normal(size=(300, 16)), rng.normal(size=(250, 16))
+    whole = np.full((300, 250), np.nan)
+    for rows, cols, block in distance_blocks(q, r, rows=120):
+        assert block.shape == (rows.stop - rows.start, cols.stop - cols.start) and block.shape[0] <= 120
+        whole[rows, cols] = block
+    np.testing.assert_allclose(whole, pairwise_distances(q, r), rtol=1e-12)  # BLAS may round blocks in another order
+    # prepare: rows read as they are stored, compared as float64 rows
+    images = q.astype(np.float32).reshape(300, 1, 4, 4)
+    flat = [b for *_, b in distance_blocks(images, images, prepare=lambda x: x.reshape(len(x), -1).astype(float))]
+    assert len(flat) == 1 and flat[0].shape == (300, 300)  # 300 rows of 16 values: one block
+
+
+def test_knn_radii_in_blocks_equal_those_of_the_whole_matrix():
+    points = np.random.default_rng(6).normal(size=(700, 8))
+    for k in (1, 5):
+        np.testing.assert_allclose(knn_radii(points, k, rows=128), knn_radii(points, k), rtol=1e-12)
+    assert knn_radii(points, 5).shape == (700,)
+
+
+def test_block_rows_bound_the_block_for_wide_rows(monkeypatch):
+    monkeypatch.setattr(metrics, "CHUNK_BYTES", 8 * 1000 * 50)
+    assert metrics.block_rows(1000) == 50 and metrics.block_rows(10) == metrics.BLOCK_ROWS
+    assert metrics.block_rows(10**9) == 1

@@ -110,3 +110,89 @@ def test_the_yardstick_leaves_out_held_out_twins_of_training_images():
     assert held.images[:, 0, 0, 0].tolist() == [0, 2, 11, 12] and held.patients.tolist() == ["p0", "p2", "p11", "p12"]
     assert held.labels.tolist() == [0, 0, 1, 0]
     assert len(held_out_without_twins(val, test, {})) == 7  # no twin check (older summary.json): all of them
+
+
+def test_prdc_in_blocks_equals_prdc_of_the_whole_matrix(monkeypatch):
+    from pipeline import metrics
+
+    rng = np.random.default_rng(9)
+    real, fake = rng.normal(size=(500, 6)), rng.normal(0.3, 1, (350, 6))
+    whole = prdc(real, fake, k=5)  # one block each
+    monkeypatch.setattr(metrics, "BLOCK_ROWS", 64)
+    assert prdc(real, fake, k=5) == whole
+
+
+def test_nearest_distances_in_blocks_keep_the_first_of_tied_references(monkeypatch):
+    from pipeline import metrics
+
+    monkeypatch.setattr(metrics, "BLOCK_ROWS", 4)
+    references = np.repeat(np.arange(5.0), 3)[:, None]  # each value three times: in different blocks of 4 rows
+    d, idx = nearest_distances(np.array([[0.1], [2.0], [4.4]]), references)
+    assert idx.tolist() == [0, 6, 12] and np.allclose(d, [0.1, 0, 0.4])
+
+
+def test_the_pixel_audit_reads_images_from_disk_in_blocks_with_the_numbers_of_flattened_copies(tmp_path, monkeypatch):
+    from pipeline import metrics
+    from pipeline.io.arrays import DiskArray
+    from pipeline.quality import pixel_rows
+
+    rng = np.random.default_rng(10)
+    sets = {name: rng.uniform(size=(n, 1, 8, 8)).astype(np.float32) for name, n in (("s", 90), ("h", 40), ("t", 70))}
+    sets["s"][:5] = sets["t"][10:15]  # five exact copies
+    disk = {}
+    for name, images in sets.items():
+        np.save(tmp_path / f"{name}.npy", images)
+        disk[name] = DiskArray(tmp_path / f"{name}.npy")
+    flat = {name: images.reshape(len(images), -1).astype(np.float64) / 8.0 for name, images in sets.items()}
+    before = memorisation(flat["s"], flat["h"], flat["t"], 0.01)  # the whole matrices, as the stage once did
+    audit = memorisation(disk["s"], disk["h"], disk["t"], 0.01, pixel_rows)
+    for key in ("synthetic", "nearest", "held_out", "flagged"):
+        assert np.array_equal(audit[key], before[key]), key
+    assert audit["threshold"] == before["threshold"] and audit["nearest"][:5].tolist() == list(range(10, 15))
+    monkeypatch.setattr(metrics, "BLOCK_ROWS", 16)  # blocks of 16 x 16 images
+    blocked = memorisation(disk["s"], disk["h"], disk["t"], 0.01, pixel_rows)
+    assert np.array_equal(blocked["nearest"], before["nearest"])
+    assert np.array_equal(blocked["flagged"], before["flagged"])
+    # tiny blocks go through other BLAS kernels: the last bit of |a|^2 - 2ab + |b|^2 moves, which an exact copy's
+    # distance (the square root of that rounding residue, 0 or ~1e-8) shows
+    np.testing.assert_allclose(blocked["synthetic"], before["synthetic"], rtol=1e-12, atol=1e-7)
+
+
+def test_nearest_distances_hold_a_block_not_the_matrix(tmp_path, monkeypatch):
+    """3000 x 2000 distances would be 48 MB; blocks of 256 rows of each set stay within a few MB."""
+    import tracemalloc
+
+    from pipeline import metrics
+    from pipeline.io.arrays import DiskArray
+
+    rng = np.random.default_rng(11)
+    np.save(tmp_path / "q.npy", rng.uniform(size=(3000, 1, 8, 8)).astype(np.float32))
+    np.save(tmp_path / "r.npy", rng.uniform(size=(2000, 1, 8, 8)).astype(np.float32))
+    q, r = DiskArray(tmp_path / "q.npy"), DiskArray(tmp_path / "r.npy")
+    monkeypatch.setattr(metrics, "BLOCK_ROWS", 256)
+    from pipeline.quality import pixel_rows
+
+    tracemalloc.start()
+    try:
+        nearest_distances(q, r, pixel_rows)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * 2**20
+
+
+def test_image_features_in_chunks_equal_those_of_one_call(tmp_path, monkeypatch):
+    import torch
+
+    import pipeline.quality as quality
+    from pipeline.generators.selection import features
+    from pipeline.io.arrays import DiskArray
+    from pipeline.models.classifier import build_classifier
+
+    images = np.random.default_rng(12).uniform(size=(600, 1, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "images.npy", images)
+    torch.manual_seed(0)
+    model = build_classifier((1, 16, 16), 2, "resnet_small", (4, 8, 8, 8), 1).eval()
+    monkeypatch.setattr(quality, "FEATURE_ROWS", 256)  # chunks of 256, 256, 88: features' own batches
+    chunked = quality.image_features(model, DiskArray(tmp_path / "images.npy"), "cpu")
+    assert chunked.dtype == np.float64 and np.array_equal(chunked, features(model, images, "cpu"))
