@@ -37,7 +37,7 @@ import torch
 
 from pipeline.augment import BatchAugment
 from pipeline.config import STRATEGY_NAMES
-from pipeline.io.arrays import SplitData
+from pipeline.io.arrays import ImageArray, Rows, SplitData
 
 __all__ = [
     "STRATEGIES",
@@ -89,8 +89,7 @@ def oversample(data: SplitData, seed: int) -> SplitData:
     for k in np.unique(data.labels):
         members = np.flatnonzero(data.labels == k)
         index.append(rng.choice(members, majority - len(members), replace=True))
-    index = np.concatenate(index)
-    return SplitData(data.images[index], data.labels[index], data.patients[index], data.classes)
+    return data.select(np.concatenate(index))  # images on disk stay there: rows picked as the batches are read
 
 
 def smote(data: SplitData, seed: int) -> SplitData:
@@ -120,7 +119,9 @@ def smote(data: SplitData, seed: int) -> SplitData:
             "have 1: SMOTE interpolates between an image and a neighbour of its own class; use oversample, or more data"
         )
     k = min(5, int(counts[counts > 0].min()) - 1)
-    flat, labels = SMOTE(k_neighbors=k, random_state=seed).fit_resample(data.images.reshape(len(data), -1), data.labels)
+    flat, labels = SMOTE(k_neighbors=k, random_state=seed).fit_resample(
+        np.asarray(data.images).reshape(len(data), -1), data.labels
+    )
     new_images, new_labels = flat[len(data) :], labels[len(data) :]  # SMOTE returns the input first, unchanged
     made = Counter()
     patients = []
@@ -128,7 +129,7 @@ def smote(data: SplitData, seed: int) -> SplitData:
         patients.append(f"smote-{data.classes[y]}-{made[y]}")
         made[y] += 1
     return SplitData(
-        images=np.concatenate([data.images, new_images.reshape(-1, *data.images.shape[1:]).astype(data.images.dtype)]),
+        images=stack([data.images, new_images.reshape(-1, *data.images.shape[1:]).astype(data.images.dtype)]),
         labels=np.concatenate([data.labels, new_labels.astype(data.labels.dtype)]),
         patients=np.concatenate([data.patients, np.array(patients, dtype=str)]),
         classes=data.classes,
@@ -225,13 +226,13 @@ def take_synthetic(synthetic: SplitData, wanted: dict[str, int], seed: int | Non
             members = rng.permutation(members)
         index.append(members[: wanted.get(name, 0)])
     index = np.concatenate(index) if index else np.zeros(0, int)
-    return SplitData(synthetic.images[index], synthetic.labels[index], synthetic.patients[index], synthetic.classes)
+    return synthetic.select(index)
 
 
 def combine(real: SplitData, synthetic: SplitData) -> SplitData:
     """The training split with the synthetic images appended."""
     return SplitData(
-        images=np.concatenate([real.images, synthetic.images]),
+        images=stack([real.images, synthetic.images]),
         labels=np.concatenate([real.labels, synthetic.labels]),
         patients=np.concatenate([real.patients, synthetic.patients]),
         classes=real.classes,
@@ -275,3 +276,10 @@ def check_no_test_patients(test: SplitData, **seen: np.ndarray) -> None:
                 f"{len(leaked)} test patient(s) also appear in {what}: refusing to evaluate on leaked data; "
                 "re-run preprocess (patient-level splits) and everything after it"
             )
+
+
+def stack(parts: list[ImageArray]) -> ImageArray:
+    """``parts`` one after the other: concatenated when all are in memory, else a :class:`Rows` view (no copy)."""
+    if all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts)
+    return Rows(parts)

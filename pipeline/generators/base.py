@@ -60,14 +60,8 @@ class Generator(Protocol):
 
 def one_class(data: SplitData, label: int) -> SplitData:
     """The images of class ``label`` only, relabelled 0 (the data a single-class network learns from)."""
-    keep = data.labels == label
-    return dataclasses.replace(
-        data,
-        images=data.images[keep],
-        labels=np.zeros(int(keep.sum()), dtype=np.int64),
-        patients=data.patients[keep],
-        classes=(data.classes[label],),
-    )
+    subset = data.select(data.labels == label)  # images on disk stay there (a view of the class's rows)
+    return dataclasses.replace(subset, labels=np.zeros(len(subset), dtype=np.int64), classes=(data.classes[label],))
 
 
 def best_epochs(history: list[dict]) -> dict[str, int]:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline import distributed
@@ -28,6 +28,7 @@ from pipeline.config import VAEConfig
 from pipeline.generators.base import one_class
 from pipeline.generators.samplers.prior import PriorSampler
 from pipeline.io.arrays import SplitData
+from pipeline.io.loader import image_loader
 from pipeline.models.vae import ClassVAEs, ConditionalVAE, kl_divergence, kl_weight, model_args, reconstruction_loss
 from pipeline.runtime import adam, seed_everything
 
@@ -43,11 +44,6 @@ def vae_network(shape: tuple[int, ...], num_classes: int, cfg: VAEConfig) -> Con
     return ConditionalVAE(
         len(shape) - 1, shape, num_classes, cfg.latent_size, cfg.channels, cfg.strides, res_units=cfg.res_units
     )
-
-
-def _loader(data: SplitData, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    dataset = TensorDataset(torch.from_numpy(data.images), torch.from_numpy(data.labels))
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
 
 
 @torch.no_grad()
@@ -166,8 +162,9 @@ class VAEGenerator:
         optimizer = adam(model.parameters(), cfg.learning_rate)
         use_amp = cfg.amp and device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        train_loader = _loader(train, cfg.batch_size, True, self.seed)
-        val_loader = _loader(val, max(cfg.batch_size, _BATCH), False, self.seed)
+        # batches read from disk as the epoch goes (pipeline.io.loader), in the order of a seeded shuffle
+        train_loader = image_loader(train.images, train.labels, cfg.batch_size, device, shuffle=True, seed=self.seed)
+        val_loader = image_loader(val.images, val.labels, max(cfg.batch_size, _BATCH), device)
         self._begin(model, device, use_amp)
         distributed.seed_rank(self.seed)  # the reparameterisation noise: each rank draws its own images' noise
         self._shard_scale: float | None = None  # on several processes: the factor on this rank's mean losses

@@ -50,8 +50,17 @@ def _whole_batch(batch):
     return batch
 
 
-def batch_loader(dataset: ImageDataset, batches: Iterable[Sequence[int]], device: torch.device) -> DataLoader:
-    """A DataLoader giving ``dataset``'s rows for each index list of ``batches`` (a sampler or a list), in order."""
+def batch_loader(
+    dataset: ImageDataset,
+    batches: Iterable[Sequence[int]],
+    device: torch.device,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
+    """A DataLoader giving ``dataset``'s rows for each index list of ``batches`` (a sampler or a list), in order.
+
+    Each pass over a DataLoader draws one number (its workers' base seed) from ``generator``: given the shuffling
+    sampler's generator, the draws are those of ``DataLoader(..., shuffle=True, generator=...)``; by default a
+    private generator, so that reading batches never moves torch's global random stream."""
     cuda = torch.device(device).type == "cuda"
     workers = CUDA_WORKERS if cuda else 0
     return DataLoader(
@@ -62,6 +71,7 @@ def batch_loader(dataset: ImageDataset, batches: Iterable[Sequence[int]], device
         pin_memory=cuda,
         persistent_workers=False,
         prefetch_factor=2 if workers else None,
+        generator=torch.Generator() if generator is None else generator,
     )
 
 
@@ -75,8 +85,6 @@ def image_loader(
 ) -> DataLoader:
     """(images, labels) in batches of ``batch_size``: in order, or shuffled by a generator seeded with ``seed`` (the
     same order as ``DataLoader(TensorDataset(...), batch_size, shuffle=True, generator=...)``)."""
-    dataset = ImageDataset(images, labels)
-    sampler = (
-        RandomSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else SequentialSampler(dataset)
-    )
-    return batch_loader(dataset, BatchSampler(sampler, batch_size, drop_last=False), device)
+    dataset, order = ImageDataset(images, labels), torch.Generator().manual_seed(seed)
+    sampler = RandomSampler(dataset, generator=order) if shuffle else SequentialSampler(dataset)
+    return batch_loader(dataset, BatchSampler(sampler, batch_size, drop_last=False), device, order)

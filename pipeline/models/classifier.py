@@ -23,6 +23,7 @@ from tqdm import tqdm
 from pipeline import distributed
 from pipeline.config import TrainClassifierConfig
 from pipeline.io.arrays import SplitData
+from pipeline.io.loader import ImageDataset, batch_loader
 from pipeline.metrics import balanced_accuracy
 from pipeline.models.losses import (
     Loss,
@@ -246,7 +247,8 @@ def fit_classifier(
     ).to(device)
     net = distributed.wrap(model)  # DistributedDataParallel on several processes (trains model's weights), else model
     optimizer = adam(model.parameters(), cfg.learning_rate)
-    images, labels = torch.from_numpy(train.images).to(device), torch.from_numpy(train.labels).to(device)
+    labels = torch.from_numpy(train.labels).to(device)
+    images = ImageDataset(train.images)  # read a batch at a time (from disk for a processed split), never all at once
     order = torch.Generator().manual_seed(seed)
     use_amp = cfg.amp and device.type == "cuda"  # float16 autocast and a loss scaler on CUDA; nothing changes on a CPU
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -259,13 +261,13 @@ def fit_classifier(
             shuffled = torch.randperm(len(labels), generator=order)
         # every rank draws the same order and the same augmentation and mixup numbers for the whole global batch,
         # then trains on its shard of it (pipeline.distributed): the random streams do not depend on the processes
-        for batch in _batches(shuffled, cfg.batch_size):
-            batch = batch.to(device)
-            x, other, lam = images[batch], None, 1.0
+        batches = _batches(shuffled, cfg.batch_size)
+        for batch, (x,) in zip(batches, batch_loader(images, [b.tolist() for b in batches], device), strict=True):
+            batch, x, other, lam = batch.to(device), x.to(device, non_blocking=True), None, 1.0
             if mixup is not None:  # Balanced-MixUp: a class-balanced batch of the same size mixed in
                 lam, other = mixup.draw(len(batch))
+                x = mixup.mix(x, torch.from_numpy(np.asarray(train.images[other])).to(device), lam)
                 other = torch.from_numpy(other).to(device)
-                x = mixup.mix(x, images[other], lam)
             x = x if transform is None else transform(x)
             step = _Step(x, labels[batch], None if other is None else labels[other], lam)
             step = step if weights is None else dataclasses.replace(step, weights=weights[batch])
