@@ -26,7 +26,7 @@ from pipeline.config import AnomalyConfig, PreprocessConfig, VAEConfig, load_sec
 from pipeline.generators import load_generator, save_generator
 from pipeline.generators.base import one_class
 from pipeline.generators.vae import VAEGenerator
-from pipeline.io.arrays import SplitData, load_split, write_json
+from pipeline.io.arrays import ImageArray, SplitData, batches, load_split, write_json
 from pipeline.io.atomic import atomic_file
 from pipeline.io.errors import MedaugInputError
 from pipeline.models.vae import (
@@ -42,6 +42,7 @@ from pipeline.runtime import compute_device, run_stage, versions
 __all__ = [
     "normal_label",
     "score_images",
+    "reconstruction_maps",
     "choose_score_threshold",
     "detection_metrics",
     "train_normal_vae",
@@ -76,23 +77,56 @@ def train_normal_vae(
     return generator, history
 
 
+def _scored_batches(model, images: ImageArray, batch_size: int, device, skip=None):
+    """``(start, x, recon, mu, logvar)`` tensors per batch of ``batch_size`` images read in order (a split on disk is
+    never all in memory); batches for which ``skip(start, size)`` is true are not computed."""
+    for start, chunk in batches(images, batch_size):
+        if skip is not None and skip(start, len(chunk)):
+            continue
+        mu, logvar = encode_images(model, chunk, device, batch_size)
+        decoded = decode_codes(model, mu, device, batch_size)
+        yield start, torch.from_numpy(chunk), torch.from_numpy(decoded), torch.from_numpy(mu), torch.from_numpy(logvar)
+
+
 @torch.no_grad()
 def score_images(
-    model: ConditionalVAE, images: np.ndarray, reconstruction: str, device, batch_size: int = 256
+    model: ConditionalVAE, images: ImageArray, reconstruction: str, device, batch_size: int = 256, maps: bool = True
 ) -> dict[str, np.ndarray]:
     """Per image: ``reconstruction``, the mean squared error per pixel between the image and its decoding from the
     posterior mean; ``elbo``, the training reconstruction loss (``reconstruction``: bce, mse or l1, summed over
-    pixels) plus the posterior's KL to the prior, i.e. the negative ELBO at the posterior mean; ``decoded`` (the
-    reconstruction) and ``error_map`` (|x - reconstruction|), both shaped like the images (N, C, spatial...)."""
-    mu, logvar = encode_images(model, images, device, batch_size)
-    decoded = decode_codes(model, mu, device, batch_size)
-    x, recon = torch.from_numpy(images), torch.from_numpy(decoded)
-    elbo = reconstruction_error(recon, x, reconstruction) + kl_per_image(torch.from_numpy(mu), torch.from_numpy(logvar))
+    pixels) plus the posterior's KL to the prior, i.e. the negative ELBO at the posterior mean; with ``maps``, also
+    ``decoded`` (the reconstruction) and ``error_map`` (|x - reconstruction|), shaped like the images (N, C,
+    spatial...): arrays the size of the images, so the stage asks for a few (:func:`reconstruction_maps`)."""
+    parts: dict[str, list[np.ndarray]] = {"reconstruction": [], "elbo": [], "decoded": [], "error_map": []}
+    for _, x, recon, mu, logvar in _scored_batches(model, images, batch_size, device):
+        parts["reconstruction"].append((recon - x).pow(2).flatten(1).mean(1).numpy())
+        parts["elbo"].append((reconstruction_error(recon, x, reconstruction) + kl_per_image(mu, logvar)).numpy())
+        if maps:
+            parts["decoded"].append(recon.numpy())
+            parts["error_map"].append((x - recon).abs().numpy())
+    wanted = parts if maps else ("reconstruction", "elbo")
+    return {k: np.concatenate(parts[k]) if parts[k] else np.zeros(0, np.float32) for k in wanted}
+
+
+@torch.no_grad()
+def reconstruction_maps(
+    model: ConditionalVAE, images: ImageArray, rows: np.ndarray, device, batch_size: int = 256
+) -> dict[str, np.ndarray]:
+    """``decoded`` and ``error_map`` of :func:`score_images` for the images ``rows`` only, in that order: computed in
+    the batches :func:`score_images` used, those without one of the rows skipped (the same numbers)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def skip(start: int, size: int) -> bool:
+        return not np.any((rows >= start) & (rows < start + size))
+
+    for start, x, recon, _, _ in _scored_batches(model, images, batch_size, device, skip):
+        for i in rows[(rows >= start) & (rows < start + len(x))]:
+            found[int(i)] = recon[i - start].numpy(), (x[i - start] - recon[i - start]).abs().numpy()
+    shape = (0, *images.shape[1:])
     return {
-        "reconstruction": (recon - x).pow(2).flatten(1).mean(1).numpy(),
-        "elbo": elbo.numpy(),
-        "decoded": decoded,
-        "error_map": (x - recon).abs().numpy(),
+        "decoded": np.stack([found[int(i)][0] for i in rows]) if len(rows) else np.zeros(shape, np.float32),
+        "error_map": np.stack([found[int(i)][1] for i in rows]) if len(rows) else np.zeros(shape, np.float32),
     }
 
 
@@ -165,9 +199,9 @@ def main() -> None:
     )
     generator, history = train_normal_vae(train, val, normal, vae_cfg, device, seed)
     model = generator.vaes.models[0]
-    val_scores = score_images(model, val.images, vae_cfg.reconstruction, device)
+    val_scores = score_images(model, val.images, vae_cfg.reconstruction, device, maps=False)
     threshold = choose_score_threshold(val.labels != normal, val_scores[cfg.score])
-    test_scores = score_images(model, test.images, vae_cfg.reconstruction, device)
+    test_scores = score_images(model, test.images, vae_cfg.reconstruction, device, maps=False)
     metrics = {
         "normal_class": train.classes[normal],
         "score": cfg.score,
@@ -191,12 +225,13 @@ def main() -> None:
         figures / "anomaly_scores.png", test.labels, test.classes, normal, test_scores[cfg.score], threshold, cfg.score
     )
     top = np.argsort(-test_scores[cfg.score], kind="stable")[: cfg.n_maps]
+    top_maps = reconstruction_maps(model, test.images, top, device)
     titles = [f"{test.classes[test.labels[i]]}\n{test_scores[cfg.score][i]:.4g}" for i in top]
     anomaly_maps(
         figures / "anomaly_maps.png",
         test.images[top],
-        test_scores["decoded"][top],
-        test_scores["error_map"][top],
+        top_maps["decoded"],
+        top_maps["error_map"],
         titles,
     )
     logger.info(
