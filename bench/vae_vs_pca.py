@@ -56,6 +56,7 @@ def compare(vaes, train, val) -> None:
 
 def main(processed: Path, checkpoint: Path, sweep: list[int]) -> None:
     train, val = load_split(processed, "train"), load_split(processed, "val")
+    train, val = (dataclasses.replace(d, images=d.images[:]) for d in (train, val))  # in memory: a small-data study
     print(f"train {train.images.shape}, val {val.images.shape}")
     if not sweep:
         generator, _ = load_generator(checkpoint)
