@@ -7,6 +7,10 @@ split: reconstruction MSE per pixel of each method; balanced accuracy of a logis
 on the PCA components; PSNR and SSIM (MONAI metrics) of noisy and of VAE-denoised images against the clean ones.
 Pictures (from the largest VAE): a 2D projection of the test latents coloured by class, interpolation strips
 between real images within and across classes, and a traversal of the latent dimensions with the highest KL.
+
+Memory: the VAEs read the training split a batch at a time, PCA and FastICA are fitted to at most
+:data:`FIT_IMAGES` training images (a seeded random subset beyond that) and transform it a chunk at a time; the test
+split, on which every measure is taken (per-image PSNR/SSIM, noise, reconstructions), is read into memory whole.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from sklearn.preprocessing import StandardScaler
 
 from pipeline.config import LatentConfig, VAEConfig, load_section
 from pipeline.generators.vae import VAEGenerator
-from pipeline.io.arrays import SplitData, load_split, write_csv, write_json
+from pipeline.io.arrays import ImageArray, SplitData, batches, load_split, write_csv, write_json
 from pipeline.models.vae import ConditionalVAE, decode_codes, encode_images, kl_per_dimension
 from pipeline.plots import image_grid, latent_projection, reduction_curve
 from pipeline.runtime import compute_device, run_stage
@@ -40,6 +44,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+FIT_IMAGES = 4096  # at most this many training images fit PCA and ICA (all of them in the demo's 432)
 
 
 def _unlabelled(data: SplitData) -> SplitData:
@@ -66,20 +72,36 @@ def _linear_methods(train: np.ndarray, size: int, seed: int) -> dict:
     }
 
 
+def fit_images(train: SplitData, seed: int, most: int = FIT_IMAGES) -> np.ndarray:
+    """The flattened training images PCA and ICA are fitted to: all of them, or ``most`` drawn at random (seeded, in
+    the split's order) when there are more: their fits hold the images in memory several times over."""
+    index = np.arange(len(train))
+    if len(train) > most:
+        index = np.sort(np.random.default_rng(seed).choice(len(train), most, replace=False))
+    return np.asarray(train.images[index]).reshape(len(index), -1)
+
+
 def reduction_errors(
     model: ConditionalVAE, train: SplitData, test: SplitData, seed: int, device
 ) -> tuple[dict[str, float], dict]:
     """Test reconstruction MSE per pixel of the VAE (image decoded from its posterior mean) and of PCA and ICA
     with as many components as the VAE has latent dimensions, fitted to the training images; also those fitted
     PCA and ICA."""
-    flat_train, flat_test = train.images.reshape(len(train), -1), test.images.reshape(len(test), -1)
-    decoded = decode_codes(model, encode_images(model, test.images, device)[0], device)
-    errors = {"vae": float(np.mean((decoded - test.images) ** 2))}
-    methods = _linear_methods(flat_train, model.latent_size, seed)
+    test_images = np.asarray(test.images)  # the split the errors are measured on, whole (module docstring)
+    flat_test = test_images.reshape(len(test), -1)
+    decoded = decode_codes(model, encode_images(model, test_images, device)[0], device)
+    errors = {"vae": float(np.mean((decoded - test_images) ** 2))}
+    methods = _linear_methods(fit_images(train, seed), model.latent_size, seed)
     for name, method in methods.items():
         reconstructed = np.clip(method.inverse_transform(method.transform(flat_test)), 0, 1)
         errors[name] = float(np.mean((reconstructed - flat_test) ** 2))
     return errors, methods
+
+
+def _transformed(method, images: ImageArray, chunk: int = 4096) -> np.ndarray:
+    """``method.transform`` of the flattened images, a chunk at a time (row by row the same numbers)."""
+    parts = [method.transform(x.reshape(len(x), -1)) for _, x in batches(images, chunk)]
+    return np.concatenate(parts) if parts else np.zeros((0, method.n_components_))
 
 
 def latent_classification(
@@ -169,12 +191,13 @@ def main() -> None:
     seed = load_section("generator").seed
     paths = load_section("paths")
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
+    test = dataclasses.replace(test, images=np.asarray(test.images))  # the split every measure is taken on
     device = compute_device()
-    flat_train = train.images.reshape(len(train), -1)
-    if max(cfg.sizes) > min(flat_train.shape):  # checked before any training, not after the smaller sizes
+    pixels = int(np.prod(train.images.shape[1:]))
+    if max(cfg.sizes) > min(len(train), FIT_IMAGES, pixels):  # checked before any training, not after smaller sizes
         raise ValueError(
             f"latent.sizes: {max(cfg.sizes)} components need at least as many training images and pixels "
-            f"(here {len(train)} images of {flat_train.shape[1]} pixels); use smaller sizes"
+            f"(here {min(len(train), FIT_IMAGES)} images of {pixels} pixels); use smaller sizes"
         )
     reduction, classification, models = [], [], {}
     for size in sorted(set(cfg.sizes)):
@@ -183,7 +206,7 @@ def main() -> None:
         reduction.append({"components": size, **{f"{k}_mse": v for k, v in errors.items()}})
         features = {
             "vae": (encode_images(model, train.images, device)[0], encode_images(model, test.images, device)[0]),
-            "pca": (methods["pca"].transform(flat_train), methods["pca"].transform(test.images.reshape(len(test), -1))),
+            "pca": (_transformed(methods["pca"], train.images), _transformed(methods["pca"], test.images)),
         }
         for name, (train_x, test_x) in features.items():
             scores = latent_classification(train_x, train.labels, test_x, test.labels)
