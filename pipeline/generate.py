@@ -13,14 +13,18 @@ ball of a real training image of the class (:mod:`pipeline.generators.selection`
 thresholds and radii in ``summary.json``. Images are
 written as NIfTI files marked as synthetic and, when the source data was DICOM, also as DICOM Secondary Capture
 files marked SYNTHETIC with new UIDs (:mod:`pipeline.io.synthetic`); all are listed with their provenance in a
-manifest. Pictures compare real and synthetic images for every sampler, and interpolation strips walk between two
-real images of a class.
+manifest, and kept together in its order in ``pool_images.npy``, which the stages training on the pool read a batch
+at a time. Images are made and written :data:`~pipeline.generators.sampling.CHUNK` at a time, and the real images
+of a class are read from disk a batch at a time, so memory does not grow with the dataset. Pictures compare real
+and synthetic images for every sampler, and interpolation strips walk between two real images of a class.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +34,14 @@ from tqdm import tqdm
 
 from pipeline.config import GenerateConfig, TrainClassifierConfig, load_section
 from pipeline.generators import load_generator
+from pipeline.generators.base import Generator
 from pipeline.generators.samplers import SAMPLERS
-from pipeline.generators.sampling import interpolation_strip, sample_images, synthetic_counts
+from pipeline.generators.sampling import interpolation_strip, sample_images, stream_images, synthetic_counts
 from pipeline.generators.selection import ClassifierFilter, ManifoldFilter
 from pipeline.io.arrays import load_split, read_json
 from pipeline.io.atomic import atomic_dir
 from pipeline.io.synthetic import (
+    PoolWriter,
     new_synthetic_uids,
     write_manifest,
     write_synthetic_dicom,
@@ -81,49 +87,19 @@ def main() -> None:
     dims, spacing = train.images.ndim - 2, source.get("spacing_mm")
     complete = isinstance(spacing, list) and len(spacing) >= dims and all(v > 0 for v in spacing[:dims])
     dicom_spacing = tuple(float(v) for v in spacing[:dims]) if complete else None
-    with atomic_dir(out_dir) as staging:  # built beside out_dir, renamed into place when complete
-        rows, grid, by_sampler, strips, filtering, codes = [], [], [], [], {}, []
+    with atomic_dir(out_dir) as staging, PoolWriter(staging, generator.image_shape) as pool:
+        files = _PoolFiles(staging, pool, cfg, checkpoint_sha, modality, as_dicom, as_png, dicom_spacing)
+        rows, grid, by_sampler, strips, filtering, codes = files.rows, [], [], [], {}, []
         for label, name in enumerate(train.classes):
             seed = cfg.seed * 1000 + label  # one stream per class
-            real = train.images[train.labels == label]
+            real = train.select(train.labels == label).images  # a view of the class's rows: read a batch at a time
             accept = {f: judge.accept(label) for f, judge in judges.items()}
-            images, filtering[name] = sample_images(generator, label, counts[name], seed, cfg, real, accept=accept)
+            made_codes: list[np.ndarray] = [generator.encode(real[:0], label)]  # the pool's codes, for the figure
+            with tqdm(total=counts[name], desc=f"write {name}", unit="image") as bar:
+                write = files.class_writer(generator, label, name, seed, made_codes, bar)
+                filtering[name] = stream_images(generator, label, counts[name], seed, cfg, real, write, accept=accept)
             for f, judge in judges.items():
                 filtering[name]["filters"][f] |= judge.describe(label)
-            # new UIDs, derived from the checkpoint and seed so that a re-run writes identical files
-            study_uid, series_uid = new_synthetic_uids(checkpoint_sha, name, str(seed), cfg.sampler)
-            for k, image in enumerate(tqdm(images, desc=f"write {name}", unit="image")):
-                rel = f"{name}/synthetic_{name}_{k:05d}.nii.gz"
-                write_synthetic_nifti(staging / rel, image)
-                dicom_rel = f"{name}/synthetic_{name}_{k:05d}.dcm" if as_dicom else ""
-                if as_dicom:
-                    write_synthetic_dicom(
-                        staging / dicom_rel,
-                        image,
-                        label=name,
-                        sampler=cfg.sampler,
-                        modality=modality,
-                        series_uid=series_uid,
-                        study_uid=study_uid,
-                        instance_number=k + 1,
-                        spacing=dicom_spacing,
-                        sop_instance_uid=str(generate_uid(entropy_srcs=[series_uid, str(k)])),
-                    )
-                png = {"png_path": rel.replace(".nii.gz", ".png")} if as_png else {}
-                if as_png:
-                    write_synthetic_png(staging / png["png_path"], image)
-                rows.append(
-                    {
-                        "path": rel,
-                        "dicom_path": dicom_rel,
-                        **png,
-                        "label": name,
-                        "sampler": cfg.sampler,
-                        "seed": seed,
-                        "temperature": cfg.temperature,
-                        "checkpoint_sha256": checkpoint_sha,
-                    }
-                )
             # pictures: eight samples of every sampler (a separate stream, so the files above do not depend on it)
             shown = {
                 s: sample_images(generator, label, 8, seed + 500, cfg, real, sampler=s, accept=accept)[0]
@@ -131,7 +107,7 @@ def main() -> None:
             }
             grid += [(f"real {name}", real[:8]), (f"synthetic {name} ({cfg.sampler})", shown[cfg.sampler])]
             by_sampler += [(f"real {name}", real[:8])] + [(f"{s} {name}", shown[s]) for s in SAMPLERS]
-            codes += [(generator.encode(real, label), generator.encode(images, label))]
+            codes += [(generator.encode(real, label), np.concatenate(made_codes))]
             if len(real) >= 2:
                 strips.append((f"{name}: real #0 -> real #1", interpolation_strip(generator, label, real[0], real[1])))
         write_manifest(staging, rows)
@@ -163,6 +139,73 @@ def main() -> None:
         synthetic=(made_codes, made_labels),
     )
     logger.info("generated %s synthetic images into %s", summary["written"], out_dir)
+
+
+@dataclass
+class _PoolFiles:
+    """The pool's files in ``staging``: every image as NIfTI (and DICOM or PNG, like the source data), its row of
+    ``pool_images.npy`` and its manifest row (``rows``, in the pool's order)."""
+
+    staging: Path
+    pool: PoolWriter
+    cfg: GenerateConfig
+    checkpoint_sha: str
+    modality: str
+    as_dicom: bool
+    as_png: bool
+    dicom_spacing: tuple[float, ...] | None
+    rows: list[dict] = field(default_factory=list)
+
+    def class_writer(
+        self, generator: Generator, label: int, name: str, seed: int, codes: list[np.ndarray], bar: tqdm
+    ) -> Callable[[np.ndarray], None]:
+        """The writer of class ``name``'s images, a chunk at a time, numbered from 0 in the order given; the
+        generator's codes of each chunk are appended to ``codes``."""
+        # new UIDs, derived from the checkpoint and seed so that a re-run writes identical files
+        study_uid, series_uid = new_synthetic_uids(self.checkpoint_sha, name, str(seed), self.cfg.sampler)
+        first = len(self.rows)
+
+        def write(images: np.ndarray) -> None:
+            for image in images:
+                self._write_image(image, name, len(self.rows) - first, seed, study_uid, series_uid)
+                bar.update()
+            self.pool.append(images)
+            codes.append(generator.encode(images, label))
+
+        return write
+
+    def _write_image(self, image: np.ndarray, name: str, k: int, seed: int, study_uid: str, series_uid: str) -> None:
+        rel = f"{name}/synthetic_{name}_{k:05d}.nii.gz"
+        write_synthetic_nifti(self.staging / rel, image)
+        dicom_rel = f"{name}/synthetic_{name}_{k:05d}.dcm" if self.as_dicom else ""
+        if self.as_dicom:
+            write_synthetic_dicom(
+                self.staging / dicom_rel,
+                image,
+                label=name,
+                sampler=self.cfg.sampler,
+                modality=self.modality,
+                series_uid=series_uid,
+                study_uid=study_uid,
+                instance_number=k + 1,
+                spacing=self.dicom_spacing,
+                sop_instance_uid=str(generate_uid(entropy_srcs=[series_uid, str(k)])),
+            )
+        png = {"png_path": rel.replace(".nii.gz", ".png")} if self.as_png else {}
+        if self.as_png:
+            write_synthetic_png(self.staging / png["png_path"], image)
+        self.rows.append(
+            {
+                "path": rel,
+                "dicom_path": dicom_rel,
+                **png,
+                "label": name,
+                "sampler": self.cfg.sampler,
+                "seed": seed,
+                "temperature": self.cfg.temperature,
+                "checkpoint_sha256": self.checkpoint_sha,
+            }
+        )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from pipeline.models.classifier import as_input, predict_proba
 
 __all__ = ["features", "ClassifierFilter", "ManifoldFilter"]
 
+REAL_BLOCK = 4096  # real images whose distances to a batch of synthetic ones are taken at a time (the same bits)
+
 
 @torch.no_grad()
 def features(model: torch.nn.Module, images: np.ndarray, device, batch_size: int = 256) -> np.ndarray:
@@ -130,8 +132,12 @@ class ManifoldFilter:
         def test(images: np.ndarray) -> np.ndarray:
             if len(images) == 0:
                 return np.zeros(0, dtype=bool)
-            distances = pairwise_distances(features(self.model, images, self.device), real)  # (images, real)
-            return (distances <= radii[None, :]).any(axis=1)
+            made = features(self.model, images, self.device)
+            inside = np.zeros(len(made), dtype=bool)
+            for start in range(0, len(real), REAL_BLOCK):  # (images, block) distances: memory not growing with real
+                block = slice(start, start + REAL_BLOCK)
+                inside |= (pairwise_distances(made, real[block]) <= radii[None, block]).any(axis=1)
+            return inside
 
         return test
 

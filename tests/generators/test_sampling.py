@@ -1,5 +1,5 @@
 """Synthetic images from a generator: pool sizes, seeded sampling through every sampler, the no-filter path's single
-draw, the consistency filter, interpolation strips."""
+draw, the consistency filter, interpolation strips, and chunked sampling giving the bits of sampling at once."""
 
 import dataclasses
 
@@ -9,14 +9,17 @@ import pytest
 from pipeline.config import GenerateConfig
 from pipeline.generators.samplers import SAMPLERS, make_sampler
 from pipeline.generators.sampling import (
+    CHUNK,
     MAX_CANDIDATES,
     interpolation_strip,
     round_trip_error,
     sample_images,
     sampler_for,
+    stream_images,
     synthetic_counts,
 )
 from pipeline.generators.vae import VAEGenerator
+from pipeline.io.arrays import DiskArray, Rows
 from pipeline.models.vae import ClassVAEs, ConditionalVAE
 from tests.generators.test_generators import VAE
 
@@ -136,3 +139,74 @@ def test_a_filter_that_passes_nothing_stops_at_the_candidate_budget():
     nothing = {"classifier": lambda images: np.zeros(len(images), dtype=bool)}
     images, stats = sample_images(gen, 1, 8, 0, cfg, real, accept=nothing)
     assert len(images) == 0 and stats["candidates"] == MAX_CANDIDATES  # 8 x 50 < MAX_CANDIDATES
+
+
+# --- a chunk at a time: the same bits as one array --------------------------------------------------------------
+
+
+def _on_disk(tmp_path, images: np.ndarray) -> Rows:
+    """``images`` as a lazy view of a .npy file (how generate passes a class's real images)."""
+    np.save(tmp_path / "real.npy", np.concatenate([images, images[:3]]))  # more rows than the view selects
+    return Rows([DiskArray(tmp_path / "real.npy")], np.arange(len(images)))
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_streamed_chunks_are_the_one_draw_cut_every_chunk_images(tmp_path, sampler):
+    """Without filters: the n codes of one draw decoded CHUNK at a time, bit for bit the images of decoding them at
+    once, whether the class's real images are in memory or on disk."""
+    gen, real = untrained(), np.random.default_rng(0).uniform(size=(300, 1, 16, 16)).astype(np.float32)
+    cfg, n = dataclasses.replace(GEN, sampler=sampler), 2 * CHUNK + 100
+    chunks: list[np.ndarray] = []
+    stats = stream_images(gen, 1, n, 4, cfg, _on_disk(tmp_path, real), chunks.append)
+    assert [len(c) for c in chunks] == [CHUNK, CHUNK, 100] and stats == {"kept": n, "dropped": 0}
+    codes = sampler_for(gen, sampler, 1, real, cfg).sample(n, np.random.default_rng(4))
+    np.testing.assert_array_equal(np.concatenate(chunks), gen.decode(codes, 1))
+    np.testing.assert_array_equal(np.concatenate(chunks), sample_images(gen, 1, n, 4, cfg, real)[0])
+
+
+def test_filters_see_chunk_sized_batches_and_keep_the_same_set(tmp_path):
+    """With two filters and rounds larger than CHUNK: the first filter tests the decoded candidates CHUNK at a time,
+    the second the first's survivors CHUNK at a time (the last batch of a round fewer), the kept images leave in
+    chunks of CHUNK, and they are the candidates passing both, in draw order."""
+    gen, real = untrained(), np.random.default_rng(0).uniform(size=(40, 1, 16, 16)).astype(np.float32)
+    seen: dict[str, list[int]] = {"classifier": [], "manifold": []}
+    drawn: list[np.ndarray] = []
+
+    def half(position: int, name: str):
+        def test(images: np.ndarray) -> np.ndarray:
+            seen[name].append(len(images))
+            if name == "classifier":
+                drawn.append(images)
+            return np.round(images.reshape(len(images), -1)[:, position] * 1e4) % 2 != 0
+
+        return test
+
+    cfg = dataclasses.replace(GEN, filter=("classifier", "manifold"))
+    accept = {"classifier": half(0, "classifier"), "manifold": half(1, "manifold")}
+    n, chunks = 1500, []
+    stats = stream_images(gen, 1, n, 0, cfg, _on_disk(tmp_path, real), chunks.append, accept=accept)
+    assert stats["kept"] == n and [len(c) for c in chunks] == [CHUNK, n - CHUNK]
+    assert seen["classifier"][:3] == [CHUNK, CHUNK, 2 * n - 2 * CHUNK]  # the first round: 2n candidates
+    assert all(size == CHUNK for size in seen["manifold"][:-2]) and seen["manifold"][0] == CHUNK
+    candidates = np.concatenate(drawn)
+    both = accept["classifier"](candidates) & accept["manifold"](candidates)
+    np.testing.assert_array_equal(np.concatenate(chunks), candidates[both][:n])
+    assert stats["candidates"] == len(candidates) == stats["filters"]["classifier"]["tested"]
+
+
+def test_round_trip_error_is_the_same_a_chunk_at_a_time_and_from_disk(tmp_path):
+    gen, real = untrained(), np.random.default_rng(0).uniform(size=(CHUNK + 300, 1, 16, 16)).astype(np.float32)
+    whole = ((gen.reconstruct(real, 0) - real) ** 2).reshape(len(real), -1).mean(1).astype(np.float64)
+    np.testing.assert_array_equal(round_trip_error(gen, _on_disk(tmp_path, real), 0), whole)
+    assert round_trip_error(gen, real[:0], 0).shape == (0,)
+
+
+def test_the_posterior_sampler_draws_the_same_codes_as_in_one_product():
+    codes = np.random.default_rng(0).normal(size=(60, 5))
+    sampler = make_sampler("posterior", mixture_components=3).fit(codes)
+    n, rng = 3 * 1024 + 17, np.random.default_rng(1)
+    gmm = sampler.gmm
+    component = rng.choice(len(gmm.weights_), size=n, p=gmm.weights_ / gmm.weights_.sum())
+    eps = rng.standard_normal((n, codes.shape[1]))
+    at_once = gmm.means_[component] + np.einsum("nij,nj->ni", sampler._chol[component], eps)
+    np.testing.assert_array_equal(sampler.sample(n, np.random.default_rng(1)), at_once)

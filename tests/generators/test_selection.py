@@ -7,7 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import pairwise_distances
 
+from pipeline.generators import selection
 from pipeline.generators.sampling import sample_images
 from pipeline.generators.selection import ClassifierFilter, ManifoldFilter, features
 from pipeline.io.arrays import SplitData
@@ -120,6 +122,17 @@ def test_the_manifold_filter_keeps_class_b_images_near_real_ones_and_drops_far_o
 def test_a_copy_of_a_real_training_image_is_always_kept(toy_train, label):
     test = ManifoldFilter(pixel_features(), toy_train, k=1, device=CPU).accept(label)
     assert test(toy_train.images[toy_train.labels == label]).all()  # at distance 0 from its own ball's centre
+
+
+def test_the_manifold_test_over_blocks_of_real_images_is_the_test_over_all(toy_train, monkeypatch):
+    """The distances to the real images are taken REAL_BLOCK real images at a time: the same verdicts (and bits)."""
+    manifold = ManifoldFilter(pixel_features(), toy_train, k=3, device=CPU)
+    made = np.concatenate([clustered(50, 0.2, 5), clustered(50, 0.35, 6)])
+    real, radii = manifold.real[1], manifold.radii[1]
+    at_once = (pairwise_distances(features(manifold.model, made, CPU), real) <= radii[None, :]).any(axis=1)
+    assert 0 < at_once.sum() < len(made)  # some in, some out
+    monkeypatch.setattr(selection, "REAL_BLOCK", 7)  # 40 real images of class b: 6 blocks, the last smaller
+    np.testing.assert_array_equal(manifold.accept(1)(made), at_once)
 
 
 def test_the_manifold_balls_are_the_k_nearest_neighbour_radii_of_the_class(toy_train):

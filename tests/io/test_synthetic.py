@@ -20,11 +20,15 @@ from pydicom.uid import (
 )
 
 import pipeline
+from pipeline.io.arrays import DiskArray
 from pipeline.io.reader import load_image
 from pipeline.io.synthetic import (
     COLOUR_MAX_VALUE,
     DICOM_MAX_VALUE,
+    POOL_IMAGES,
     SYNTHETIC_DESCRIPTION,
+    PoolWriter,
+    SyntheticPoolError,
     load_synthetic_nifti,
     new_synthetic_uids,
     read_synthetic,
@@ -234,6 +238,8 @@ def test_synthetic_files_say_so_and_round_trip(tmp_path):
             }
         ],
     )
+    with PoolWriter(tmp_path, image.shape) as pool:
+        pool.append(image[None])
     header = nib.load(tmp_path / "b" / "s0.nii.gz").header
     assert header["descrip"].tobytes().rstrip(b"\0") == SYNTHETIC_DESCRIPTION[:80]
     data = read_synthetic(tmp_path, ("a", "b"))
@@ -338,10 +344,65 @@ def test_read_synthetic_reads_colour(tmp_path):
         write_synthetic_nifti(tmp_path / "b" / f"s{k}.nii.gz", image)
         rows.append({"path": f"b/s{k}.nii.gz", "label": "b", "png_path": f"b/s{k}.png"})
     write_manifest(tmp_path, rows)
+    with PoolWriter(tmp_path, (3, 6, 5)) as pool:
+        pool.append(np.stack(images))
     with open(tmp_path / "manifest.csv", encoding="utf-8") as fh:
         assert next(csv.reader(fh))[:3] == ["path", "dicom_path", "png_path"]
     data = read_synthetic(tmp_path, ("a", "b"))
     assert data.images.shape == (2, 3, 6, 5) and np.array_equal(data.images, np.stack(images))
+
+
+# --- the pool in one array ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "shape, chunks",
+    [
+        ((1, 8, 8), [3, 0, 5]),  # grey 2D, appended in uneven chunks (an empty one too)
+        ((3, 6, 5), [2]),  # colour 2D
+        ((1, 4, 4, 3), [1, 1]),  # grey 3D
+        ((1, 8, 8), []),  # an empty pool
+    ],
+)
+def test_pool_holds_the_values_of_the_nifti_files_in_manifest_order(tmp_path, shape, chunks):
+    rng = np.random.default_rng(0)
+    made = [rng.uniform(size=(n, *shape)).astype(np.float32) for n in chunks]
+    rows = []
+    with PoolWriter(tmp_path, shape) as pool:
+        for chunk in made:
+            for image in chunk:
+                rows.append({"path": f"b/s{len(rows)}.nii.gz", "label": "b"})
+                write_synthetic_nifti(tmp_path / rows[-1]["path"], image)
+            pool.append(chunk)
+    write_manifest(tmp_path, rows)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["manifest.csv", POOL_IMAGES]  # no .part
+    data = read_synthetic(tmp_path, ("a", "b"))
+    assert isinstance(data.images, DiskArray) and data.images.shape == (len(rows), *shape)
+    assert data.images.dtype == np.float32 and data.labels.tolist() == [1] * len(rows)
+    for k, row in enumerate(rows):  # bit for bit what the NIfTI file holds (float32, no scaling)
+        assert np.array_equal(data.images[k], load_synthetic_nifti(tmp_path / row["path"]))
+
+
+def test_pool_writer_refuses_images_of_another_shape_and_leaves_nothing_on_error(tmp_path):
+    with pytest.raises(ValueError, match="the pool holds"), PoolWriter(tmp_path, (1, 4, 4)) as pool:
+        pool.append(np.zeros((2, 1, 4, 5), np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "pool_rows, message",
+    [
+        (None, "pool_images.npy is missing.*re-run generate"),  # a folder written before the pool file
+        (2, "holds 2 images, .*manifest.csv lists 3; re-run generate"),  # out of step with the manifest
+    ],
+)
+def test_read_synthetic_refuses_a_missing_or_mismatched_pool(tmp_path, pool_rows, message):
+    write_manifest(tmp_path, [{"path": f"b/s{k}.nii.gz", "label": "b"} for k in range(3)])
+    if pool_rows is not None:
+        with PoolWriter(tmp_path, (1, 4, 4)) as pool:
+            pool.append(np.zeros((pool_rows, 1, 4, 4), np.float32))
+    with pytest.raises(SyntheticPoolError, match=message):
+        read_synthetic(tmp_path, ("a", "b"))
 
 
 def test_colour_png_round_trips_with_pillow(tmp_path):

@@ -11,6 +11,7 @@ from pipeline.generators.samplers.base import check_codes
 __all__ = ["PosteriorSampler"]
 
 CODES_PER_COMPONENT = 5  # at most one mixture component per this many codes
+CHUNK = 1024  # codes transformed at a time: each needs its component's (d, d) Cholesky factor gathered
 
 
 class PosteriorSampler:
@@ -36,4 +37,9 @@ class PosteriorSampler:
         weights = self.gmm.weights_ / self.gmm.weights_.sum()
         component = rng.choice(len(weights), size=n, p=weights)
         eps = rng.standard_normal((n, self.gmm.means_.shape[1]))
-        return self.gmm.means_[component] + self.temperature * np.einsum("nij,nj->ni", self._chol[component], eps)
+        # row by row the same sums as over all n at once: the gathered factors, (n, d, d), stay CHUNK rows
+        spread = np.empty_like(eps)
+        for start in range(0, n, CHUNK):
+            rows = slice(start, start + CHUNK)
+            spread[rows] = np.einsum("nij,nj->ni", self._chol[component[rows]], eps[rows])
+        return self.gmm.means_[component] + self.temperature * spread
