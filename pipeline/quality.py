@@ -32,7 +32,10 @@ image closer than the ``quality.copy_quantile`` quantile of the held-out distanc
 Memory is bounded by batches and blocks, not by the number of images: images are read from disk a batch at a time
 (features, predictions, the pixel audit's rows), class subsets are views of their rows (``SplitData.select``), and
 distances come a block of rows at a time (:func:`pipeline.metrics.distance_blocks`) into running minima, counts and
-nearest neighbours; only the feature vectors (N x feature size) of every set are held whole.
+nearest neighbours; only the feature vectors (N x feature size) of every set are held whole. Time: every synthetic
+and held-out image is compared with every training image, so the stage judges at most :data:`JUDGED_MAX` of each (a
+seeded random sample beyond that, said in ``metrics.json`` under ``sampled``): its time then grows with the training
+split, not with its square.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+JUDGED_MAX = 5000  # synthetic and held-out images judged at most (a seeded sample beyond; the demo has 1,026 and 276)
 PER_SAMPLER_MAX = 500  # fresh samples per sampler and class at most (FD and PRDC settle well before this)
 FEATURE_ROWS = 16 * 256  # images per call of features(): a multiple of its batch (256), so the same batches
 
@@ -243,14 +247,30 @@ def image_features(model: torch.nn.Module, images: ImageArray, device) -> np.nda
     return out
 
 
+def at_most(data: SplitData, most: int, seed: int) -> SplitData:
+    """``data`` itself up to ``most`` images, else ``most`` of them drawn at random without replacement (seeded), in
+    their order, as a view (:meth:`SplitData.select`)."""
+    if len(data) <= most:
+        return data
+    return data.select(np.sort(np.random.default_rng(seed).choice(len(data), most, replace=False)))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg: QualityConfig = load_section("quality")
     clf_cfg: TrainClassifierConfig = load_section("train_classifier")
     paths = load_section("paths")
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
-    synthetic = read_synthetic(paths.synthetic, train.classes)
-    held = held_out_without_twins(val, test, read_json(Path(paths.processed) / "summary.json").get("near_twins", {}))
+    pool = read_synthetic(paths.synthetic, train.classes)
+    every_held = held_out_without_twins(
+        val, test, read_json(Path(paths.processed) / "summary.json").get("near_twins", {})
+    )
+    synthetic, held = at_most(pool, JUDGED_MAX, 0), at_most(every_held, JUDGED_MAX, 1)
+    sampled = {
+        name: {"judged": len(part), "of": len(whole)}
+        for name, part, whole in (("synthetic", synthetic, pool), ("held_out", held, every_held))
+        if len(part) < len(whole)
+    }
     device = compute_device()
     model = load_real_classifier(  # the generate stage's real-only classifier (it also filtered the pool)
         Path(paths.synthetic) / REAL_CLASSIFIER, train.images.shape[1:], len(train.classes), clf_cfg, device
@@ -315,6 +335,7 @@ def main() -> None:
             "fidelity_threshold": caller.threshold,
             "memorisation": summary,
             "copy_quantile": cfg.copy_quantile,
+            **({"sampled": sampled} if sampled else {}),  # only when a set had more than JUDGED_MAX images
         },
     )
     distance_histograms(figures / "memorisation.png", audits)

@@ -196,3 +196,18 @@ def test_image_features_in_chunks_equal_those_of_one_call(tmp_path, monkeypatch)
     monkeypatch.setattr(quality, "FEATURE_ROWS", 256)  # chunks of 256, 256, 88: features' own batches
     chunked = quality.image_features(model, DiskArray(tmp_path / "images.npy"), "cpu")
     assert chunked.dtype == np.float64 and np.array_equal(chunked, features(model, images, "cpu"))
+
+
+def test_at_most_judges_a_seeded_sample_in_order_and_leaves_small_sets_alone():
+    from pipeline.io.arrays import SplitData
+    from pipeline.quality import at_most
+
+    data = SplitData(
+        np.arange(20, dtype=np.float32).reshape(20, 1, 1, 1), np.arange(20) % 2, np.array(["p"] * 20), ("a", "b")
+    )
+    assert at_most(data, 20, 0) is data
+    picked = at_most(data, 7, 0)
+    rows = picked.images[:, 0, 0, 0].astype(int)
+    assert len(picked) == 7 and list(rows) == sorted(set(rows)) and np.array_equal(picked.labels, rows % 2)
+    assert np.array_equal(at_most(data, 7, 0).images, picked.images)  # seeded
+    assert not np.array_equal(at_most(data, 7, 1).images, picked.images)
