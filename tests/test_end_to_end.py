@@ -38,7 +38,8 @@ def project(shared_run) -> Path:
 def test_outputs_exist_with_declared_shapes_and_ranges(project):
     for split in ("train", "val", "test"):
         data = load_split(project / "data/processed", split)
-        assert data.images.shape[1:] == (1, 32, 32) and 0 <= data.images.min() and data.images.max() <= 1
+        images = data.images[:]  # the split file read whole (a small project)
+        assert data.images.shape[1:] == (1, 32, 32) and 0 <= images.min() and images.max() <= 1
     metrics = json.loads((project / "reports/metrics.json").read_text())
     strategies = yaml.safe_load((project / "params.yaml").read_text())["train_classifier"]["strategies"]
     for strategy in strategies:
@@ -185,6 +186,8 @@ def test_no_test_patient_reaches_a_learner_and_generated_count_matches_the_pool(
     for name, n in counts.items():  # pool_ratio 2: twice the gap; every_class: at least the real count
         assert sum(r["label"] == name for r in rows) == max(2 * (majority - n), n)
     assert len(list((project / "data/synthetic").rglob("*.nii.gz"))) == len(rows)
+    pool = np.load(project / "data/synthetic/pool_images.npy", mmap_mode="r")  # the pool the stages train on
+    assert pool.shape == (len(rows), 1, 32, 32) and pool.dtype == np.float32
     assert len(list((project / "data/synthetic").rglob("*.dcm"))) == len(rows)  # DICOM in, DICOM out
     assert np.array_equal(np.unique([r["checkpoint_sha256"] for r in rows]).size, 1)
 
