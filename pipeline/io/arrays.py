@@ -18,6 +18,7 @@ makes images (preprocess, generate) streams them to disk as it goes.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -238,10 +239,12 @@ def batches(images: ImageArray, size: int) -> Iterator[tuple[int, np.ndarray]]:
 
 
 class ArrayWriter:
-    """Write a ``.npy`` file of ``shape`` and ``dtype`` a batch of rows at a time (``append``); the header is written
-    first, so ``shape[0]`` must be known. :meth:`close` checks that every row came and flushes the file to disk.
-    Write to a temporary path (an :func:`~pipeline.io.atomic.atomic_dir` or ``atomic_file``): a killed run leaves
-    no half-written array under its final name.
+    """Write a ``.npy`` file of ``shape`` and ``dtype`` a batch of rows at a time (``append``). ``shape[0]`` may be
+    None when the count is known only at the end (generate's pool: a filter may leave a class short): the header
+    then holds room for any count and :meth:`close` writes the count into it. :meth:`close` checks that every row
+    announced came and flushes the file to disk; on an error the file is removed. Write to a temporary path (an
+    :func:`~pipeline.io.atomic.atomic_dir` or ``atomic_file``): a killed run leaves no half-written array under its
+    final name.
 
     Example::
 
@@ -250,19 +253,36 @@ class ArrayWriter:
                 out.append(batch)
     """
 
-    def __init__(self, path: str | Path, shape: Sequence[int], dtype: Any = np.float32) -> None:
-        self.path, self.shape, self.dtype = Path(path), tuple(int(s) for s in shape), np.dtype(dtype)
+    held = "the array"  # what the file holds, in error messages
+
+    def __init__(self, path: str | Path, shape: Sequence[int | None], dtype: Any = np.float32) -> None:
+        self.path, self.dtype = Path(path), np.dtype(dtype)
+        self.count = None if shape[0] is None else int(shape[0])
+        self.shape = (self.count, *(int(s) for s in shape[1:]))
         self.written = 0
         self._fh = open(self.path, "wb")
-        header = {"descr": npy_format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
-        npy_format.write_array_header_1_0(self._fh, header)
+        # a count of as many digits as any count will have: the header's length does not change when it is filled in
+        self._header_size = self._fh.write(self._header(10**18 if self.count is None else self.count))
+
+    def _header(self, count: int, size: int | None = None) -> bytes:
+        """NumPy's ``.npy`` (version 1.0) header for ``count`` rows; with ``size``, padded with spaces to that many
+        bytes (the reader takes any padding before the newline)."""
+        out = io.BytesIO()
+        header = {"descr": npy_format.dtype_to_descr(self.dtype), "fortran_order": False}
+        npy_format.write_array_header_1_0(out, header | {"shape": (count, *self.shape[1:])})
+        raw = out.getvalue()
+        if size is None or size == len(raw):
+            return raw
+        start = len(npy_format.magic(1, 0)) + 2  # the header's text follows the magic string and its uint16 length
+        body = raw[start:-1] + b" " * (size - len(raw)) + b"\n"
+        return raw[: start - 2] + len(body).to_bytes(2, "little") + body
 
     def append(self, rows: np.ndarray) -> None:
         rows = np.asarray(rows)
         if rows.shape[1:] != self.shape[1:]:
-            raise ValueError(f"{self.path}: rows of shape {rows.shape[1:]}, the array holds {self.shape[1:]}")
-        if self.written + len(rows) > self.shape[0]:
-            raise ValueError(f"{self.path}: more than the {self.shape[0]} rows announced")
+            raise ValueError(f"{self.path}: rows of shape {rows.shape[1:]}, {self.held} holds {self.shape[1:]}")
+        if self.count is not None and self.written + len(rows) > self.count:
+            raise ValueError(f"{self.path}: more than the {self.count} rows announced")
         self._fh.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
         self.written += len(rows)
 
@@ -270,12 +290,19 @@ class ArrayWriter:
         if self._fh.closed:
             return
         try:
-            if self.written != self.shape[0]:
-                raise ValueError(f"{self.path}: {self.written} rows written, {self.shape[0]} announced")
+            if self.count is None:
+                self._fh.seek(0)
+                self._fh.write(self._header(self.written, self._header_size))
+                self.count, self.shape = self.written, (self.written, *self.shape[1:])
+            if self.written != self.count:
+                raise ValueError(f"{self.path}: {self.written} rows written, {self.count} announced")
             self._fh.flush()
             os.fsync(self._fh.fileno())
-        finally:
+        except BaseException:
             self._fh.close()
+            self.path.unlink(missing_ok=True)
+            raise
+        self._fh.close()
 
     def __enter__(self) -> ArrayWriter:
         return self
@@ -285,6 +312,7 @@ class ArrayWriter:
             self.close()
         else:
             self._fh.close()
+            self.path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
