@@ -36,7 +36,13 @@ from pipeline.config import GenerateConfig, TrainClassifierConfig, load_section
 from pipeline.generators import load_generator
 from pipeline.generators.base import Generator
 from pipeline.generators.samplers import SAMPLERS
-from pipeline.generators.sampling import interpolation_strip, sample_images, stream_images, synthetic_counts
+from pipeline.generators.sampling import (
+    CANDIDATES_PER_IMAGE,
+    interpolation_strip,
+    sample_images,
+    stream_images,
+    synthetic_counts,
+)
 from pipeline.generators.selection import ClassifierFilter, ManifoldFilter
 from pipeline.io.arrays import load_split, read_json
 from pipeline.io.atomic import atomic_dir
@@ -100,9 +106,11 @@ def main() -> None:
                 filtering[name] = stream_images(generator, label, counts[name], seed, cfg, real, write, accept=accept)
             for f, judge in judges.items():
                 filtering[name]["filters"][f] |= judge.describe(label)
-            # pictures: eight samples of every sampler (a separate stream, so the files above do not depend on it)
+            # pictures: eight samples of every sampler (a separate stream, so the files above do not depend on it),
+            # from at most CANDIDATES_PER_IMAGE candidates each: a sampler whose samples the filters drop (the
+            # prior's nodules under manifold on the demo) shows fewer instead of decoding thousands in vain
             shown = {
-                s: sample_images(generator, label, 8, seed + 500, cfg, real, sampler=s, accept=accept)[0]
+                s: sample_images(generator, label, 8, seed + 500, cfg, real, s, accept, 8 * CANDIDATES_PER_IMAGE)[0]
                 for s in SAMPLERS
             }
             grid += [(f"real {name}", real[:8]), (f"synthetic {name} ({cfg.sampler})", shown[cfg.sampler])]

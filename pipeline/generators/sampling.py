@@ -97,6 +97,7 @@ def stream_images(
     out: Callable[[np.ndarray], object],
     sampler: str | None = None,
     accept: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+    budget: int | None = None,
 ) -> dict:
     """``n`` images of class ``label``, float32 ``(m, C, *spatial)`` in [0, 1], passed to ``out`` in draw order,
     :data:`CHUNK` at a time (the last chunk fewer); returns the filters' counts. The same seed gives the same images.
@@ -104,10 +105,10 @@ def stream_images(
     is built here) to the caller's test of a batch of images, a boolean per image (see
     :mod:`pipeline.generators.selection`).
 
-    Rounds of candidates (at most ``FILTER_ROUNDS``, and at most ``CANDIDATES_PER_IMAGE`` x ``n`` or
-    ``MAX_CANDIDATES`` candidates in all) go through the listed filters in the order of
-    ``FILTER_NAMES``, each testing only what the ones before it kept, until ``n`` pass; the kept set does not depend
-    on the order of the list. The counts: ``kept``, ``dropped`` and, with filters, ``candidates`` (drawn),
+    Rounds of candidates (at most ``FILTER_ROUNDS``, and at most ``budget`` candidates in all: by default
+    ``CANDIDATES_PER_IMAGE`` x ``n`` or ``MAX_CANDIDATES``, whichever is more) go through the listed filters in the
+    order of ``FILTER_NAMES``, each testing only what the ones before it kept, until ``n`` pass; the kept set does
+    not depend on the order of the list. The counts: ``kept``, ``dropped`` and, with filters, ``candidates`` (drawn),
     ``acceptance_rate`` (the share of candidates that passed every filter) and ``filters``: per filter, the
     candidates it ``tested``, those it ``dropped``, its ``acceptance_rate`` and its threshold (consistency).
     A round's codes are drawn at once (``size`` x latent size, small); its images are decoded and tested
@@ -122,7 +123,7 @@ def stream_images(
     tests, thresholds = _filter_tests(generator, label, cfg, class_images, accept or {})
     counts: dict[str, dict] = {name: {"tested": 0, "dropped": 0, **thresholds.get(name, {})} for name in tests}
     drawn, kept = 0, 0
-    budget = max(CANDIDATES_PER_IMAGE * n, MAX_CANDIDATES)
+    budget = max(CANDIDATES_PER_IMAGE * n, MAX_CANDIDATES) if budget is None else budget
 
     def rounds() -> Iterator[np.ndarray]:
         """The kept images of every round, in draw order (each round tests all its candidates, for the counts)."""
@@ -174,12 +175,13 @@ def sample_images(
     class_images: ImageArray,
     sampler: str | None = None,
     accept: Mapping[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+    budget: int | None = None,
 ) -> tuple[np.ndarray, dict]:
     """The images of :func:`stream_images` in one float32 array ``(m, C, *spatial)`` (``m`` = ``n`` unless the
     filters left the class short), and the filters' counts: for a few images (pictures, the quality stage's
     samples); a pool streams them instead."""
     parts = [np.zeros((0, *generator.image_shape), np.float32)]
-    summary = stream_images(generator, label, n, seed, cfg, class_images, parts.append, sampler, accept)
+    summary = stream_images(generator, label, n, seed, cfg, class_images, parts.append, sampler, accept, budget)
     return np.concatenate(parts), summary
 
 

@@ -139,6 +139,9 @@ def test_a_filter_that_passes_nothing_stops_at_the_candidate_budget():
     nothing = {"classifier": lambda images: np.zeros(len(images), dtype=bool)}
     images, stats = sample_images(gen, 1, 8, 0, cfg, real, accept=nothing)
     assert len(images) == 0 and stats["candidates"] == MAX_CANDIDATES  # 8 x 50 < MAX_CANDIDATES
+    # a caller's own budget (generate's pictures: a few candidates per image shown) replaces the default
+    images, stats = sample_images(gen, 1, 8, 0, cfg, real, accept=nothing, budget=400)
+    assert len(images) == 0 and stats["candidates"] == 400
 
 
 # --- a chunk at a time: the same bits as one array --------------------------------------------------------------
