@@ -11,7 +11,7 @@ import dataclasses
 import re
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -166,6 +166,10 @@ class TrainingConfig:
     batch_size: int  # minibatch size
     learning_rate: float  # Adam learning rate
     amp: bool  # mixed precision on CUDA (ignored on CPU)
+    # mode per_class: every class's network takes as many steps an epoch as the largest class's (its images
+    # repeated), so a minority's network trains as long as the majority's instead of a few steps an epoch.
+    # A default only for checkpoints saved before it existed; params.yaml names it like every key
+    balanced_steps: bool = field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         section = _section_name(self)
@@ -326,6 +330,9 @@ class TrainClassifierConfig:
     mixup_alpha: float = 0.2  # mixup (Balanced-MixUp): weight of the instance batch ~ Beta(alpha, 1)
     synthetic_weight: float = 1.0  # vae strategies: loss weight of a synthetic image (a real one weighs 1)
     real_epochs: int = 0  # vae strategies: the last real_epochs epochs (at most epochs - 1) on the real images only
+    # vae strategies: every class, the majority included, also gets this multiple of ratio x the largest gap in
+    # synthetic images, so that looking synthetic is no sign of the minority (0: only minority classes get them)
+    synthetic_all_classes: float = 0.0
 
     def __post_init__(self) -> None:
         _check(len(self.channels) == 4, "train_classifier.channels", "a list of 4 channel counts")
@@ -349,6 +356,7 @@ class TrainClassifierConfig:
         _check(self.mixup_alpha > 0, "train_classifier.mixup_alpha", "positive")
         _check(0 <= self.synthetic_weight <= 10, "train_classifier.synthetic_weight", "in [0, 10]")
         _check(self.real_epochs >= 0, "train_classifier.real_epochs", "0 (off) or a positive number of epochs")
+        _check(0 <= self.synthetic_all_classes <= 10, "train_classifier.synthetic_all_classes", "in [0, 10]")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,11 @@ augmentation on the fly, Balanced-MixUp); every one trains the same network with
   ``train_classifier.focal_gamma``;
 - ``mixup``: the real split, each batch mixed with a class-balanced batch (Balanced-MixUp, Galdran et al. 2021,
   :class:`BalancedMixUp`), ``train_classifier.mixup_alpha``;
-- ``vae``: real + ``ratio`` x each minority class's gap to the majority in synthetic images;
+- ``vae``: real + ``ratio`` x each minority class's gap to the majority in synthetic images, and with
+  ``all_classes`` (``train_classifier.synthetic_all_classes``) > 0 every class, the majority included,
+  ``all_classes`` x ``ratio`` x the largest gap more: a classifier shown synthetic images of the minority only can
+  learn that the generator's look (on the demo: lungs without the small vessel dots of real scans) means
+  "minority" and call real minority images, which have that detail, the majority;
 - ``vae_classical``: as ``vae``, with classical augmentation;
 - ``synthetic_only``: synthetic images only, as many per class as the real split has (train on synthetic,
   test on real).
@@ -217,10 +221,11 @@ def take_synthetic(synthetic: SplitData, wanted: dict[str, int], seed: int | Non
         if len(members) < wanted.get(name, 0):
             raise ValueError(
                 f"the synthetic pool has {len(members)} '{name}' images but {wanted[name]} are needed: raise "
-                "generate.pool_ratio (or set generate.every_class: true for synthetic_only), or lower "
-                "train_classifier.synthetic_ratio / ablation_ratios; when generate.filter left the class short "
-                "(generate's warning, summary.json's filtering), lower generate.filter_quantile, raise "
-                "generate.manifold_k or remove a filter from the list generate.filter"
+                "generate.pool_ratio (or set generate.every_class: true, which synthetic_only and "
+                "train_classifier.synthetic_all_classes need), or lower train_classifier.synthetic_ratio / "
+                "ablation_ratios / synthetic_all_classes; when generate.filter left the class short (generate's "
+                "warning, summary.json's filtering), lower generate.filter_quantile, raise generate.manifold_k or "
+                "remove a filter from the list generate.filter"
             )
         if rng is not None:
             members = rng.permutation(members)
@@ -239,8 +244,11 @@ def combine(real: SplitData, synthetic: SplitData) -> SplitData:
     )
 
 
-def training_recipe(strategy: str, train: SplitData, synthetic: SplitData | None, ratio: float, seed: int) -> Recipe:
-    """The training set and switches of ``strategy`` (see the module docstring); ``ratio`` is for the vae ones."""
+def training_recipe(
+    strategy: str, train: SplitData, synthetic: SplitData | None, ratio: float, seed: int, all_classes: float = 0.0
+) -> Recipe:
+    """The training set and switches of ``strategy`` (see the module docstring); ``ratio`` and ``all_classes`` are
+    for the vae ones."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     counts = train.counts()
@@ -248,7 +256,8 @@ def training_recipe(strategy: str, train: SplitData, synthetic: SplitData | None
     if strategy in ("vae", "vae_classical", "synthetic_only") and synthetic is None:
         raise ValueError(f"strategy {strategy} needs the generate stage's synthetic images")
     if strategy in ("vae", "vae_classical"):
-        gaps = {name: round(ratio * (majority - n)) for name, n in counts.items()}
+        shared = round(all_classes * ratio * (majority - min(counts.values())))  # for every class alike
+        gaps = {name: round(ratio * (majority - n)) + shared for name, n in counts.items()}
         data = combine(train, take_synthetic(synthetic, gaps, seed))
         is_synthetic = np.arange(len(data)) >= len(train)  # combine appends the synthetic images
         return Recipe(data, augment=strategy == "vae_classical", synthetic=is_synthetic)

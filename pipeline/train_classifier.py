@@ -69,7 +69,7 @@ def run_strategy(
     positive = train.classes.index(min(counts, key=counts.get))  # the smallest class, for a binary threshold
     runs, probas, thresholds = [], [], []
     for seed in cfg.seeds:
-        recipe = training_recipe(strategy, train, synthetic, ratio, seed)
+        recipe = training_recipe(strategy, train, synthetic, ratio, seed, cfg.synthetic_all_classes)
         check_no_test_patients(test, **{f"the {strategy} training set": recipe.data.patients})
         model, fit = fit_classifier(recipe, val, cfg, seed, device, desc=f"{strategy} seed {seed}")
         val_proba = predict_proba(model, val.images, device)

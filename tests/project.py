@@ -33,7 +33,7 @@ TINY = {
     "preprocess": {"size": 32, "val_fraction": 0.2, "test_fraction": 0.25},
     "vae": _TINY_VAE,
     "vae_gan": {**_TINY_VAE, "adversarial_warmup_epochs": 2, "discriminator_channels": 8, "discriminator_layers": 2},
-    "train_classifier": {"epochs": 2, "seeds": [0, 1], "channels": [4, 8, 8, 8], "ablation_ratios": [2.0]},
+    "train_classifier": {"epochs": 2, "seeds": [0, 1], "channels": [4, 8, 8, 8], "ablation_ratios": [0.5]},
     "latent": {"sizes": [2, 4], "epochs": 2},
     "anomaly": {"epochs": 4},
 }

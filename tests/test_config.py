@@ -25,6 +25,7 @@ VAE = {
     "batch_size": 4,
     "learning_rate": 0.001,
     "amp": True,
+    "balanced_steps": False,
 }
 
 
@@ -118,6 +119,7 @@ def test_missing_key_is_reported():
         ({"mixup_alpha": 0.0}, "mixup_alpha must be positive"),  # Beta(0, 1) is no distribution
         ({"synthetic_weight": -1.0}, "synthetic_weight must be in [0, 10]"),
         ({"real_epochs": -1}, "real_epochs must be 0 (off) or a positive number of epochs"),
+        ({"synthetic_all_classes": -0.5}, "synthetic_all_classes must be in [0, 10]"),
     ],
 )
 def test_classifier_validation_names_the_key(change, message):

@@ -49,7 +49,7 @@ def test_outputs_exist_with_declared_shapes_and_ranges(project):
             strategy == "real_only" or -1 <= metrics[strategy]["vs_real_only"]["balanced_accuracy"]["difference"] <= 1
         )
     with open(project / "reports/synthetic_ratio.csv") as fh:
-        assert [float(r["ratio"]) for r in csv.DictReader(fh)] == [0.0, 1.0, 2.0]  # real_only, vae, ablation@2.0
+        assert [float(r["ratio"]) for r in csv.DictReader(fh)] == [0.0, 0.5, 1.0]  # real_only, ablation@0.5, vae
     report = (project / "reports/augmentation_report.md").read_text()
     assert "## Verdict" in report and "synthetic_only" in report and "## Synthetic-ratio ablation" in report
     for figure in ("real_vs_synthetic", "synthetic_ratio"):
@@ -61,12 +61,12 @@ def test_dvc_metrics_show_lists_every_strategy(project):
     shown = json.loads(dvc(project, "metrics", "show", "--json"))
     metrics = next(iter(shown.values()))["data"]
     strategies = metrics["reports/metrics.json"]["data"]
-    for strategy in ("real_only", "oversample", "vae", "synthetic_only", "vae_ratio_2"):
+    for strategy in ("real_only", "oversample", "vae", "synthetic_only", "vae_ratio_0.5"):
         assert 0 <= strategies[strategy]["balanced_accuracy"] <= 1
     assert {"reports/anomaly/metrics.json", "reports/latent/metrics.json", "reports/quality/metrics.json"} <= set(
         metrics
     )
-    for name in ("real_only", "vae", "ablation_2.0"):  # every remedy's own files, from the one classifier stage
+    for name in ("real_only", "vae", "ablation_0.5"):  # every remedy's own files, from the one classifier stage
         assert {p.name for p in (project / "reports/classifier" / name).iterdir()} == {
             "metrics.json",
             "runs.json",

@@ -154,6 +154,18 @@ def test_each_seed_draws_its_own_share_of_the_pool_and_a_smaller_ratio_a_subset_
     assert take_synthetic(SYNTHETIC, {"b": 3}).patients.tolist() == ["S0", "S1", "S2"]  # no seed: manifest order
 
 
+def test_synthetic_all_classes_adds_the_same_count_of_synthetic_images_to_every_class():
+    """With all_classes the majority gets synthetic images too (all_classes x ratio x the largest gap, 1/3 x 6 = 2
+    here) and every minority class that many beyond its gap: still balanced, and being synthetic is no sign of b."""
+    recipe = training_recipe("vae", TRAIN, SYNTHETIC, 1.0, seed=0, all_classes=1 / 3)
+    assert recipe.data.counts() == {"a": 11, "b": 11}
+    synthetic = recipe.data.select(np.flatnonzero(recipe.synthetic))
+    assert synthetic.counts() == {"a": 2, "b": 8} and set(synthetic.patients) <= set(SYNTHETIC.patients)
+    assert training_recipe("vae", TRAIN, SYNTHETIC, 1.0, seed=0, all_classes=0.0).data.counts() == {"a": 9, "b": 9}
+    with pytest.raises(ValueError, match="synthetic_all_classes"):
+        training_recipe("vae", TRAIN, SYNTHETIC, 1.0, seed=0, all_classes=1.0)  # 12 of b needed, 8 in the pool
+
+
 def test_too_small_a_pool_names_the_params():
     with pytest.raises(ValueError, match="generate.pool_ratio") as short:
         training_recipe("vae", TRAIN, SYNTHETIC, 2.0, seed=0)  # 12 of b needed, 8 in the pool

@@ -115,10 +115,15 @@ class VAEGenerator:
             self.vaes = ClassVAEs("conditional", [model]).eval()
             return history
         models, history = [], []
+        largest = max(int((train.labels == label).sum()) for label in range(len(self.classes)))
         for label, name in enumerate(self.classes):
             seed_everything(self.seed)  # each class's network starts from the same seed, whatever the class order
             model = self._network(1)
-            history += self.fit_network(model, one_class(train, label), one_class(val, label), device, name)
+            own = one_class(train, label)
+            if self.cfg.balanced_steps and 0 < len(own) < largest:
+                # its images repeated (whole copies) to about the largest class's count: as many steps an epoch
+                own = own.select(np.tile(np.arange(len(own)), max(1, round(largest / len(own)))))
+            history += self.fit_network(model, own, one_class(val, label), device, name)
             models.append(model)
         self.vaes = ClassVAEs("per_class", models).eval()
         return history

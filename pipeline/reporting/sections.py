@@ -85,7 +85,8 @@ def ratio_lines(rows: list[dict], minorities: list[str]) -> list[str]:
         "## Synthetic-ratio ablation",
         "",
         "The vae strategy with more or fewer synthetic images (ratio: synthetic images per minority class as a "
-        "multiple of its gap to the majority; 0 is real_only).",
+        "multiple of its gap to the majority, and with train_classifier.synthetic_all_classes every class's shared "
+        "synthetic images scaled alike; 0 is real_only).",
         "",
         "| ratio | " + " | ".join(keys) + " |",
         "|---|" + "---|" * len(keys),

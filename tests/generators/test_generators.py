@@ -166,3 +166,24 @@ def test_generators_take_colour_images(tmp_path, kind):
     loaded, _ = load_generator(tmp_path / "g.pt")
     assert loaded.image_shape == (3, 16, 16)
     np.testing.assert_array_equal(loaded.sample(1, 4, np.random.default_rng(0)), a)
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_per_class_balanced_steps_repeat_a_small_class_to_the_largest(monkeypatch, balanced):
+    """With ``balanced_steps`` each class's network trains on its own images repeated (whole copies) to about the
+    largest class's count, so a minority network takes as many steps an epoch; without, on its images once."""
+    train = make_split(20, labels=np.array([0] * 16 + [1] * 4))
+    val = make_split(8, seed=1)
+    seen: dict[str, np.ndarray] = {}
+    fit_network = GENERATORS["vae"].fit_network
+
+    def spy(self, model, data, val_data, device, name):
+        seen[name] = np.asarray(data.images)
+        return fit_network(self, model, data, val_data, device, name)
+
+    monkeypatch.setattr(GENERATORS["vae"], "fit_network", spy)
+    settings = dataclasses.replace(VAE, epochs=1, balanced_steps=balanced)
+    build_generator("vae", (1, 16, 16), train.classes, "per_class", settings, seed=0).fit(train, val, CPU)
+    np.testing.assert_array_equal(seen["a"], train.images[:16])
+    small = train.images[16:]
+    np.testing.assert_array_equal(seen["b"], np.concatenate([small] * 4) if balanced else small)
