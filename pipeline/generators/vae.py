@@ -115,7 +115,7 @@ class VAEGenerator:
             self.vaes = ClassVAEs("conditional", [model]).eval()
             return history
         models, history = [], []
-        largest = max(int((train.labels == label).sum()) for label in range(len(self.classes)))
+        largest = max(train.counts().values())
         for label, name in enumerate(self.classes):
             seed_everything(self.seed)  # each class's network starts from the same seed, whatever the class order
             model = self._network(1)
