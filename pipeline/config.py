@@ -59,6 +59,9 @@ class ComputeConfig:
     deterministic: bool  # deterministic kernels (bit-identical CPU runs); false lets cuDNN benchmark the fastest ones
     processes: int = 1  # training processes on this machine (> 1: the training stages run through torchrun, one GPU
     # each with device auto/cuda, else CPU processes; pipeline.distributed)
+    workers: int = 0  # processes that run a stage's independent trainings side by side (train_classifier's remedies
+    # x seeds), each with its share of the torch threads; 0 = one per core on a CPU, one on a GPU
+    # (pipeline.workers)
 
     def __post_init__(self) -> None:
         _check(
@@ -67,6 +70,7 @@ class ComputeConfig:
             "auto, cpu, cuda or cuda:N (N the GPU's index)",
         )
         _check(self.processes >= 1, "compute.processes", "at least 1")
+        _check(self.workers >= 0, "compute.workers", "0 (one per core on a CPU) or a positive number")
         _check(
             self.processes == 1 or ":" not in self.device,
             "compute.device",

@@ -23,6 +23,7 @@ __all__ = [
     "RUN_LOG",
     "select_device",
     "compute_device",
+    "compute_setting",
     "device_name",
     "seed_everything",
     "adam",
@@ -79,6 +80,11 @@ def compute_device():
     device = select_device(distributed.local_device(cfg.device), cfg.deterministic)  # one of torchrun's processes
     distributed.join(device)
     return device
+
+
+def compute_setting() -> dict:
+    """The device setting and determinism :func:`select_device` last took (what a worker process repeats)."""
+    return dict(_COMPUTE)
 
 
 def device_name() -> str:

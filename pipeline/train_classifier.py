@@ -18,12 +18,12 @@ tests and the report's curves).
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pipeline.config import TrainClassifierConfig, load_section
 from pipeline.io.arrays import SplitData, load_split, read_json, write_json, write_npz
@@ -39,8 +39,9 @@ from pipeline.metrics import (
 from pipeline.models.classifier import fit_classifier, predict_proba
 from pipeline.runtime import compute_device, run_stage
 from pipeline.strategies import check_no_test_patients, training_recipe
+from pipeline.workers import run_tasks, worker_count
 
-__all__ = ["run_strategy", "classifier_runs", "main"]
+__all__ = ["train_seed", "summarise_strategy", "run_strategy", "classifier_runs", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,46 +53,57 @@ def validation_keys(classes) -> list[str]:
     return ["balanced_accuracy", "macro_f1", "worst_recall"] + [f"recall_{c}" for c in classes]
 
 
-def run_strategy(
-    strategy: str,
+def _positive(train: SplitData) -> int:
+    """The smallest class of the training split: the class whose probability a binary threshold is chosen on."""
+    counts = train.counts()
+    return train.classes.index(min(counts, key=counts.get))
+
+
+def train_seed(
+    remedy: tuple[str, float, int],
     train: SplitData,
     val: SplitData,
     test: SplitData,
     synthetic: SplitData | None,
     cfg: TrainClassifierConfig,
     device: torch.device,
-    ratio: float | None = None,
+) -> dict:
+    """One training of ``remedy`` = (strategy, synthetic ratio, seed): the model of the best validation epoch, its
+    threshold and validation scores, then its one look at the test split. Returns ``{"record", "proba",
+    "threshold"}`` (the per-seed record of runs.json, the test probabilities, the threshold or None). Everything it
+    needs comes as arguments, so a worker process can run it (:func:`pipeline.workers.run_tasks`)."""
+    strategy, ratio, seed = remedy
+    positive = _positive(train)
+    recipe = training_recipe(strategy, train, synthetic, ratio, seed, cfg.synthetic_all_classes)
+    check_no_test_patients(test, **{f"the {strategy} training set": recipe.data.patients})
+    model, fit = fit_classifier(recipe, val, cfg, seed, device, desc=f"{strategy} seed {seed}")
+    val_proba = predict_proba(model, val.images, device)
+    threshold = choose_threshold(val.labels, val_proba, positive)
+    # the validation scores at that threshold: what the compare stage recommends a remedy by
+    val_metrics = classification_metrics(val.labels, val_proba, val.classes, threshold, positive)
+    val_metrics = {k: val_metrics[k] for k in validation_keys(val.classes)}
+    proba = predict_proba(model, test.images, device)  # the one look at the test split
+    metrics = classification_metrics(test.labels, proba, test.classes, threshold, positive)
+    record = {
+        "seed": seed,
+        **fit,
+        "threshold": threshold,
+        "train_images": recipe.data.counts(),
+        "val": val_metrics,
+        "test": metrics,
+    }
+    return {"record": record, "proba": proba, "threshold": threshold}
+
+
+def summarise_strategy(
+    strategy: str, ratio: float, train: SplitData, test: SplitData, cfg: TrainClassifierConfig, seeds: list[dict]
 ) -> tuple[dict, list[dict], dict[str, np.ndarray]]:
-    """Train ``strategy`` with every seed; return its summary, the per-seed records and the test predictions."""
-    check_no_test_patients(test, train=train.patients, val=val.patients)
-    ratio = cfg.synthetic_ratio if ratio is None else ratio
-    counts = train.counts()
-    positive = train.classes.index(min(counts, key=counts.get))  # the smallest class, for a binary threshold
-    runs, probas, thresholds = [], [], []
-    for seed in cfg.seeds:
-        recipe = training_recipe(strategy, train, synthetic, ratio, seed, cfg.synthetic_all_classes)
-        check_no_test_patients(test, **{f"the {strategy} training set": recipe.data.patients})
-        model, fit = fit_classifier(recipe, val, cfg, seed, device, desc=f"{strategy} seed {seed}")
-        val_proba = predict_proba(model, val.images, device)
-        threshold = choose_threshold(val.labels, val_proba, positive)
-        # the validation scores at that threshold: what the compare stage recommends a remedy by
-        val_metrics = classification_metrics(val.labels, val_proba, val.classes, threshold, positive)
-        val_metrics = {k: val_metrics[k] for k in validation_keys(val.classes)}
-        proba = predict_proba(model, test.images, device)  # the one look at the test split
-        metrics = classification_metrics(test.labels, proba, test.classes, threshold, positive)
-        probas.append(proba)
-        thresholds.append(threshold)
-        runs.append(
-            {
-                "seed": seed,
-                **fit,
-                "threshold": threshold,
-                "train_images": recipe.data.counts(),
-                "val": val_metrics,
-                "test": metrics,
-            }
-        )
-        logger.info("%s seed %d: test balanced accuracy %.3f", strategy, seed, metrics["balanced_accuracy"])
+    """The summary (mean and standard deviation over seeds, bootstrap intervals over test images), the per-seed
+    records and the test predictions of ``strategy`` from its :func:`train_seed` results, one per seed in
+    ``cfg.seeds``'s order."""
+    counts, positive = train.counts(), _positive(train)
+    runs = [s["record"] for s in seeds]
+    probas, thresholds = [s["proba"] for s in seeds], [s["threshold"] for s in seeds]
     minorities = minority_classes(counts)
     ci_keys = ["balanced_accuracy", "macro_f1", "auroc", "accuracy", "worst_recall"]
     ci_keys += [f"recall_{c}" for c in minorities]
@@ -117,6 +129,24 @@ def run_strategy(
     return summary, runs, predictions
 
 
+def run_strategy(
+    strategy: str,
+    train: SplitData,
+    val: SplitData,
+    test: SplitData,
+    synthetic: SplitData | None,
+    cfg: TrainClassifierConfig,
+    device: torch.device,
+    ratio: float | None = None,
+) -> tuple[dict, list[dict], dict[str, np.ndarray]]:
+    """Train ``strategy`` with every seed, one after the other in this process; return its summary, the per-seed
+    records and the test predictions (:func:`summarise_strategy`)."""
+    check_no_test_patients(test, train=train.patients, val=val.patients)
+    ratio = cfg.synthetic_ratio if ratio is None else ratio
+    seeds = [train_seed((strategy, ratio, seed), train, val, test, synthetic, cfg, device) for seed in cfg.seeds]
+    return summarise_strategy(strategy, ratio, train, test, cfg, seeds)
+
+
 def classifier_runs(cfg: TrainClassifierConfig) -> list[tuple[str, str, float | None]]:
     """(output folder name, strategy, synthetic ratio) of every remedy the stage trains: each strategy (its ratio
     ``synthetic_ratio`` for the vae ones), then the vae strategy at each ablation ratio (``ablation_<ratio>``)."""
@@ -139,14 +169,32 @@ def main() -> None:
         check_no_test_patients(test, **{"the generator's training data": np.array(generation["generator_patients"])})
         synthetic = read_synthetic(paths.synthetic, train.classes)
     device = compute_device()
+    check_no_test_patients(test, train=train.patients, val=val.patients)
+    remedies = [(strategy, cfg.synthetic_ratio if ratio is None else ratio) for _, strategy, ratio in runs]
+    tasks = [(strategy, ratio, seed) for strategy, ratio in remedies for seed in cfg.seeds]
+    train_one = functools.partial(
+        train_seed, train=train, val=val, test=test, synthetic=synthetic, cfg=cfg, device=device
+    )
+    workers = worker_count(load_section("compute").workers, device, len(tasks))
+    results = run_tasks(train_one, tasks, workers, desc="trainings", cost=[_cost(t, cfg) for t in tasks])
     with atomic_dir(Path(paths.reports) / "classifier") as staging:
-        for name, strategy, ratio in tqdm(runs, desc="remedies", unit="remedy"):
-            summary, records, predictions = run_strategy(
-                strategy, train, val, test, synthetic, cfg, device, ratio=ratio
-            )
+        for k, ((name, _, _), (strategy, ratio)) in enumerate(zip(runs, remedies, strict=True)):
+            seeds = results[k * len(cfg.seeds) : (k + 1) * len(cfg.seeds)]
+            for seed in seeds:
+                test_score = seed["record"]["test"]["balanced_accuracy"]
+                logger.info("%s seed %d: test balanced accuracy %.3f", name, seed["record"]["seed"], test_score)
+            summary, records, predictions = summarise_strategy(strategy, ratio, train, test, cfg, seeds)
             write_npz(staging / name / "predictions.npz", predictions)
             write_json(staging / name / "runs.json", records)
             write_json(staging / name / "metrics.json", summary)
+
+
+def _cost(task: tuple[str, float, int], cfg: TrainClassifierConfig) -> float:
+    """A training's rough cost relative to real_only's (the vae strategies train on more images, classical
+    augmentation adds work): the costliest go to the workers first."""
+    strategy, ratio, _ = task
+    cost = 1.0 + (ratio * (1 + cfg.synthetic_all_classes) if strategy in ("vae", "vae_classical") else 0.0)
+    return cost + (0.5 if strategy in ("classical", "vae_classical") else 0.0)
 
 
 if __name__ == "__main__":

@@ -110,11 +110,14 @@ def test_the_relaunch_runs_the_stage_module_through_torchrun(monkeypatch):
     [
         ({"processes": 0}, "compute.processes must be at least 1"),  # no process
         ({"processes": 2, "device": "cuda:1"}, "compute.device must be auto, cpu or cuda when"),  # one pinned GPU
+        ({"workers": -1}, "compute.workers must be 0"),  # fewer than none
     ],
 )
 def test_process_settings_refused(values, message):
     with pytest.raises(ConfigError, match=message):
-        parse_section("compute", {"device": "auto", "deterministic": True} | values, ComputeConfig)
+        parse_section(
+            "compute", {"device": "auto", "deterministic": True, "processes": 1, "workers": 0} | values, ComputeConfig
+        )
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="tells two ranks from one by their torch threads")

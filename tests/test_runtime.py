@@ -41,7 +41,9 @@ def test_determinism_follows_the_setting():
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12"])
 def test_device_settings_accepted(device):
     assert (
-        parse_section("compute", {"device": device, "deterministic": True, "processes": 1}, ComputeConfig).device
+        parse_section(
+            "compute", {"device": device, "deterministic": True, "processes": 1, "workers": 0}, ComputeConfig
+        ).device
         == device
     )
 
@@ -49,4 +51,4 @@ def test_device_settings_accepted(device):
 @pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:x", "CPU", "mps"])
 def test_other_device_settings_refused(device):
     with pytest.raises(ConfigError, match="compute.device must be auto, cpu, cuda or cuda:N"):
-        parse_section("compute", {"device": device, "deterministic": True, "processes": 1}, ComputeConfig)
+        parse_section("compute", {"device": device, "deterministic": True, "processes": 1, "workers": 0}, ComputeConfig)

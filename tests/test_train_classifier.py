@@ -1,11 +1,13 @@
 import dataclasses
+import functools
 
 import numpy as np
 import pytest
 import torch
 
 from pipeline.strategies import DataLeakError, Recipe
-from pipeline.train_classifier import fit_classifier, predict_proba, run_strategy
+from pipeline.train_classifier import fit_classifier, predict_proba, run_strategy, train_seed
+from pipeline.workers import run_tasks
 from tests.conftest import classifier_config, make_split
 
 CPU = torch.device("cpu")
@@ -87,3 +89,24 @@ def test_several_minority_classes_work():
     assert runs[0]["train_images"] == {"a": 12, "b": 12, "c": 12} and runs[0]["threshold"] is None  # argmax
     assert summary["minority_classes"] == ["b", "c"] and "recall_c_ci_low" in summary
     assert 0 <= summary["auroc"] <= 1 and np.array(runs[0]["test"]["confusion_matrix"]).shape == (3, 3)
+
+
+def test_trainings_in_worker_processes_match_this_process_at_the_same_threads():
+    """The stage hands each (strategy, ratio, seed) to a worker: the same numbers as training here, given the
+    worker's share of the threads (pipeline.workers)."""
+    tasks = [("real_only", 1.0, 0), ("vae", 1.0, 0), ("vae", 1.0, 1)]
+    train = make_split(labels=[0] * 12 + [1] * 6)  # b is 6 short: the vae tasks add 6 synthetic b images
+    train_one = functools.partial(
+        train_seed, train=train, val=VAL, test=TEST, synthetic=SYNTHETIC, cfg=SHORT, device=CPU
+    )
+    there = run_tasks(train_one, tasks, 2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // 2))
+    try:
+        here = [train_one(task) for task in tasks]
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(here, there, strict=True):
+        assert a["record"] == b["record"] and a["threshold"] == b["threshold"]
+        assert np.array_equal(a["proba"], b["proba"])
+    assert [r["record"]["train_images"] for r in here] == [{"a": 12, "b": 6}] + [{"a": 12, "b": 12}] * 2
