@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
-from scipy.stats import rankdata, ttest_rel
+from scipy.stats import ttest_rel
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -121,36 +121,51 @@ def classification_metrics(
     return out
 
 
-def _rank_auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """AUROC of ``scores`` for the ``positive`` images against the rest, from rank sums (Mann-Whitney U; ties count
-    a half, as in the trapezoidal ROC area)."""
-    ranks = rankdata(scores)
-    n1 = positive.sum()
-    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * (len(scores) - n1)))
+def _weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC of ``scores`` for the ``positive`` images against the rest under each row of ``weights`` (R x n: how
+    many times each image is counted, e.g. drawn by a bootstrap resample): the Mann-Whitney U of the weighted
+    images, ties counting a half as in the trapezoidal ROC area. One sort for every row."""
+    order = np.argsort(scores, kind="stable")
+    ordered, w = scores[order], weights[:, order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # the groups of tied scores
+    is_positive = positive[order]
+    pos = np.add.reduceat(w * is_positive, starts, axis=1)  # R x groups: weight of positives per score
+    neg = np.add.reduceat(w * ~is_positive, starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negatives with a lower score than the group
+    return (pos * (below + 0.5 * neg)).sum(1) / (pos.sum(1) * neg.sum(1))
+
+
+def _weighted_metrics(
+    labels: np.ndarray, pred: np.ndarray, proba: np.ndarray, classes: Sequence[str], weights: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The scalar metrics of :func:`classification_metrics` (all but AUPRC) under each row of ``weights`` (R x n,
+    each image counted that many times; every row must count every class): confusion matrices as one matrix
+    product, AUROC by :func:`_weighted_auroc`. Thousands of bootstrap resamples in a few array operations."""
+    k = len(classes)
+    cm = (weights @ np.eye(k * k)[labels * k + pred]).reshape(-1, k, k)  # R x true x predicted
+    support, predicted, hits = cm.sum(2), cm.sum(1), np.diagonal(cm, axis1=1, axis2=2)
+    recall = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(hits), where=precision + recall > 0)
+    out = {
+        "accuracy": hits.sum(1) / cm.sum((1, 2)),
+        "balanced_accuracy": recall.mean(1),
+        "macro_f1": f1.mean(1),
+        "worst_recall": recall.min(1),
+    }
+    if k == 2:
+        out["auroc"] = _weighted_auroc(proba[:, 1], labels == 1, weights)
+    else:  # one class against the rest, averaged over classes (roc_auc_score's multi_class="ovr", "macro")
+        out["auroc"] = np.mean([_weighted_auroc(proba[:, c], labels == c, weights) for c in range(k)], axis=0)
+    for i, name in enumerate(classes):
+        out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = precision[:, i], recall[:, i], f1[:, i]
+    return out
 
 
 def _resample_metrics(labels: np.ndarray, pred: np.ndarray, proba: np.ndarray, classes: Sequence[str]) -> dict:
-    """The scalar metrics of :func:`classification_metrics` from a confusion matrix in numpy and rank-based AUROC:
-    a hundred times faster, for the thousands of bootstrap resamples."""
-    k = len(classes)
-    cm = np.bincount(labels * k + pred, minlength=k * k).reshape(k, k).astype(float)
-    support, predicted, hits = cm.sum(1), cm.sum(0), np.diag(cm)
-    recall = np.divide(hits, support, out=np.zeros(k), where=support > 0)
-    precision = np.divide(hits, predicted, out=np.zeros(k), where=predicted > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
-    out = {
-        "accuracy": float(hits.sum() / cm.sum()),
-        "balanced_accuracy": float(recall[support > 0].mean()),
-        "macro_f1": float(f1.mean()),
-        "worst_recall": float(recall[support > 0].min()),
-    }
-    if k == 2:
-        out["auroc"] = _rank_auroc(proba[:, 1], labels == 1)
-    else:  # one class against the rest, averaged over classes (roc_auc_score's multi_class="ovr", "macro")
-        out["auroc"] = float(np.mean([_rank_auroc(proba[:, c], labels == c) for c in range(k)]))
-    for i, name in enumerate(classes):
-        out[f"precision_{name}"], out[f"recall_{name}"], out[f"f1_{name}"] = precision[i], recall[i], f1[i]
-    return out
+    """:func:`_weighted_metrics` of one set of images, each counted once (floats)."""
+    metrics = _weighted_metrics(labels, pred, proba, classes, np.ones((1, len(labels))))
+    return {key: float(value[0]) for key, value in metrics.items()}
 
 
 def bootstrap_draws(
@@ -166,20 +181,26 @@ def bootstrap_draws(
     """The seed-mean of each metric in ``keys`` (any scalar of :func:`classification_metrics` except AUPRC) on
     ``n_resamples`` resamples of the test images with replacement; every run gets the same resample. The
     resamples depend only on ``labels``, ``n_resamples`` and ``seed``, so the draws of two strategies evaluated on
-    the same test split are paired element by element. Resamples missing a class are left out."""
+    the same test split are paired element by element. Resamples missing a class are left out. A resample is
+    the number of times it draws each image (:func:`_weighted_metrics`), a block of resamples at a time."""
     rng = np.random.default_rng(seed)
-    n = len(labels)
+    n, k = len(labels), len(classes)
     preds = [predict_labels(p, t, positive) for p, t in zip(proba_per_run, thresholds, strict=True)]
-    draws: dict[str, list[float]] = {key: [] for key in keys}
+    counts = []
     for _ in range(n_resamples):
         idx = rng.integers(n, size=n)
-        if len(np.unique(labels[idx])) < len(classes):
+        if len(np.unique(labels[idx])) < k:
             continue  # a resample without some class has no balanced accuracy or AUROC
+        counts.append(np.bincount(idx, minlength=n))
+    draws: dict[str, list[np.ndarray]] = {key: [] for key in keys}
+    block = max(1, 2**22 // max(n, 1))  # resamples per block: at most about 4 M counts (32 MB) at a time
+    for first in range(0, len(counts), block):
+        weights = np.stack(counts[first : first + block]).astype(float)
         pairs = zip(preds, proba_per_run, strict=True)
-        runs = [_resample_metrics(labels[idx], pred[idx], p[idx], classes) for pred, p in pairs]
+        runs = [_weighted_metrics(labels, pred, p, classes, weights) for pred, p in pairs]
         for key in keys:
-            draws[key].append(float(np.mean([r[key] for r in runs])))
-    return {key: np.array(v) for key, v in draws.items()}
+            draws[key].append(np.mean([r[key] for r in runs], axis=0))
+    return {key: np.concatenate(v) if v else np.zeros(0) for key, v in draws.items()}
 
 
 def bootstrap_ci(

@@ -94,6 +94,37 @@ def test_bootstrap_intervals_use_the_fast_metrics_faithfully():
     assert fast3 == pytest.approx({k: full3[k] for k in fast3})
 
 
+@pytest.mark.parametrize("classes", [("a", "b"), ("a", "b", "c")])  # binary; one class against the rest
+def test_bootstrap_draws_by_counts_equal_metrics_of_the_resampled_images(classes):
+    """A resample is computed as the number of times it draws each image (one matrix product for all of them): the
+    same numbers as the metrics of the resampled images themselves, resamples missing a class left out."""
+    from pipeline.metrics import _resample_metrics, bootstrap_draws, predict_labels
+
+    rng = np.random.default_rng(4)
+    k = len(classes)
+    labels = rng.permutation(np.repeat(np.arange(k), [40 - 3 * (k - 1)] + [3] * (k - 1)))  # 3 images a minority class
+    runs = [np.round(np.eye(k)[labels] * 0.4 + rng.random((40, k)), 1) for _ in range(2)]  # rounded: ties
+    runs = [p / p.sum(1, keepdims=True) for p in runs]
+    keys = ["balanced_accuracy", "auroc", "macro_f1", "worst_recall", "accuracy", f"recall_{classes[-1]}"]
+    thresholds = [0.5, 0.4] if k == 2 else [None, None]
+    draws = bootstrap_draws(labels, runs, thresholds, classes, keys, n_resamples=200, seed=3, positive=1)
+    expected = {key: [] for key in keys}
+    resampler = np.random.default_rng(3)
+    for _ in range(200):
+        idx = resampler.integers(40, size=40)
+        if len(np.unique(labels[idx])) < k:
+            continue
+        metrics = [
+            _resample_metrics(labels[idx], predict_labels(p, t, 1)[idx], p[idx], classes)
+            for p, t in zip(runs, thresholds, strict=True)
+        ]
+        for key in keys:
+            expected[key].append(np.mean([m[key] for m in metrics]))
+    assert 150 < len(expected["auroc"]) < 200  # a few resamples miss a minority class and are left out
+    for key in keys:
+        np.testing.assert_allclose(draws[key], expected[key], rtol=0, atol=1e-12)
+
+
 def test_bootstrap_draws_are_paired_between_strategies_and_the_paired_test_sees_a_real_difference():
     from scipy.stats import ttest_rel
 
