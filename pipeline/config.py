@@ -60,7 +60,7 @@ class ComputeConfig:
     processes: int = 1  # training processes on this machine (> 1: the training stages run through torchrun, one GPU
     # each with device auto/cuda, else CPU processes; pipeline.distributed)
     workers: int = 0  # processes that run a stage's independent trainings side by side (train_classifier's remedies
-    # x seeds), each with its share of the torch threads; 0 = one per core on a CPU, one on a GPU
+    # x seeds), each with its share of the torch threads; 0 = one per core on a CPU (at most 8), one on a GPU
     # (pipeline.workers)
 
     def __post_init__(self) -> None:

@@ -19,7 +19,7 @@ with 1 thread each, so that stage trains them in turn.
   path, read in the worker), not large in-memory arrays. Their progress bars are off (the caller shows one over the
   tasks) and they log warnings only; an exception in a task is raised here with its traceback.
 - **One process** runs the tasks in order in this process: ``workers`` 1, a single task, a GPU (``workers: 0``
-  asks for one worker per core on a CPU, one on a GPU), or a stage already running under torchrun
+  asks for one worker per core on a CPU, at most 8, and one on a GPU), or a stage already running under torchrun
   (``compute.processes`` > 1, whose ranks must train the same tasks in step).
 """
 
@@ -43,14 +43,17 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+AUTO_MOST = 8  # compute.workers 0 starts at most this many: each worker holds its own torch (about 0.4 GB)
+
+
 def worker_count(setting: int, device, tasks: int) -> int:
     """How many processes run ``tasks`` independent trainings on ``device`` for ``compute.workers`` = ``setting``:
-    ``setting`` itself when positive, else one per core on a CPU and one on a GPU; never more than the tasks, and 1
-    under torchrun."""
+    ``setting`` itself when positive, else one per core on a CPU (at most :data:`AUTO_MOST`) and one on a GPU; never
+    more than the tasks, and 1 under torchrun."""
     if distributed.launched():
         return 1
     if setting <= 0:
-        setting = (os.cpu_count() or 1) if device.type == "cpu" else 1
+        setting = min(os.cpu_count() or 1, AUTO_MOST) if device.type == "cpu" else 1
     return max(1, min(setting, tasks))
 
 

@@ -37,7 +37,7 @@ def _fail_on_three(task: int) -> int:
     [
         (3, "cpu", 10, 3),  # as many as asked
         (3, "cpu", 2, 2),  # never more than the tasks
-        (0, "cpu", 100, os.cpu_count() or 1),  # 0: one per core on a CPU
+        (0, "cpu", 100, min(os.cpu_count() or 1, workers.AUTO_MOST)),  # 0: one per core on a CPU, at most 8
         (0, "cuda", 100, 1),  # ... one on a GPU
         (1, "cpu", 100, 1),  # 1: in this process
     ],

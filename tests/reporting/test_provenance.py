@@ -62,7 +62,9 @@ def test_a_failed_stage_leaves_no_record(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["x"])
     # a training stage reads compute.processes before it runs (one process: it runs here)
-    (tmp_path / "params.yaml").write_text("compute:\n  device: cpu\n  deterministic: true\n  processes: 1\n  workers: 1\n")
+    (tmp_path / "params.yaml").write_text(
+        "compute:\n  device: cpu\n  deterministic: true\n  processes: 1\n  workers: 1\n"
+    )
 
     def fail():
         raise RuntimeError("boom")
