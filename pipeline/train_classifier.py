@@ -147,10 +147,11 @@ def run_strategy(
     return summarise_strategy(strategy, ratio, train, test, cfg, seeds)
 
 
-def classifier_runs(cfg: TrainClassifierConfig) -> list[tuple[str, str, float | None]]:
+def classifier_runs(cfg: TrainClassifierConfig) -> list[tuple[str, str, float]]:
     """(output folder name, strategy, synthetic ratio) of every remedy the stage trains: each strategy (its ratio
-    ``synthetic_ratio`` for the vae ones), then the vae strategy at each ablation ratio (``ablation_<ratio>``)."""
-    return [(s, s, None) for s in cfg.strategies] + [(f"ablation_{r}", "vae", r) for r in cfg.ablation_ratios]
+    ``synthetic_ratio``, used by the vae ones), then the vae strategy at each ablation ratio (``ablation_<ratio>``)."""
+    strategies = [(s, s, cfg.synthetic_ratio) for s in cfg.strategies]
+    return strategies + [(f"ablation_{r}", "vae", r) for r in cfg.ablation_ratios]
 
 
 def main() -> None:
@@ -170,15 +171,14 @@ def main() -> None:
         synthetic = read_synthetic(paths.synthetic, train.classes)
     device = compute_device()
     check_no_test_patients(test, train=train.patients, val=val.patients)
-    remedies = [(strategy, cfg.synthetic_ratio if ratio is None else ratio) for _, strategy, ratio in runs]
-    tasks = [(strategy, ratio, seed) for strategy, ratio in remedies for seed in cfg.seeds]
+    tasks = [(strategy, ratio, seed) for _, strategy, ratio in runs for seed in cfg.seeds]
     train_one = functools.partial(
         train_seed, train=train, val=val, test=test, synthetic=synthetic, cfg=cfg, device=device
     )
     workers = worker_count(load_section("compute").workers, device, len(tasks))
     results = run_tasks(train_one, tasks, workers, desc="trainings", cost=[_cost(t, cfg) for t in tasks])
     with atomic_dir(Path(paths.reports) / "classifier") as staging:
-        for k, ((name, _, _), (strategy, ratio)) in enumerate(zip(runs, remedies, strict=True)):
+        for k, (name, strategy, ratio) in enumerate(runs):
             seeds = results[k * len(cfg.seeds) : (k + 1) * len(cfg.seeds)]
             for seed in seeds:
                 test_score = seed["record"]["test"]["balanced_accuracy"]
