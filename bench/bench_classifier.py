@@ -26,7 +26,7 @@ from pipeline.augment import BatchAugment
 from pipeline.config import load_section
 from pipeline.io.arrays import load_split
 from pipeline.io.synthetic import read_synthetic
-from pipeline.models.classifier import as_input, build_classifier
+from pipeline.models.classifier import as_input, build_classifier, on_device
 from pipeline.runtime import adam, select_device
 from pipeline.strategies import Recipe
 from pipeline.train_classifier import classifier_runs, fit_classifier, run_strategy
@@ -43,7 +43,7 @@ def bare_loop(images: torch.Tensor, labels: torch.Tensor, cfg, device, epochs: i
         cfg.blocks_per_level,
         cfg.stem_stride,
     )
-    model = model.to(device).train()
+    model = on_device(model, images.ndim - 2, device).train()
     optimizer = adam(model.parameters(), cfg.learning_rate)  # the stage's optimiser
     transform = BatchAugment(images.ndim - 2, seed=0) if augment else None
     images, labels = images.to(device), labels.to(device)

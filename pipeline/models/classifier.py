@@ -48,6 +48,7 @@ __all__ = [
     "REAL_CLASSIFIER",
     "build_classifier",
     "memory_format",
+    "on_device",
     "as_input",
     "fit_classifier",
     "predict_proba",
@@ -62,17 +63,28 @@ REAL_CLASSIFIER = "real_classifier.pt"
 NETWORKS = ("resnet_small", "resnet18", "densenet121")
 
 
-def memory_format(spatial_dims: int) -> torch.memory_format:
-    """Channels-last layout for 2D/3D convolutions: oneDNN's fast layout on CPUs (about 1.5x the images per second
-    of the default layout for ``resnet_small`` at 64 px on 2 cores, bench/bench_classifier.py) and cuDNN's for
-    tensor cores."""
+def memory_format(spatial_dims: int, device: torch.device | str) -> torch.memory_format:
+    """The classifier's memory layout on ``device``: channels last on a GPU (cuDNN's layout for tensor cores); the
+    default layout on a CPU. On a CPU, channels last runs oneDNN's channels-last convolutions, about 15 % faster for
+    ``resnet_small`` at 64 px on 2 cores, but on an AMD EPYC machine of the 2-core kind (torch 2.13.0, oneDNN 3.12)
+    they gave another model from the same seed on the second training in a process (up to 4e-4 in a probability)
+    and, at one torch thread (a worker's share of 2 cores), corrupted the heap ("free(): invalid next size",
+    "corrupted double-linked list") within a few trainings; the default layout is deterministic and never crashed
+    there."""
+    if torch.device(device).type != "cuda":
+        return torch.contiguous_format
     return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
 
 
+def on_device(model: torch.nn.Module, spatial_dims: int, device: torch.device) -> torch.nn.Module:
+    """``model`` moved to ``device`` in :func:`memory_format`'s layout."""
+    return model.to(device, memory_format=memory_format(spatial_dims, device))
+
+
 def as_input(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Images as the classifier's input: a tensor on ``device`` in its memory layout (channels last)."""
+    """Images as the classifier's input: a tensor on ``device`` in its memory layout (:func:`memory_format`)."""
     images = torch.as_tensor(images).to(device)
-    return images.contiguous(memory_format=memory_format(images.ndim - 2))
+    return images.contiguous(memory_format=memory_format(images.ndim - 2, device))
 
 
 def build_classifier(
@@ -94,7 +106,8 @@ def build_classifier(
         stem_stride: ``resnet_small`` only: stride of the first 3x3 convolution, 1 or 2. With 2 (ResNet's usual
             downsampling) the network runs about 2.5x faster on a CPU; the kernel still sees every pixel.
 
-    The network's weights are in :func:`memory_format` (channels last); inputs in that layout run fastest.
+    The network is in the default layout on the CPU; :func:`on_device` moves it to a device in that device's
+    layout (:func:`memory_format`).
 
     Example::
 
@@ -105,8 +118,7 @@ def build_classifier(
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     if network not in NETWORKS:
         raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
-    net = _network(in_shape, num_classes, network, channels, blocks_per_level, stem_stride)
-    return net.to(memory_format=memory_format(len(in_shape) - 1))
+    return _network(in_shape, num_classes, network, channels, blocks_per_level, stem_stride)
 
 
 def _network(in_shape, num_classes, network, channels, blocks_per_level, stem_stride) -> torch.nn.Module:
@@ -244,7 +256,8 @@ def fit_classifier(
         real = torch.from_numpy(np.flatnonzero(~recipe.synthetic))
     model = build_classifier(
         train.images.shape[1:], len(train.classes), cfg.network, cfg.channels, cfg.blocks_per_level, cfg.stem_stride
-    ).to(device)
+    )
+    model = on_device(model, train.images.ndim - 2, device)
     net = distributed.wrap(model)  # DistributedDataParallel on several processes (trains model's weights), else model
     optimizer = adam(model.parameters(), cfg.learning_rate)
     labels = torch.from_numpy(train.labels).to(device)
@@ -311,4 +324,4 @@ def load_real_classifier(
         raise FileNotFoundError(f"{path} is missing: re-run the generate stage (it trains the real-only classifier)")
     model = build_classifier(in_shape, num_classes, cfg.network, cfg.channels, cfg.blocks_per_level, cfg.stem_stride)
     model.load_state_dict(torch.load(path, map_location=device, weights_only=True))
-    return model.to(device).eval()
+    return on_device(model, len(in_shape) - 1, device).eval()
