@@ -44,8 +44,15 @@ def git_state(root: Path) -> dict | None:
 
 
 def _lock(root: Path) -> dict:
+    """dvc.lock, less the entries of stages that dvc.yaml no longer defines (DVC keeps a removed or renamed
+    stage's entry in dvc.lock; it describes no output of this pipeline)."""
     path = root / "dvc.lock"
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {} if path.is_file() else {}
+    lock = yaml.safe_load(path.read_text(encoding="utf-8")) or {} if path.is_file() else {}
+    pipeline = root / "dvc.yaml"
+    if pipeline.is_file() and "stages" in lock:
+        defined = (yaml.safe_load(pipeline.read_text(encoding="utf-8")) or {}).get("stages", {})
+        lock = lock | {"stages": {name: e for name, e in lock["stages"].items() if name in defined}}
+    return lock
 
 
 def lock_fingerprint(lock: dict, own_stage: str = "report") -> str | None:

@@ -80,3 +80,16 @@ def test_provenance_without_dvc_lock_or_git_says_so_and_hides_the_salt(tmp_path)
     assert prov["git"] is None and prov["lock_sha256"] is None and prov["dataset"] is None
     assert prov["params"].startswith("data:") and prov["versions"]["torch"].startswith("2.")
     assert "s3cr3t" not in prov["params"] and "size: 64" in prov["params"]
+
+
+def test_a_stage_dvc_yaml_no_longer_defines_is_left_out(tmp_path):
+    # DVC keeps a renamed stage's entry in dvc.lock; the report must not list it as a stage of this pipeline
+    (tmp_path / "dvc.yaml").write_text("stages:\n  train_generator:\n    cmd: python -m pipeline.train_generator\n")
+    (tmp_path / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  train_vae:\n    cmd: python -m pipeline.train_vae\n"
+        "  train_generator:\n    cmd: python -m pipeline.train_generator\n"
+    )
+    prov = provenance(tmp_path, "data/demo")
+    assert [s["stage"] for s in prov["stages"]] == ["train_generator"]
+    only_current = {"stages": {"train_generator": {"cmd": "python -m pipeline.train_generator"}}}
+    assert prov["lock_sha256"] == lock_fingerprint(only_current)
