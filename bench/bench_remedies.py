@@ -70,7 +70,7 @@ def main() -> None:
     n = len(cfg.seeds)
     results = {
         name: StrategyResult(
-            *summarise_strategy(strategy, run_cfg.synthetic_ratio, train, test, run_cfg, done[k * n : (k + 1) * n])
+            *summarise_strategy(strategy, run_cfg.synthetic_ratio, train, val, test, run_cfg, done[k * n : (k + 1) * n])
         )
         for k, (name, (strategy, _, run_cfg)) in enumerate(runs.items())
     }

@@ -41,6 +41,8 @@ __all__ = [
     "compare",
     "paired_draws",
     "validation_scores",
+    "validation_draws",
+    "standard_error",
     "pick",
     "recommend",
     "ratio_table",
@@ -158,6 +160,29 @@ def validation_scores(results: dict[str, StrategyResult]) -> dict[str, np.ndarra
     return scores
 
 
+def validation_draws(results: dict[str, StrategyResult]) -> dict[str, np.ndarray]:
+    """Each result's seed-mean validation balanced accuracy (at each seed's threshold) on the same bootstrap
+    resamples of the validation split (:func:`pipeline.metrics.bootstrap_draws`), so that two remedies' draws are
+    paired: the spread of their difference is how much the choice between them rests on which validation images
+    there happen to be. Reads validation predictions only."""
+    draws, first = {}, None
+    for name, result in results.items():
+        p = result.predictions
+        if "val_proba" not in p:
+            raise ValueError(
+                f"{name}'s predictions.npz has no validation predictions: re-run the train_classifier stage"
+            )
+        if first is not None and not np.array_equal(p["val_labels"], first):
+            raise ValueError(f"{name} was chosen on another validation split than the others: re-run dvc repro")
+        first = p["val_labels"]
+        thresholds = [None if np.isnan(t) else float(t) for t in p["thresholds"]]
+        classes = [str(c) for c in p["classes"]]
+        keys, positive = ["balanced_accuracy"], int(p["positive"])
+        one = bootstrap_draws(p["val_labels"], list(p["val_proba"]), thresholds, classes, keys, positive=positive)
+        draws[name] = one["balanced_accuracy"]
+    return draws
+
+
 def simplicity(summary: dict) -> tuple[int, float]:
     """Sort key of a remedy from the simplest: its place in :data:`SIMPLICITY`, then fewer synthetic images."""
     strategy = summary["strategy"]
@@ -165,14 +190,31 @@ def simplicity(summary: dict) -> tuple[int, float]:
     return rank, float(summary.get("synthetic_ratio", 0.0))
 
 
-def pick(scores: dict[str, np.ndarray], summaries: dict[str, dict], candidates: list[str]) -> str:
+def standard_error(
+    scores: dict[str, np.ndarray], best: str, name: str, draws: dict[str, np.ndarray] | None = None
+) -> float:
+    """Standard error of the difference between ``best``'s and ``name``'s mean validation score: over seeds (the
+    paired per-seed differences), and, given ``draws`` (:func:`validation_draws`), over validation images too
+    (the spread of the paired bootstrap differences), the two variances added."""
+    diff = scores[best] - scores[name]
+    variance = float(diff.var(ddof=1) / len(diff)) if len(diff) > 1 else 0.0
+    if draws is not None:
+        variance += float(np.var(draws[best] - draws[name]))
+    return float(np.sqrt(variance))
+
+
+def pick(
+    scores: dict[str, np.ndarray],
+    summaries: dict[str, dict],
+    candidates: list[str],
+    draws: dict[str, np.ndarray] | None = None,
+) -> str:
     """The candidate with the highest mean validation score over seeds; when others lie within one standard error
-    of that mean (the one-standard-error rule of model selection), the simplest of them."""
+    of it (the one-standard-error rule of model selection; :func:`standard_error`, over seeds and, given
+    ``draws``, over validation images), the simplest of them."""
     means = {name: float(scores[name].mean()) for name in candidates}
     best = max(candidates, key=lambda name: means[name])
-    spread = scores[best]
-    se = float(spread.std(ddof=1) / np.sqrt(len(spread))) if len(spread) > 1 else 0.0
-    near = [name for name in candidates if means[name] >= means[best] - se]
+    near = [n for n in candidates if means[n] >= means[best] - standard_error(scores, best, n, draws)]
     return min(near, key=lambda name: (simplicity(summaries[name]), name))
 
 
@@ -182,19 +224,21 @@ def recommend(results: dict[str, StrategyResult], combined: dict, draws: dict | 
     recommended remedy's test metrics from ``combined`` and its paired differences, over the same bootstrap
     resamples of the test split (``draws`` from :func:`paired_draws`, computed here when not given), to real_only
     and to that classical remedy."""
-    scores = validation_scores(results)
+    scores, noise = validation_scores(results), validation_draws(results)
     summaries = {name: result.summary for name, result in results.items()}
-    remedy = pick(scores, summaries, list(results))
+    remedy = pick(scores, summaries, list(results), noise)
     classical = [n for n, r in results.items() if r.summary["strategy"] not in (*SYNTHETIC, "real_only")]
-    best_classical = pick(scores, summaries, classical) if classical else None
+    best_classical = pick(scores, summaries, classical, noise) if classical else None
     keys = ["balanced_accuracy", "worst_recall"] + [f"recall_{c}" for c in combined["minority_classes"]]
     draws = paired_draws(results) if draws is None else draws
     out: dict = {
         "remedy": remedy,
         "chosen_on": "validation",
         "rule": "highest mean validation balanced accuracy over seeds; the simplest remedy within one standard "
-        "error of it",
+        "error of it (over seeds and validation images)",
         "validation_balanced_accuracy": {name: round(float(v.mean()), 6) for name, v in scores.items()},
+        "validation_best": (top := max(results, key=lambda name: float(scores[name].mean()))),
+        "validation_standard_error": round(standard_error(scores, top, remedy, noise), 6),
         "best_classical": best_classical,
         "test": {
             k: combined[remedy][k]

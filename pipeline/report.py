@@ -99,11 +99,20 @@ def recommendation(metrics: dict) -> str | None:
     )
     if "worst_recall" in test:
         text += f", worst class's recall {test['worst_recall']:.3f}"
+    top = rec.get("validation_best", name)
+    if top != name:
+        val = rec["validation_balanced_accuracy"]
+        text += (
+            f" (on validation {top} scored highest, {val[top]:.3f} against {val[name]:.3f}, within one standard "
+            f"error, {rec['validation_standard_error']:.3f}: validation could not tell them apart)"
+        )
     if "vs_real_only" in rec:
         d = rec["vs_real_only"]["balanced_accuracy"]
         text += f"; against real_only {d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] ({_gain(d)})"
     else:
-        text += "; no remedy did better on validation than the real images alone"
+        text += "; no remedy did better on validation than the real images alone" + (
+            " beyond the noise" if top != name else ""
+        )
     if "vs_best_classical" in rec:
         d = rec["vs_best_classical"]["balanced_accuracy"]
         text += (

@@ -13,7 +13,8 @@ Outputs in ``reports/classifier/<strategy>`` and ``reports/classifier/ablation_<
 (complete or absent): ``metrics.json`` (mean and standard deviation over seeds, 95% bootstrap intervals over test
 images), ``runs.json`` (per seed: epochs, threshold, training counts, test metrics with the confusion matrix) and
 ``predictions.npz`` (test labels, every seed's test probabilities and threshold: for the compare stage's paired
-tests and the report's curves).
+tests and the report's curves; validation labels and every seed's validation probabilities: for the noise of the
+compare stage's recommendation, which is chosen on the validation split).
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def train_seed(
 ) -> dict:
     """One training of ``remedy`` = (strategy, synthetic ratio, seed): the model of the best validation epoch, its
     threshold and validation scores, then its one look at the test split. Returns ``{"record", "proba",
-    "threshold"}`` (the per-seed record of runs.json, the test probabilities, the threshold or None). Everything it
+    "val_proba", "threshold"}`` (the per-seed record of runs.json, the test and validation probabilities, the
+    threshold or None). Everything it
     needs comes as arguments, so a worker process can run it (:func:`pipeline.workers.run_tasks`)."""
     strategy, ratio, seed = remedy
     positive = _positive(train)
@@ -92,15 +94,21 @@ def train_seed(
         "val": val_metrics,
         "test": metrics,
     }
-    return {"record": record, "proba": proba, "threshold": threshold}
+    return {"record": record, "proba": proba, "val_proba": val_proba, "threshold": threshold}
 
 
 def summarise_strategy(
-    strategy: str, ratio: float, train: SplitData, test: SplitData, cfg: TrainClassifierConfig, seeds: list[dict]
+    strategy: str,
+    ratio: float,
+    train: SplitData,
+    val: SplitData,
+    test: SplitData,
+    cfg: TrainClassifierConfig,
+    seeds: list[dict],
 ) -> tuple[dict, list[dict], dict[str, np.ndarray]]:
     """The summary (mean and standard deviation over seeds, bootstrap intervals over test images), the per-seed
-    records and the test predictions of ``strategy`` from its :func:`train_seed` results, one per seed in
-    ``cfg.seeds``'s order."""
+    records and the test and validation predictions of ``strategy`` from its :func:`train_seed` results, one per
+    seed in ``cfg.seeds``'s order."""
     counts, positive = train.counts(), _positive(train)
     runs = [s["record"] for s in seeds]
     probas, thresholds = [s["proba"] for s in seeds], [s["threshold"] for s in seeds]
@@ -125,6 +133,8 @@ def summarise_strategy(
         "seeds": np.array(cfg.seeds),
         "positive": np.array(positive),
         "classes": np.array(test.classes),
+        "val_labels": val.labels,
+        "val_proba": np.stack([s["val_proba"] for s in seeds]),
     }
     return summary, runs, predictions
 
@@ -144,7 +154,7 @@ def run_strategy(
     check_no_test_patients(test, train=train.patients, val=val.patients)
     ratio = cfg.synthetic_ratio if ratio is None else ratio
     seeds = [train_seed((strategy, ratio, seed), train, val, test, synthetic, cfg, device) for seed in cfg.seeds]
-    return summarise_strategy(strategy, ratio, train, test, cfg, seeds)
+    return summarise_strategy(strategy, ratio, train, val, test, cfg, seeds)
 
 
 def classifier_runs(cfg: TrainClassifierConfig) -> list[tuple[str, str, float]]:
@@ -183,7 +193,7 @@ def main() -> None:
             for seed in seeds:
                 test_score = seed["record"]["test"]["balanced_accuracy"]
                 logger.info("%s seed %d: test balanced accuracy %.3f", name, seed["record"]["seed"], test_score)
-            summary, records, predictions = summarise_strategy(strategy, ratio, train, test, cfg, seeds)
+            summary, records, predictions = summarise_strategy(strategy, ratio, train, val, test, cfg, seeds)
             write_npz(staging / name / "predictions.npz", predictions)
             write_json(staging / name / "runs.json", records)
             write_json(staging / name / "metrics.json", summary)

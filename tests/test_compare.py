@@ -11,6 +11,8 @@ from pipeline.compare import (
     pick,
     ratio_table,
     recommend,
+    standard_error,
+    validation_draws,
     validation_scores,
     write_confusion,
 )
@@ -18,20 +20,24 @@ from pipeline.metrics import classification_metrics, summarise_runs
 from pipeline.plots import confusion_matrices, roc_pr_curves, strategy_bars
 
 LABELS = np.array([0] * 30 + [1] * 10)  # class "b" is the minority
+VAL_LABELS = np.array([0] * 300 + [1] * 100)
 CLASSES = ("a", "b")
+
+
+def _predicted(labels: np.ndarray, accuracy: float, seed: int) -> np.ndarray:
+    """Probabilities that put a fraction ``accuracy`` of ``labels`` (at random) on their true class."""
+    right = np.random.default_rng(seed).uniform(size=len(labels)) < accuracy
+    return np.eye(2)[np.where(right, labels, 1 - labels)] * 0.8 + 0.1
 
 
 def _result(
     name: str, accuracy: float, ratio: float = 0.0, seeds=(0, 1, 2), val=(0.5, 0.5, 0.5), labels=LABELS
 ) -> StrategyResult:
     """A strategy whose every seed predicts the true class of a fraction ``accuracy`` of the test images, with
-    validation balanced accuracies ``val`` (one per seed). ``name`` may end in ``_ratio_<r>`` (an ablation run)."""
-    probas = []
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        right = rng.uniform(size=len(labels)) < accuracy
-        predicted = np.where(right, labels, 1 - labels)
-        probas.append(np.eye(2)[predicted] * 0.8 + 0.1)
+    validation balanced accuracies ``val`` (one per seed; its validation predictions are right as often) on 400
+    validation images. ``name`` may end in ``_ratio_<r>`` (an ablation run)."""
+    probas = [_predicted(labels, accuracy, seed) for seed in seeds]
+    val_probas = [_predicted(VAL_LABELS, v, 100 + seed) for seed, v in zip(seeds, val, strict=True)]
     runs = [
         {"val": {"balanced_accuracy": v}, "test": classification_metrics(labels, p, CLASSES)}
         for p, v in zip(probas, val, strict=True)
@@ -49,6 +55,8 @@ def _result(
         "seeds": np.array(seeds),
         "positive": np.array(1),
         "classes": np.array(CLASSES),
+        "val_labels": VAL_LABELS,
+        "val_proba": np.stack(val_probas),
     }
     return StrategyResult(summary, runs, predictions)
 
@@ -118,6 +126,35 @@ def test_within_one_standard_error_of_the_best_the_simplest_remedy_wins():
     assert pick(scores, summaries, list(summaries)) == "real_only"
     tie = {"vae": np.array([0.9, 0.9]), "vae_ratio_0.5": np.array([0.9, 0.9])}
     assert pick(tie, summaries, list(tie)) == "vae_ratio_0.5"  # fewer synthetic images
+
+
+def test_a_lead_within_the_validation_images_noise_goes_to_the_simpler_remedy():
+    summaries = {n: {"strategy": n, "synthetic_ratio": 0.0} for n in ("real_only", "oversample")}
+    scores = {"real_only": np.array([0.90, 0.91, 0.92]), "oversample": np.array([0.92, 0.93, 0.94])}
+    # the same lead of 0.02 on every seed: no seed noise, so the seeds alone call oversample better
+    assert pick(scores, summaries, list(scores)) == "oversample"
+    rng = np.random.default_rng(0)
+    steady = rng.normal(0.91, 0.05, 1000)
+    draws = {"real_only": steady, "oversample": steady + 0.02}  # validation resamples move both alike
+    assert pick(scores, summaries, list(scores), draws) == "oversample"
+    draws["oversample"] = steady + 0.02 + rng.normal(0, 0.03, 1000)  # ... or not: a spread of 0.03 in the lead
+    assert standard_error(scores, "oversample", "real_only", draws) == pytest.approx(0.03, abs=0.003)
+    assert pick(scores, summaries, list(scores), draws) == "real_only"
+
+
+def test_validation_draws_are_paired_and_the_recommendation_names_the_validation_best():
+    results = _remedies()
+    over = results["oversample"]
+    results["same"] = StrategyResult(over.summary, over.runs, over.predictions)
+    draws = validation_draws(results)
+    assert np.array_equal(draws["same"], draws["oversample"]) and len(draws["vae"]) > 900
+    assert abs(draws["oversample"].mean() - 0.91) < 0.03 and abs(draws["real_only"].mean() - 0.71) < 0.03
+    del results["same"]
+    rec = recommend(results, compare(results))
+    assert rec["validation_best"] == "oversample" and rec["validation_standard_error"] == 0.0  # chosen = best
+    del results["vae"].predictions["val_proba"]
+    with pytest.raises(ValueError, match="vae.*no validation predictions.*re-run the train_classifier stage"):
+        validation_draws(results)
 
 
 def test_runs_without_validation_scores_ask_for_train_classifier():

@@ -161,7 +161,16 @@ def test_the_verdict_opens_with_the_remedy_chosen_on_validation():
     assert text.splitlines()[1].startswith("- *Exploratory (test-split rankings")
     metrics["recommendation"] |= {"remedy": "real_only"}
     del metrics["recommendation"]["vs_real_only"]
-    assert "no remedy did better on validation than the real images alone" in verdict(metrics)
+    assert "no remedy did better on validation than the real images alone;" in verdict(metrics)
+    metrics["recommendation"] |= {  # the validation best within one standard error of real_only
+        "validation_best": "vae",
+        "validation_balanced_accuracy": {"real_only": 0.9, "vae": 0.92},
+        "validation_standard_error": 0.03,
+    }
+    assert (
+        "(on validation vae scored highest, 0.920 against 0.900, within one standard error, 0.030: validation could "
+        "not tell them apart); no remedy did better on validation than the real images alone beyond the noise;"
+    ) in verdict(metrics)
 
 
 def test_provenance_section_says_what_it_could_not_record():
