@@ -72,8 +72,8 @@ def train_seed(
     """One training of ``remedy`` = (strategy, synthetic ratio, seed): the model of the best validation epoch, its
     threshold and validation scores, then its one look at the test split. Returns ``{"record", "proba",
     "val_proba", "threshold"}`` (the per-seed record of runs.json, the test and validation probabilities, the
-    threshold or None). Everything it
-    needs comes as arguments, so a worker process can run it (:func:`pipeline.workers.run_tasks`)."""
+    threshold or None). Everything it needs comes as arguments, so a worker process can run it
+    (:func:`pipeline.workers.run_tasks`)."""
     strategy, ratio, seed = remedy
     positive = _positive(train)
     recipe = training_recipe(strategy, train, synthetic, ratio, seed, cfg.synthetic_all_classes)
