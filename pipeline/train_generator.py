@@ -18,6 +18,7 @@ from pipeline.generators.base import best_epochs
 from pipeline.io.arrays import load_split, write_csv
 from pipeline.plots import training_curves
 from pipeline.runtime import compute_device, run_stage, versions
+from pipeline.workers import worker_count
 
 __all__ = ["main"]
 
@@ -32,7 +33,8 @@ def main() -> None:
     train, val = load_split(paths.processed, "train"), load_split(paths.processed, "val")
     device = compute_device()
     generator = build_generator(cfg.kind, tuple(train.images.shape[1:]), train.classes, cfg.mode, settings, cfg.seed)
-    history = generator.fit(train, val, device)
+    networks = len(train.classes) if cfg.mode == "per_class" else 1  # independent trainings (compute.workers)
+    history = generator.fit(train, val, device, worker_count(load_section("compute").workers, device, networks))
     extra = {
         "best_epochs": best_epochs(history),
         "versions": versions(),

@@ -5,9 +5,12 @@ On the demo's classifier (2-core Intel Xeon, `/tmp` script timing ``fit_classifi
 training images) one training took 1.45 s with 2 torch threads and 2.1 s with 1, and two trainings at once with 1
 thread each took 2.05 s together: 1.4x the trainings per second of one after the other. So a stage with many
 independent trainings of a small network (train_classifier's remedies x seeds) hands them to :func:`run_tasks`,
-which runs them in ``workers`` processes with ``torch threads // workers`` threads each. Not every network gains:
-the latent stage's two VAEs (64 px decoders) took 28 s one after the other with 2 threads and 28 s side by side
-with 1 thread each, so that stage trains them in turn.
+which runs them in ``workers`` processes with ``torch threads // workers`` threads each. Machines differ in what
+gains: on that Intel machine the latent stage's two VAEs (64 px decoders) took 28 s one after the other with 2
+threads and 28 s side by side with 1 thread each, so that stage trains them in turn; on a 2-core AMD EPYC the demo's
+two ``vae_gan`` networks (4 epochs each, 3 with the discriminator; `/tmp` script around ``fit_network``) took 14.2 +
+14.7 s one after the other with 2 threads and 19.1 s side by side with 1 thread each (1.5x), so train_generator
+trains a ``per_class`` generator's networks side by side.
 
 - **Same results whoever runs a task.** Each task seeds itself and gets its data as arguments; results come back in
   the order of ``tasks``. What changes with the number of workers is the threads per training, and with it the
@@ -37,7 +40,7 @@ from tqdm import tqdm
 
 from pipeline import distributed, runtime
 
-__all__ = ["worker_count", "run_tasks"]
+__all__ = ["worker_count", "run_tasks", "state_arrays", "restore_state"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -122,3 +125,16 @@ def run_tasks(
                 future.cancel()
             raise
     return results
+
+
+def state_arrays(model) -> dict[str, Any]:
+    """``model``'s weights and buffers as numpy arrays: a trained network's result that pickles between processes
+    as plain data (torch tensors would travel through shared memory)."""
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def restore_state(model, state: dict[str, Any]) -> None:
+    """Load :func:`state_arrays`' ``state`` into ``model`` (same architecture), bit for bit."""
+    import torch
+
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -90,3 +92,15 @@ def test_the_parent_keeps_its_progress_bar_setting(monkeypatch):
     with workers._quiet_progress():
         pass
     assert os.environ["TQDM_DISABLE"] == "0"
+
+
+def test_a_network_state_passes_as_arrays_bit_for_bit():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    net(torch.rand(2, 1, 8, 8))  # batch-norm statistics and their counter (an integer buffer) move too
+    state = workers.state_arrays(net)
+    assert all(isinstance(v, np.ndarray) for v in state.values())
+    other = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4))
+    workers.restore_state(other, pickle.loads(pickle.dumps(state)))
+    pairs = zip(net.state_dict().values(), other.state_dict().values(), strict=True)
+    assert all(torch.equal(p, q) for p, q in pairs)

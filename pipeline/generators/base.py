@@ -3,8 +3,9 @@
 A generator learns the images of every class of a training split and makes new ones on request. The contract
 (:class:`Generator`), for images of shape ``(C, spatial...)`` with values in [0, 1]:
 
-- ``fit(train, val, device)``: learn from the training split, choose the epoch on the validation split, stop
-  early; returns the history, one dict per network and epoch (``model``, ``epoch``, losses, ``best``);
+- ``fit(train, val, device, workers=1)``: learn from the training split, choose the epoch on the validation
+  split, stop early; returns the history, one dict per network and epoch (``model``, ``epoch``, losses, ``best``);
+  ``workers`` > 1 may train independent networks (one per class) in that many processes side by side;
 - ``sample(label, n, rng)``: ``n`` new images of class ``label``, every draw taken from ``rng``;
 - ``encode(images, label)`` / ``decode(codes, label)``: the latent codes of images of one class and back (for
   the latent samplers of :mod:`pipeline.generators.samplers`);
@@ -40,7 +41,7 @@ class Generator(Protocol):
     classes: tuple[str, ...]
     image_shape: tuple[int, ...]
 
-    def fit(self, train: SplitData, val: SplitData, device: torch.device) -> list[dict]: ...
+    def fit(self, train: SplitData, val: SplitData, device: torch.device, workers: int = 1) -> list[dict]: ...
 
     def sample(self, label: int, n: int, rng: np.random.Generator) -> np.ndarray: ...
 

@@ -215,9 +215,10 @@ class LatentDiffusionGenerator(VAEGANGenerator):
 
     # ---- training ---------------------------------------------------------------------------------------------
 
-    def fit(self, train: SplitData, val: SplitData, device: torch.device) -> list[dict]:
-        """The autoencoder(s) as ``vae_gan`` trains them, then a diffusion model on each one's latents."""
-        history = super().fit(train, val, device)
+    def fit(self, train: SplitData, val: SplitData, device: torch.device, workers: int = 1) -> list[dict]:
+        """The autoencoder(s) as ``vae_gan`` trains them (``workers``: see :meth:`VAEGenerator.fit`), then a
+        diffusion model on each one's latents, in turn."""
+        history = super().fit(train, val, device, workers)
         self.unets, self.latent_stats = [], []
         if self.mode == "conditional":
             parts = [(self.vaes.models[0], train, val, "conditional" if len(self.classes) > 1 else self.classes[0])]

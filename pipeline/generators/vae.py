@@ -14,6 +14,7 @@ terms and optimisers through :meth:`VAEGenerator._extra_losses` and :meth:`VAEGe
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from typing import Any, ClassVar
@@ -31,6 +32,7 @@ from pipeline.io.arrays import SplitData
 from pipeline.io.loader import image_loader
 from pipeline.models.vae import ClassVAEs, ConditionalVAE, kl_divergence, kl_weight, model_args, reconstruction_loss
 from pipeline.runtime import adam, seed_everything
+from pipeline.workers import restore_state, run_tasks, state_arrays
 
 __all__ = ["VAEGenerator", "vae_network", "evaluate_vae"]
 
@@ -61,6 +63,18 @@ def evaluate_vae(model: ConditionalVAE, loader: DataLoader, reconstruction: str,
     out = {k: v / n for k, v in totals.items()}
     out["elbo"] = out["reconstruction"] + beta * out["kl"]
     return out
+
+
+def _fit_class(
+    generator: VAEGenerator, task: tuple[int, SplitData, SplitData], device: torch.device
+) -> tuple[dict[str, np.ndarray], list[dict]]:
+    """One class's network of a ``per_class`` generator, trained on ``task`` = (label, its training images, its
+    validation images): its weights (as arrays, to pass between processes) and its history."""
+    label, own, val = task
+    seed_everything(generator.seed)  # each class's network starts from the same seed, whatever the class order
+    model = generator._network(1)
+    history = generator.fit_network(model, own, val, device, generator.classes[label])
+    return state_arrays(model), history
 
 
 class VAEGenerator:
@@ -99,10 +113,11 @@ class VAEGenerator:
 
     # ---- training ---------------------------------------------------------------------------------------------
 
-    def fit(self, train: SplitData, val: SplitData, device: torch.device) -> list[dict]:
+    def fit(self, train: SplitData, val: SplitData, device: torch.device, workers: int = 1) -> list[dict]:
         """Train the network(s) of ``mode`` on ``train``, each ending with its best validation epoch's weights;
         return the history (one row per network and epoch; ``model`` names the class, or ``conditional`` for one
-        network of several classes)."""
+        network of several classes). ``workers`` > 1 trains the networks of ``per_class`` in that many processes
+        side by side (:func:`pipeline.workers.run_tasks`; each network is seeded alike whoever trains it)."""
         if tuple(train.images.shape[1:]) != self.image_shape:
             raise ValueError(
                 f"images of shape {train.images.shape[1:]}, the generator was built for {self.image_shape}"
@@ -114,17 +129,27 @@ class VAEGenerator:
             history = self.fit_network(model, train, val, device, name)
             self.vaes = ClassVAEs("conditional", [model]).eval()
             return history
-        models, history = [], []
-        largest = max(train.counts().values())
-        for label, name in enumerate(self.classes):
-            seed_everything(self.seed)  # each class's network starts from the same seed, whatever the class order
-            model = self._network(1)
+        tasks, largest = [], max(train.counts().values())
+        for label in range(len(self.classes)):
             own = one_class(train, label)
             if self.cfg.balanced_steps and 0 < len(own) < largest:
                 # its images repeated (whole copies) to about the largest class's count: as many steps an epoch
                 own = own.select(np.tile(np.arange(len(own)), max(1, round(largest / len(own)))))
-            history += self.fit_network(model, own, one_class(val, label), device, name)
-            models.append(model)
+            tasks.append((label, own, one_class(val, label)))
+        # the classes' networks are independent: side by side in `workers` processes (pipeline.workers)
+        fitted = run_tasks(
+            functools.partial(_fit_class, self, device=device),
+            tasks,
+            workers,
+            desc=f"{self.kind} networks",
+            cost=[len(own) for _, own, _ in tasks],
+        )
+        models, history = [], []
+        for state, rows in fitted:
+            model = self._network(1)
+            restore_state(model, state)
+            models.append(model.to(device))
+            history += rows
         self.vaes = ClassVAEs("per_class", models).eval()
         return history
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from pipeline.generators.vae import VAEGenerator
+from pipeline.generators.vae_gan import VAEGANGenerator
 from tests.conftest import make_split
-from tests.generators.test_generators import CPU, VAE
+from tests.generators.test_generators import CPU, VAE, VAE_GAN
 
 CFG = dataclasses.replace(VAE, epochs=6)
 
@@ -48,6 +49,29 @@ def test_same_seed_same_model():
     assert ha == hb
     pairs = zip(a.vaes.state_dict().values(), b.vaes.state_dict().values(), strict=True)
     assert all(torch.equal(p, q) for p, q in pairs)
+
+
+def test_per_class_networks_trained_side_by_side_equal_those_trained_in_turn():
+    """Two worker processes (one thread each) train a per_class generator's networks to the bits that this
+    process, at one thread, trains them to in turn; the vae_gan subclass's discriminators included."""
+    train, val = make_split(24), make_split(8, seed=1)
+    short = dataclasses.replace(VAE_GAN, epochs=2, adversarial_warmup_epochs=1, kl_warmup_epochs=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each of two workers gets on any machine
+    try:
+        fits = []
+        for workers in (1, 2):
+            gen = VAEGANGenerator(tuple(train.images.shape[1:]), train.classes, "per_class", short, 0)
+            fits.append((gen, gen.fit(train, val, CPU, workers)))
+    finally:
+        torch.set_num_threads(threads)
+    (here, history_here), (there, history_there) = fits
+    assert history_here == history_there and {h["model"] for h in history_there} == set(train.classes)
+    assert there.vaes.mode == "per_class" and not there.vaes.training
+    pairs = zip(here.vaes.state_dict().values(), there.vaes.state_dict().values(), strict=True)
+    assert all(torch.equal(p, q) for p, q in pairs)
+    z = np.zeros((2, short.latent_size))
+    assert np.array_equal(here.decode(z, 1), there.decode(z, 1))
 
 
 def test_early_stopping_waits_for_the_warm_up_then_stops():
