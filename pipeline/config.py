@@ -287,6 +287,7 @@ class GenerateConfig:
     # manifold (inside a real training image's k-NN ball in that classifier's features); see generate.py
     filter_quantile: float  # the share of real images of a class that would pass consistency / classifier
     manifold_k: int  # manifold: a real image's ball reaches its k-th nearest real neighbour of the class
+    judge: Literal["classical", "real_only"]  # how the reference classifier of the real images trains (its remedy)
     seed: int  # sampling seed
 
     def __post_init__(self) -> None:

@@ -72,11 +72,11 @@ def main() -> None:
     if tuple(checkpoint["classes"]) != train.classes:
         raise ValueError(f"{paths.generator} was trained on classes {checkpoint['classes']}, data has {train.classes}")
     checkpoint_sha = file_sha256(paths.generator)
-    # the real-only classifier (train_classifier's network and budget, seeded by generate.seed): the classifier
-    # filter's judge, and saved beside the pool for the quality stage
+    # the reference classifier of the real images (train_classifier's network and budget, trained with the remedy
+    # generate.judge, seeded by generate.seed): the filters' judge, and saved beside the pool for the quality stage
     clf_cfg: TrainClassifierConfig = load_section("train_classifier")
     val, device = load_split(paths.processed, "val"), compute_device()
-    real_classifier = fit_real_classifier(train, val, clf_cfg, cfg.seed, device)
+    real_classifier = fit_real_classifier(train, val, clf_cfg, cfg.seed, device, cfg.judge)
     judges: dict[str, ClassifierFilter | ManifoldFilter] = {}  # the filters that need this classifier
     if "classifier" in cfg.filter:
         judges["classifier"] = ClassifierFilter(real_classifier, val, cfg.filter_quantile, device)

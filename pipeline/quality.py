@@ -1,8 +1,9 @@
 """Stage ``quality``: how close the synthetic images are to real ones, and whether they copy training images.
 
 Features come from a network trained by this pipeline, never downloaded: the classifier of ``train_classifier``
-(same network and budget) trained on the real training split, seeded by ``generate.seed``, which the generate stage
-trains and saves beside the pool (it is also the judge of the ``classifier`` and ``manifold`` filters of
+(same network and budget) trained on the real training split with the remedy ``generate.judge`` (by default the
+classical augmentation: a weak reference makes every fidelity look alike), seeded by ``generate.seed``, which the
+generate stage trains and saves beside the pool (it is also the judge of the ``classifier`` and ``manifold`` filters of
 ``generate.filter``; the fresh samples per sampler skip those two filters, since filtered ones would pass that judge
 by construction); an image's feature vector is the input of that network's last linear layer
 (:func:`pipeline.generators.selection.features`). Per class, on those features:

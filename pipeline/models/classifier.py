@@ -308,11 +308,20 @@ def fit_classifier(
 
 
 def fit_real_classifier(
-    train: SplitData, val: SplitData, cfg: TrainClassifierConfig, seed: int, device: torch.device
+    train: SplitData,
+    val: SplitData,
+    cfg: TrainClassifierConfig,
+    seed: int,
+    device: torch.device,
+    recipe: str = "classical",
 ) -> torch.nn.Module:
-    """The real_only classifier of ``cfg``'s network and budget, seeded by ``seed`` (the generate stage's: the
-    classifier seeds of the comparison do not touch it), that the pool's filter and the quality stage use."""
-    model, _ = fit_classifier(training_recipe("real_only", train, None, 1.0, seed), val, cfg, seed, device, "real")
+    """The reference classifier of the real training images that the pool's filters and the quality stage use:
+    ``cfg``'s network and budget, trained with the remedy ``recipe`` (``classical``: the real images with MONAI's
+    flips, rotations, intensity and elastic changes; ``real_only``: as they are), seeded by ``seed`` (the generate
+    stage's: the classifier seeds of the comparison do not touch it). It never sees a synthetic image."""
+    if recipe not in ("classical", "real_only"):
+        raise ValueError(f"the reference classifier trains with classical or real_only, got {recipe!r}")
+    model, _ = fit_classifier(training_recipe(recipe, train, None, 1.0, seed), val, cfg, seed, device, "real")
     return model
 
 

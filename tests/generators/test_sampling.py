@@ -50,6 +50,7 @@ GEN = GenerateConfig(
     filter=(),
     filter_quantile=0.95,
     manifold_k=5,
+    judge="classical",
     seed=0,
 )
 

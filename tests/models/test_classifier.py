@@ -128,3 +128,26 @@ def test_two_phase_training_ends_on_the_real_images_only(monkeypatch):
     orders.clear()  # more real epochs than there are: every epoch but the first on real images
     fit_classifier(recipe, VAL, dataclasses.replace(CFG, epochs=3, real_epochs=6), 0, CPU)
     assert [sorted(o.tolist()) for o in orders] == [list(range(36))] + [list(range(24))] * 2
+
+
+def test_the_reference_classifier_trains_on_augmented_real_images_by_default(monkeypatch):
+    """fit_real_classifier (the filters' judge, the quality stage's features) trains with the classical augmentation
+    unless asked for the plain real_only recipe, and refuses any remedy that would show it other images."""
+    recipes = []
+    fit = classifier.fit_classifier
+
+    def spy(recipe, *args, **kwargs):
+        recipes.append(recipe)
+        return fit(recipe, *args, **kwargs)
+
+    monkeypatch.setattr(classifier, "fit_classifier", spy)
+    augmented = classifier.fit_real_classifier(TRAIN, VAL, CFG, 0, CPU)
+    plain = classifier.fit_real_classifier(TRAIN, VAL, CFG, 0, CPU, "real_only")
+    assert [r.augment for r in recipes] == [True, False]
+    assert all(len(r.data) == len(TRAIN) for r in recipes)  # the real training images, nothing added
+    weights = plain.state_dict()
+    assert weights.keys() == _real_only_weights().keys()
+    assert all(torch.equal(weights[k], w) for k, w in _real_only_weights().items())  # real_only: as before
+    assert not all(torch.equal(augmented.state_dict()[k], w) for k, w in weights.items())
+    with pytest.raises(ValueError, match="classical or real_only"):
+        classifier.fit_real_classifier(TRAIN, VAL, CFG, 0, CPU, "vae")
