@@ -28,8 +28,8 @@ from pipeline.io.arrays import load_split
 from pipeline.io.synthetic import read_synthetic
 from pipeline.models.classifier import as_input, build_classifier, on_device
 from pipeline.runtime import adam, select_device
-from pipeline.strategies import Recipe
-from pipeline.train_classifier import classifier_runs, fit_classifier, run_strategy
+from pipeline.strategies import Recipe, classifier_runs
+from pipeline.train_classifier import fit_classifier, run_strategy
 
 
 def bare_loop(images: torch.Tensor, labels: torch.Tensor, cfg, device, epochs: int, augment: bool) -> float:

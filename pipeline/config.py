@@ -276,8 +276,8 @@ def _section_name(cfg: object) -> str:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    pool_ratio: float  # images per minority class as a multiple of its gap to the majority (the classifier's pool)
-    every_class: bool  # also as many images of every class as its real training split (synthetic_only)
+    pool_margin: float  # images per class beyond what train_classifier's settings take at most (a share of it)
+    every_class: bool  # at least as many images of every class as its real training split (the quality stage's)
     sampler: Literal[SAMPLER_NAMES]  # where latent codes come from
     temperature: float  # scale of the sampling spread
     mixture_components: int  # Gaussians in the posterior sampler's mixture (fewer if the class is small)
@@ -291,7 +291,7 @@ class GenerateConfig:
     seed: int  # sampling seed
 
     def __post_init__(self) -> None:
-        _check(0 <= self.pool_ratio <= 10, "generate.pool_ratio", "between 0 and 10")
+        _check(0 <= self.pool_margin <= 10, "generate.pool_margin", "between 0 and 10")
         _check(self.temperature > 0, "generate.temperature", "positive")
         _check(self.mixture_components >= 1, "generate.mixture_components", "at least 1")
         _check(self.bootstrap_noise >= 0, "generate.bootstrap_noise", "non-negative")

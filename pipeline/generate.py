@@ -1,8 +1,9 @@
 """Stage ``generate``: synthetic images from the trained generator (:mod:`pipeline.generators`).
 
-Every class smaller than the majority gets ``pool_ratio`` x its gap to the majority count of the training split
-(the pool the classifier stages draw from) and, with ``every_class``, at least as many images as it has real ones
-(for training on synthetic images only). Latent codes come from one of the samplers of
+Every class gets the synthetic images that the train_classifier stage's settings take at most in one training
+(:func:`pipeline.strategies.synthetic_demand`: the vae strategies at every ratio, synthetic_only), plus a
+``pool_margin`` share, and, with ``every_class``, at least as many images as it has real ones (the quality stage
+measures every class). Latent codes come from one of the samplers of
 :mod:`pipeline.generators.samplers` (``prior``, ``posterior``, ``interpolate``, ``bootstrap``) and go through the
 generator's decoder for the class. A sample enters the pool only when every filter listed in ``generate.filter``
 keeps it: ``consistency`` when the generator reproduces it as well as it reproduces real images of the class
@@ -57,6 +58,7 @@ from pipeline.io.synthetic import (
 from pipeline.models.classifier import REAL_CLASSIFIER, fit_real_classifier
 from pipeline.plots import image_grid, latent_projection
 from pipeline.runtime import compute_device, file_sha256, run_stage
+from pipeline.strategies import synthetic_demand
 
 __all__ = ["main"]
 
@@ -82,7 +84,8 @@ def main() -> None:
         judges["classifier"] = ClassifierFilter(real_classifier, val, cfg.filter_quantile, device)
     if "manifold" in cfg.filter:
         judges["manifold"] = ManifoldFilter(real_classifier, train, cfg.manifold_k, device)
-    counts = synthetic_counts(train.counts(), cfg.pool_ratio, cfg.every_class)
+    demand = synthetic_demand(train.counts(), clf_cfg)
+    counts = synthetic_counts(demand, train.counts(), cfg.pool_margin, cfg.every_class)
     out_dir = Path(paths.synthetic)
     source = read_json(Path(paths.processed) / "summary.json")
     # DICOM in, DICOM out; image files (PNG, JPEG, ...) in, PNG out (2D); NIfTI always
@@ -124,6 +127,7 @@ def main() -> None:
             "generator": checkpoint["kind"],
             "mode": checkpoint["mode"],
             "sampler": cfg.sampler,
+            "demand": demand,  # what train_classifier's settings take at most, per class
             "requested": counts,
             "written": {name: sum(r["label"] == name for r in rows) for name in train.classes},
             "filter": list(cfg.filter),

@@ -40,11 +40,16 @@ import numpy as np
 import torch
 
 from pipeline.augment import BatchAugment
-from pipeline.config import STRATEGY_NAMES
+from pipeline.config import STRATEGY_NAMES, TrainClassifierConfig
 from pipeline.io.arrays import ImageArray, Rows, SplitData
 
 __all__ = [
     "STRATEGIES",
+    "NEEDS_SYNTHETIC",
+    "WITH_REAL",
+    "classifier_runs",
+    "synthetic_take",
+    "synthetic_demand",
     "DataLeakError",
     "Recipe",
     "training_recipe",
@@ -60,6 +65,8 @@ __all__ = [
 ]
 
 STRATEGIES = STRATEGY_NAMES
+NEEDS_SYNTHETIC = ("vae", "vae_classical", "synthetic_only")  # the strategies that train on the generate stage's pool
+WITH_REAL = ("vae", "vae_classical")  # of those, the ones that add synthetic images to the real split (at a ratio)
 LOSSES = ("ce", "logit_adjust", "focal")  # the training losses a recipe can name (pipeline.models.losses)
 
 
@@ -210,6 +217,39 @@ def classical_augmentation(spatial_dims: int, seed: int) -> BatchAugment:
     return BatchAugment(spatial_dims, seed)
 
 
+def classifier_runs(cfg: TrainClassifierConfig) -> list[tuple[str, str, float]]:
+    """(output folder name, strategy, synthetic ratio) of every remedy the train_classifier stage trains: each
+    strategy (its ratio ``synthetic_ratio``, used by the vae ones), then the vae strategy at each ablation ratio
+    (``ablation_<ratio>``)."""
+    strategies = [(s, s, cfg.synthetic_ratio) for s in cfg.strategies]
+    return strategies + [(f"ablation_{r}", "vae", r) for r in cfg.ablation_ratios]
+
+
+def synthetic_take(strategy: str, counts: dict[str, int], ratio: float, all_classes: float = 0.0) -> dict[str, int]:
+    """How many synthetic images of each class one training of ``strategy`` takes from the pool, for a training
+    split of ``counts`` images per class (see the module docstring): ``ratio`` x the class's gap to the majority
+    plus, for every class alike, ``all_classes`` x ``ratio`` x the largest gap (vae, vae_classical); as many as the
+    real split has (synthetic_only); none (the other strategies)."""
+    if strategy in WITH_REAL:
+        majority = max(counts.values())
+        shared = round(all_classes * ratio * (majority - min(counts.values())))  # for every class alike
+        return {name: round(ratio * (majority - n)) + shared for name, n in counts.items()}
+    if strategy == "synthetic_only":
+        return dict(counts)
+    return {name: 0 for name in counts}
+
+
+def synthetic_demand(counts: dict[str, int], cfg: TrainClassifierConfig) -> dict[str, int]:
+    """The synthetic images of each class that the train_classifier stage needs at most in one training, over
+    every remedy it trains (:func:`classifier_runs`): what the generate stage's pool must hold. The one place this is
+    decided: the generate stage sizes the pool with it and each training takes its :func:`synthetic_take` of it."""
+    takes = [
+        synthetic_take(strategy, counts, ratio, cfg.synthetic_all_classes)
+        for _, strategy, ratio in classifier_runs(cfg)
+    ]
+    return {name: max([take[name] for take in takes], default=0) for name in counts}
+
+
 def take_synthetic(synthetic: SplitData, wanted: dict[str, int], seed: int | None = None) -> SplitData:
     """``wanted[class]`` synthetic images of each class: the first ones of a random order of the class's images
     drawn from ``seed`` (manifest order when ``seed`` is None); an error naming the params when the generated
@@ -220,12 +260,12 @@ def take_synthetic(synthetic: SplitData, wanted: dict[str, int], seed: int | Non
         members = np.flatnonzero(synthetic.labels == k)
         if len(members) < wanted.get(name, 0):
             raise ValueError(
-                f"the synthetic pool has {len(members)} '{name}' images but {wanted[name]} are needed: raise "
-                "generate.pool_ratio (or set generate.every_class: true, which synthetic_only and "
-                "train_classifier.synthetic_all_classes need), or lower train_classifier.synthetic_ratio / "
-                "ablation_ratios / synthetic_all_classes; when generate.filter left the class short (generate's "
-                "warning, summary.json's filtering), lower generate.filter_quantile, raise generate.manifold_k or "
-                "remove a filter from the list generate.filter"
+                f"the synthetic pool has {len(members)} '{name}' images but {wanted[name]} are needed. The generate "
+                "stage sizes the pool to what train_classifier's settings need (synthetic_demand), so either "
+                "generate.filter left the class short (generate's warning, summary.json's filtering: lower "
+                "generate.filter_quantile, raise generate.manifold_k or remove a filter from the list "
+                "generate.filter), or the pool was made for other train_classifier settings: re-run generate "
+                "(dvc repro)"
             )
         if rng is not None:
             members = rng.permutation(members)
@@ -251,18 +291,15 @@ def training_recipe(
     for the vae ones."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-    counts = train.counts()
-    majority = max(counts.values())
-    if strategy in ("vae", "vae_classical", "synthetic_only") and synthetic is None:
+    if strategy in NEEDS_SYNTHETIC and synthetic is None:
         raise ValueError(f"strategy {strategy} needs the generate stage's synthetic images")
-    if strategy in ("vae", "vae_classical"):
-        shared = round(all_classes * ratio * (majority - min(counts.values())))  # for every class alike
-        gaps = {name: round(ratio * (majority - n)) + shared for name, n in counts.items()}
-        data = combine(train, take_synthetic(synthetic, gaps, seed))
+    if strategy in WITH_REAL:
+        wanted = synthetic_take(strategy, train.counts(), ratio, all_classes)
+        data = combine(train, take_synthetic(synthetic, wanted, seed))
         is_synthetic = np.arange(len(data)) >= len(train)  # combine appends the synthetic images
         return Recipe(data, augment=strategy == "vae_classical", synthetic=is_synthetic)
     if strategy == "synthetic_only":
-        return Recipe(take_synthetic(synthetic, counts, seed))
+        return Recipe(take_synthetic(synthetic, synthetic_take(strategy, train.counts(), ratio, all_classes), seed))
     if strategy == "oversample":
         return Recipe(oversample(train, seed))
     if strategy == "smote":

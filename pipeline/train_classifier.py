@@ -39,14 +39,12 @@ from pipeline.metrics import (
 )
 from pipeline.models.classifier import fit_classifier, predict_proba
 from pipeline.runtime import compute_device, run_stage
-from pipeline.strategies import check_no_test_patients, training_recipe
+from pipeline.strategies import NEEDS_SYNTHETIC, WITH_REAL, check_no_test_patients, classifier_runs, training_recipe
 from pipeline.workers import run_tasks, worker_count
 
-__all__ = ["train_seed", "summarise_strategy", "run_strategy", "classifier_runs", "main"]
+__all__ = ["train_seed", "summarise_strategy", "run_strategy", "main"]
 
 logger = logging.getLogger(__name__)
-
-NEEDS_SYNTHETIC = ("vae", "vae_classical", "synthetic_only")
 
 
 def validation_keys(classes) -> list[str]:
@@ -121,7 +119,7 @@ def summarise_strategy(
         summary[f"{key}_ci_low"], summary[f"{key}_ci_high"] = low, high
     summary |= {
         "strategy": strategy,
-        "synthetic_ratio": ratio if strategy in ("vae", "vae_classical") else 0.0,
+        "synthetic_ratio": ratio if strategy in WITH_REAL else 0.0,
         "seeds": len(cfg.seeds),
         "minority_classes": minorities,
         "threshold": f"chosen on validation for class {train.classes[positive]}" if len(counts) == 2 else "argmax",
@@ -155,13 +153,6 @@ def run_strategy(
     ratio = cfg.synthetic_ratio if ratio is None else ratio
     seeds = [train_seed((strategy, ratio, seed), train, val, test, synthetic, cfg, device) for seed in cfg.seeds]
     return summarise_strategy(strategy, ratio, train, val, test, cfg, seeds)
-
-
-def classifier_runs(cfg: TrainClassifierConfig) -> list[tuple[str, str, float]]:
-    """(output folder name, strategy, synthetic ratio) of every remedy the stage trains: each strategy (its ratio
-    ``synthetic_ratio``, used by the vae ones), then the vae strategy at each ablation ratio (``ablation_<ratio>``)."""
-    strategies = [(s, s, cfg.synthetic_ratio) for s in cfg.strategies]
-    return strategies + [(f"ablation_{r}", "vae", r) for r in cfg.ablation_ratios]
 
 
 def main() -> None:
@@ -203,7 +194,7 @@ def _cost(task: tuple[str, float, int], cfg: TrainClassifierConfig) -> float:
     """A training's rough cost relative to real_only's (the vae strategies train on more images, classical
     augmentation adds work): the costliest go to the workers first."""
     strategy, ratio, _ = task
-    cost = 1.0 + (ratio * (1 + cfg.synthetic_all_classes) if strategy in ("vae", "vae_classical") else 0.0)
+    cost = 1.0 + (ratio * (1 + cfg.synthetic_all_classes) if strategy in WITH_REAL else 0.0)
     return cost + (0.5 if strategy in ("classical", "vae_classical") else 0.0)
 
 

@@ -101,7 +101,7 @@ def test_only_the_selected_generator_section_is_read(tmp_path):
 
 def test_missing_key_is_reported():
     with pytest.raises(ConfigError, match="missing key"):
-        parse_section("generate", {"pool_ratio": 1.0}, GenerateConfig)
+        parse_section("generate", {"pool_margin": 0.0}, GenerateConfig)
 
 
 @pytest.mark.parametrize(

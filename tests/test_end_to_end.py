@@ -183,7 +183,7 @@ def test_no_test_patient_reaches_a_learner_and_generated_count_matches_the_pool(
         rows = list(csv.DictReader(fh))
     counts = train.counts()
     majority = max(counts.values())
-    for name, n in counts.items():  # pool_ratio 2: twice the gap; every_class: at least the real count
+    for name, n in counts.items():  # the vae strategy: the gap + the largest gap (synthetic_all_classes 1); every_class
         assert sum(r["label"] == name for r in rows) == max(2 * (majority - n), n)
     assert len(list((project / "data/synthetic").rglob("*.nii.gz"))) == len(rows)
     pool = np.load(project / "data/synthetic/pool_images.npy", mmap_mode="r")  # the pool the stages train on

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,12 +13,15 @@ from pipeline.strategies import (
     class_prior,
     class_weights,
     classical_augmentation,
+    classifier_runs,
     oversample,
     smote,
+    synthetic_demand,
+    synthetic_take,
     take_synthetic,
     training_recipe,
 )
-from tests.conftest import make_split
+from tests.conftest import classifier_config, make_split
 
 TRAIN = make_split(labels=[0] * 9 + [1] * 3)  # 9 : 3
 SYNTHETIC = make_split(labels=[1] * 8 + [0] * 9, prefix="S", seed=3)  # pool: 8 of b, 9 of a
@@ -162,12 +167,37 @@ def test_synthetic_all_classes_adds_the_same_count_of_synthetic_images_to_every_
     synthetic = recipe.data.select(np.flatnonzero(recipe.synthetic))
     assert synthetic.counts() == {"a": 2, "b": 8} and set(synthetic.patients) <= set(SYNTHETIC.patients)
     assert training_recipe("vae", TRAIN, SYNTHETIC, 1.0, seed=0, all_classes=0.0).data.counts() == {"a": 9, "b": 9}
-    with pytest.raises(ValueError, match="synthetic_all_classes"):
+    with pytest.raises(ValueError, match="synthetic_demand"):
         training_recipe("vae", TRAIN, SYNTHETIC, 1.0, seed=0, all_classes=1.0)  # 12 of b needed, 8 in the pool
 
 
+FIVE_GRADES = {"grade0": 486, "grade1": 128, "grade2": 206, "grade3": 194, "grade4": 66}  # a real five-class folder
+
+
+def test_the_pool_the_demand_sizes_covers_every_training_of_every_remedy():
+    """The five-class case that once failed after training (the pool was pool_ratio x the gap, 716 of grade1, a
+    vae training took 778): every training of every remedy takes at most the demand, and some training takes it."""
+    cfg = classifier_config(
+        strategies=STRATEGIES, ablation_ratios=(0.25, 0.5), synthetic_ratio=1.0, synthetic_all_classes=1.0
+    )
+    demand = synthetic_demand(FIVE_GRADES, cfg)
+    assert demand["grade1"] == 778 and demand["grade0"] == 486  # 358 + 420; synthetic_only: the real count
+    takes = [synthetic_take(s, FIVE_GRADES, r, cfg.synthetic_all_classes) for _, s, r in classifier_runs(cfg)]
+    for name in FIVE_GRADES:
+        assert max(take[name] for take in takes) == demand[name]
+    grades = tuple(FIVE_GRADES)
+    pool = make_split(
+        size=4, classes=grades, prefix="S", labels=[k for k, n in enumerate(demand.values()) for _ in range(n)]
+    )
+    train = make_split(size=4, classes=grades, labels=[k for k, n in enumerate(FIVE_GRADES.values()) for _ in range(n)])
+    for _, strategy, ratio in classifier_runs(cfg):  # no training asks for more than the pool holds
+        training_recipe(strategy, train, pool, ratio, seed=0, all_classes=cfg.synthetic_all_classes)
+    no_vae = dataclasses.replace(cfg, strategies=("real_only", "oversample"), ablation_ratios=())
+    assert synthetic_demand(FIVE_GRADES, no_vae) == dict.fromkeys(FIVE_GRADES, 0)  # no remedy needs the pool
+
+
 def test_too_small_a_pool_names_the_params():
-    with pytest.raises(ValueError, match="generate.pool_ratio") as short:
+    with pytest.raises(ValueError, match="re-run generate") as short:
         training_recipe("vae", TRAIN, SYNTHETIC, 2.0, seed=0)  # 12 of b needed, 8 in the pool
     for knob in ("generate.filter_quantile", "generate.manifold_k", "generate.filter"):  # a filter may have cut it
         assert knob in str(short.value)

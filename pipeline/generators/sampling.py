@@ -50,12 +50,14 @@ CANDIDATES_PER_IMAGE = 50  # candidates per wanted image at most (or MAX_CANDIDA
 CHUNK = 1024  # images decoded, filtered and handed on at a time: a multiple of the generators' forward batch (256)
 
 
-def synthetic_counts(class_counts: dict[str, int], pool_ratio: float, every_class: bool = False) -> dict[str, int]:
-    """How many images to generate per class: ``ceil(pool_ratio * gap)``, the gap being the class's distance to
-    the majority count (so the majority gets none), or, with ``every_class``, at least the class's own count."""
-    majority = max(class_counts.values())
+def synthetic_counts(
+    demand: Mapping[str, int], class_counts: Mapping[str, int], margin: float = 0.0, every_class: bool = False
+) -> dict[str, int]:
+    """How many images to generate per class: the class's ``demand`` (what the classifier stage takes at most,
+    :func:`pipeline.strategies.synthetic_demand`) plus a ``margin`` share on top (rounded up), or, with
+    ``every_class``, at least the class's own count of real training images (``class_counts``)."""
     return {
-        name: max(math.ceil(pool_ratio * (majority - count) - 1e-9), count if every_class else 0)
+        name: max(math.ceil(demand.get(name, 0) * (1 + margin) - 1e-9), count if every_class else 0)
         for name, count in class_counts.items()
     }
 

@@ -25,23 +25,22 @@ from tests.generators.test_generators import VAE
 
 
 @pytest.mark.parametrize(
-    "counts, ratio, every_class, expected",
+    "demand, counts, margin, every_class, expected",
     [
-        ({"a": 100, "b": 10}, 1.0, False, {"a": 0, "b": 90}),  # the gap to the majority
-        ({"a": 100, "b": 10}, 0.5, False, {"a": 0, "b": 45}),  # half the gap
-        ({"a": 100, "b": 10}, 2.0, False, {"a": 0, "b": 180}),  # twice the gap: room for a ratio ablation
-        ({"a": 100, "b": 93}, 0.5, False, {"a": 0, "b": 4}),  # rounded up: 3.5 -> 4
-        ({"a": 100, "b": 10, "c": 30}, 1.0, False, {"a": 0, "b": 90, "c": 70}),  # several minority classes
-        ({"a": 100, "b": 10}, 1.0, True, {"a": 100, "b": 90}),  # every class at least its own count
-        ({"a": 100, "b": 95}, 1.0, True, {"a": 100, "b": 95}),
+        ({"a": 0, "b": 90}, {"a": 100, "b": 10}, 0.0, False, {"a": 0, "b": 90}),  # the demand itself
+        ({"a": 0, "b": 90}, {"a": 100, "b": 10}, 0.5, False, {"a": 0, "b": 135}),  # half as many more
+        ({"a": 0, "b": 7}, {"a": 100, "b": 93}, 0.5, False, {"a": 0, "b": 11}),  # rounded up: 10.5 -> 11
+        ({"a": 0, "b": 90}, {"a": 100, "b": 10}, 0.0, True, {"a": 100, "b": 90}),  # every class its own count
+        ({"a": 5, "b": 95}, {"a": 100, "b": 95}, 0.0, True, {"a": 100, "b": 95}),
+        ({"a": 120, "b": 95}, {"a": 100, "b": 95}, 0.0, True, {"a": 120, "b": 95}),  # the demand above it
     ],
 )
-def test_synthetic_counts(counts, ratio, every_class, expected):
-    assert synthetic_counts(counts, ratio, every_class) == expected
+def test_synthetic_counts(demand, counts, margin, every_class, expected):
+    assert synthetic_counts(demand, counts, margin, every_class) == expected
 
 
 GEN = GenerateConfig(
-    pool_ratio=1.0,
+    pool_margin=0.0,
     every_class=False,
     sampler="posterior",
     temperature=1.0,
