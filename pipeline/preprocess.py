@@ -110,6 +110,7 @@ def split_by_patient(
     val_folds = StratifiedGroupKFold(n_splits=val_splits, shuffle=True, random_state=seed)
     _, val = next(val_folds.split(np.zeros(len(rest)), class_index[rest], patients[rest]))
     split[rest[val]] = "val"
+    _give_every_split_every_class(split, labels, patients)
     for name in SPLITS:
         missing = set(classes) - set(labels[split == name])
         if missing:
@@ -118,6 +119,25 @@ def split_by_patient(
                 "add patients of that class or change preprocess.seed / the split fractions"
             )
     return split.astype(str)
+
+
+def _give_every_split_every_class(split: np.ndarray, labels: np.ndarray, patients: np.ndarray) -> None:
+    """Move patients (in place) so that every split holds every class that has a patient to spare: the stratified
+    folds can leave a class of 3-4 patients out of a split when many classes compete (7 classes, one of 3 patients:
+    its 3 landed in test, train, train). For each split missing a class, one patient of the class moves there from
+    the split holding most of the class's patients (at least 2): a patient with images of that class only if there
+    is one, the fewest images first, then the first pseudonym."""
+    for name in SPLITS:
+        for label in np.unique(labels):
+            if (labels[split == name] == label).any():
+                continue
+            held = {s: sorted(set(patients[(split == s) & (labels == label)])) for s in SPLITS if s != name}
+            donor = max(held, key=lambda s: len(held[s]))
+            if len(held[donor]) < 2:
+                continue  # nothing to spare: the caller names the class
+            rows = {p: labels[patients == p] for p in held[donor]}
+            chosen = min(held[donor], key=lambda p: (bool((rows[p] != label).any()), len(rows[p]), p))
+            split[patients == chosen] = name
 
 
 def check_given_split(labels: np.ndarray, patients: np.ndarray, split: np.ndarray) -> np.ndarray:
@@ -510,7 +530,12 @@ def main() -> None:
             write_csv(staging / "split_manifest.csv", manifest)
             write_json(staging / "summary.json", summary)
     except MedaugInputError as err:
-        hint = " (or set preprocess.on_error: skip to leave such files out)" if cfg.on_error == "fail" else ""
+        about_a_file = not isinstance(err, DatasetTooSmallError | InsufficientSpaceError)  # skipping files won't help
+        hint = (
+            " (or set preprocess.on_error: skip to leave such files out)"
+            if cfg.on_error == "fail" and about_a_file
+            else ""
+        )
         logger.error("preprocess stopped, nothing was written: %s%s", err, hint)
         sys.exit(1)
     logger.info("preprocessed %d images from %d files: %s", summary["n_images"], summary["n_files"], summary["splits"])

@@ -457,3 +457,14 @@ def test_near_twins_over_chunks_give_scikit_learns_pairs_and_distances_bit_for_b
     expected_nearest, expected_distance = pairwise_distances_argmin_min(held.reshape(300, -1), train.reshape(600, -1))
     assert np.array_equal(nearest, expected_nearest) and np.array_equal(distance, expected_distance)
     assert nearest[270] == 10 and nearest[3] == 599
+
+
+def test_split_gives_every_split_a_class_of_three_patients_among_seven():
+    """Seven classes, the smallest of 3 patients (1:50): the stratified folds alone left it out of validation."""
+    counts = {"c0": 150, "c1": 60, "c2": 40, "c3": 25, "c4": 15, "c5": 8, "c6": 3}
+    labels = np.array([name for name, n in counts.items() for _ in range(n)])
+    patients = np.array([f"p{i:03d}" for i in range(len(labels))])
+    split = split_by_patient(labels, patients, 0.15, 0.25, seed=0)
+    for name in ("train", "val", "test"):
+        assert set(labels[split == name]) == set(counts)
+    assert (np.bincount(np.unique(split[labels == "c0"], return_inverse=True)[1]) > 20).all()  # c0 still spread
