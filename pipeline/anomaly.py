@@ -36,6 +36,7 @@ from pipeline.models.vae import (
     kl_per_image,
     reconstruction_error,
 )
+from pipeline.planning import check_before_training
 from pipeline.plots import anomaly_maps, anomaly_scores
 from pipeline.runtime import compute_device, run_stage, versions
 
@@ -191,6 +192,7 @@ def main() -> None:
     seed = load_section("generator").seed
     preprocess: PreprocessConfig = load_section("preprocess")
     paths = load_section("paths")
+    check_before_training(paths.processed)  # refuse a dataset these settings cannot run on, before training
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
     normal = normal_label(train, cfg.normal_class)
     device = compute_device()
@@ -204,6 +206,7 @@ def main() -> None:
     test_scores = score_images(model, test.images, vae_cfg.reconstruction, device, maps=False)
     metrics = {
         "normal_class": train.classes[normal],
+        "normal_class_source": "params" if cfg.normal_class is not None else "largest training class",
         "score": cfg.score,
         **detection_metrics(test, normal, test_scores[cfg.score], threshold),
         "by_score": {s: _separation(test.labels != normal, test_scores[s]) for s in SCORES},

@@ -9,11 +9,18 @@ import webbrowser
 from collections import Counter
 from pathlib import Path
 
-from pipeline.io.arrays import write_csv
+import numpy as np
+
+from pipeline.config import PARAMS_FILE, PreprocessConfig, load_section
+from pipeline.io.arrays import SPLITS, write_csv
 from pipeline.io.errors import MedaugInputError
-from pipeline.io.manifest import check_manifest, write_class_folder_manifest
+from pipeline.io.manifest import ManifestRow, check_manifest, write_class_folder_manifest
 from pipeline.io.medmnist import FORMATS, import_medmnist
 from pipeline.io.reader import load_image
+from pipeline.planning import dataset_plan, load_settings
+from pipeline.preparation import target_channels
+from pipeline.preprocess import check_given_split, split_by_patient
+from pipeline.transforms import extract_slices
 
 __all__ = ["main", "check_data", "import_folder"]
 
@@ -21,15 +28,26 @@ REPORT = Path("reports") / "augmentation_report.html"
 ANOMALY_MODEL = Path("models") / "anomaly_vae.pt"
 
 
-def check_data(root: Path) -> list[str]:
-    """Validate a dataset folder without running the pipeline; print a summary, return the problems."""
+def check_data(root: Path, params_file: Path = PARAMS_FILE) -> list[str]:
+    """Validate a dataset folder without running the pipeline; print a summary, return the problems. With a
+    params.yaml (``params_file``), also the plan: the patient-level split per class that preprocess will make, the
+    imbalance, the synthetic images per class, and every setting that cannot run on this dataset
+    (:mod:`pipeline.planning`)."""
     rows, problems = check_manifest(root)
     shapes: Counter[str] = Counter()
+    images: list[tuple[ManifestRow, int, str]] = []  # (row, 2D images or volumes it makes, its patient)
+    channels: set[int] = set()
+    preprocess = load_section("preprocess", params_file) if Path(params_file).is_file() else None
     for row in rows:
         try:
             image = load_image(row.path)
             kind = image.modality or ("image file" if image.source == "image" else "unknown modality")
             shapes[f"{kind} {_describe_shape(image.array.shape)}"] += 1
+            made = 1
+            if preprocess is not None and preprocess.spatial_dims == 2 and image.array.ndim == 4:
+                made = len(extract_slices(image.array, preprocess.slice_policy, preprocess.slices_per_volume))
+            images.append((row, made, row.patient_id or image.patient_id or row.relpath))
+            channels.add(image.array.shape[0])
             if image.burned_in_annotation:
                 problems.append(
                     f"labels.csv line {row.line}: {row.relpath} is flagged BurnedInAnnotation YES (text in the "
@@ -47,10 +65,38 @@ def check_data(root: Path) -> list[str]:
     print("images: " + ", ".join(f"{k} ({v})" for k, v in sorted(shapes.items())))
     if len(labels) < 2:
         problems.append("fewer than two classes: augmentation needs at least two")
+    elif preprocess is not None and images:
+        problems += _print_plan(images, channels, preprocess, params_file)
     print(f"{len(problems)} problem(s)" + (":" if problems else ""))
     for problem in problems:
         print(f"  - {problem}")
     return problems
+
+
+def _print_plan(
+    images: list[tuple[ManifestRow, int, str]], channels: set[int], cfg: PreprocessConfig, params_file: Path
+) -> list[str]:
+    """Print what params_file's settings will do with the readable ``images`` (of ``channels``); return what cannot
+    work."""
+    labels = np.array([row.label for row, made, _ in images for _ in range(made)])
+    patients = np.array([patient for _, made, patient in images for _ in range(made)])
+    given = [row.split for row, made, _ in images for _ in range(made)]
+    try:
+        if all(given):
+            split = check_given_split(labels, patients, np.array(given))
+        else:
+            split = split_by_patient(labels, patients, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    except MedaugInputError as err:
+        return [f"preprocess will refuse this dataset: {err}"]
+    classes = sorted(set(labels))
+    splits = {s: {c: int(((split == s) & (labels == c)).sum()) for c in classes} for s in SPLITS}
+    shape = (target_channels(cfg.channels, channels), *[cfg.size] * cfg.spatial_dims)  # what preprocess will make
+    plan = dataset_plan(splits, load_settings(params_file), shape)
+    source = "labels.csv's split column" if all(given) else f"a patient-level split, preprocess.seed {cfg.seed}"
+    print(f"plan with {params_file} ({source}):")
+    for line in plan.describe():
+        print(f"  {line}")
+    return plan.problems
 
 
 def _describe_shape(shape: tuple[int, ...]) -> str:
@@ -97,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="medaug", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check-data", help="validate a dataset folder (labels.csv and every image)")
+    check = sub.add_parser(
+        "check-data", help="validate a dataset folder (labels.csv and every image) and show what params.yaml will do"
+    )
     check.add_argument("root", type=Path)
+    check.add_argument("--params", type=Path, default=PARAMS_FILE, help=f"default: {PARAMS_FILE} (skipped if absent)")
     imp = sub.add_parser("import-medmnist", help="turn a MedMNIST .npz into a dataset folder (keeps its split)")
     imp.add_argument("npz", type=Path)
     imp.add_argument("out_dir", type=Path)
@@ -117,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check-data":
         try:
-            return 1 if check_data(args.root) else 0
+            return 1 if check_data(args.root, args.params) else 0
         except MedaugInputError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -42,7 +42,6 @@ from pipeline.generators.sampling import (
     interpolation_strip,
     sample_images,
     stream_images,
-    synthetic_counts,
 )
 from pipeline.generators.selection import ClassifierFilter, ManifoldFilter
 from pipeline.io.arrays import load_split, read_json
@@ -56,9 +55,10 @@ from pipeline.io.synthetic import (
     write_synthetic_png,
 )
 from pipeline.models.classifier import REAL_CLASSIFIER, fit_real_classifier
+from pipeline.planning import check_before_training
 from pipeline.plots import image_grid, latent_projection
 from pipeline.runtime import compute_device, file_sha256, run_stage
-from pipeline.strategies import synthetic_demand
+from pipeline.strategies import pool_sizes, synthetic_demand
 
 __all__ = ["main"]
 
@@ -69,6 +69,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg: GenerateConfig = load_section("generate")
     paths = load_section("paths")
+    check_before_training(paths.processed)  # refuse a dataset these settings cannot run on, before training
     train = load_split(paths.processed, "train")
     generator, checkpoint = load_generator(paths.generator, compute_device())
     if tuple(checkpoint["classes"]) != train.classes:
@@ -85,7 +86,7 @@ def main() -> None:
     if "manifold" in cfg.filter:
         judges["manifold"] = ManifoldFilter(real_classifier, train, cfg.manifold_k, device)
     demand = synthetic_demand(train.counts(), clf_cfg)
-    counts = synthetic_counts(demand, train.counts(), cfg.pool_margin, cfg.every_class)
+    counts = pool_sizes(demand, train.counts(), cfg.pool_margin, cfg.every_class)
     out_dir = Path(paths.synthetic)
     source = read_json(Path(paths.processed) / "summary.json")
     # DICOM in, DICOM out; image files (PNG, JPEG, ...) in, PNG out (2D); NIfTI always

@@ -32,6 +32,7 @@ from pipeline.config import LatentConfig, VAEConfig, load_section
 from pipeline.generators.vae import VAEGenerator
 from pipeline.io.arrays import ImageArray, SplitData, batches, load_split, write_csv, write_json
 from pipeline.models.vae import ConditionalVAE, decode_codes, encode_images, kl_per_dimension
+from pipeline.planning import check_before_training
 from pipeline.plots import image_grid, latent_projection, reduction_curve
 from pipeline.runtime import compute_device, run_stage
 
@@ -190,6 +191,7 @@ def main() -> None:
     vae_cfg: VAEConfig = load_section("vae")
     seed = load_section("generator").seed
     paths = load_section("paths")
+    check_before_training(paths.processed)  # refuse a dataset these settings cannot run on, before training
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
     test = dataclasses.replace(test, images=np.asarray(test.images))  # the split every measure is taken on
     device = compute_device()

@@ -226,12 +226,12 @@ def paired_difference(draws: np.ndarray, base_draws: np.ndarray, per_seed: np.nd
       (same resamples); the 95% interval of their difference and a two-sided bootstrap p-value
       (twice the smaller share of differences on either side of zero);
     - over seeds: ``per_seed`` and ``base_per_seed`` are the metric of each seed's model (same seeds, same
-      order); a paired t-test (NaN with fewer than two seeds or no variation).
+      order); a paired t-test (None, null in JSON, with fewer than two seeds or no variation: undefined).
     """
     diff = np.asarray(draws) - np.asarray(base_draws)
     seed_diff = np.asarray(per_seed, float) - np.asarray(base_per_seed, float)
     p_boot = float(min(1.0, 2 * min(np.mean(diff <= 0), np.mean(diff >= 0))))
-    p_seeds = float("nan")
+    p_seeds = None
     if len(seed_diff) > 1 and np.std(seed_diff) > 0:
         p_seeds = float(ttest_rel(per_seed, base_per_seed).pvalue)
     return {

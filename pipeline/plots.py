@@ -27,10 +27,11 @@ __all__ = [
 ]
 
 
-def _save(fig: plt.Figure, path: str | Path) -> None:
-    """Lay out, save through a temporary file renamed into place (the format from ``path``'s suffix, as
-    ``savefig`` would pick it) and close."""
-    fig.tight_layout()
+def _save(fig: plt.Figure, path: str | Path, layout: bool = True) -> None:
+    """Lay out (``layout``: tight_layout), save through a temporary file renamed into place (the format from
+    ``path``'s suffix, as ``savefig`` would pick it) and close."""
+    if layout:
+        fig.tight_layout()
     try:
         with atomic_file(path) as tmp:
             fig.savefig(tmp, dpi=80, format=Path(path).suffix.lstrip(".") or matplotlib.rcParams["savefig.format"])
@@ -55,15 +56,21 @@ def _show(ax: plt.Axes, image: np.ndarray, cmap: str = "gray", vmax: float = 1.0
 
 def image_grid(path: str | Path, rows: Sequence[tuple[str, np.ndarray]], columns: int = 8) -> None:
     """One row per ``(title, images)`` pair; images are ``(N, C, X, Y)`` in [0, 1] (C = 1 grey, 3 RGB), shown
-    radiologically; volumes ``(N, C, X, Y, Z)`` show their middle axial slice."""
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.4 * columns, 1.6 * len(rows)), squeeze=False)
-    for (title, images), ax_row in zip(rows, axes, strict=True):
-        for k, ax in enumerate(ax_row):
+    radiologically; volumes ``(N, C, X, Y, Z)`` show their middle axial slice. Each row's title runs across the
+    row above its images, however long (placed by hand: tight_layout would squeeze the first image to fit it)."""
+    title_in, image_in = 0.3, 1.3  # inches of a row's title band and of its images
+    height = max(len(rows), 1) * (title_in + image_in)
+    fig = plt.figure(figsize=(1.4 * columns, height))
+    for r, (title, images) in enumerate(rows):
+        top = 1 - r * (title_in + image_in) / height
+        fig.text(0.005, top - 0.06 / height, title, fontsize=9, ha="left", va="top")
+        bottom = top - (title_in + image_in - 0.03) / height
+        for k in range(columns):
+            ax = fig.add_axes((k / columns + 0.004, bottom, 1 / columns - 0.008, image_in / height))
             ax.axis("off")
             if k < len(images):
                 _show(ax, images[k])
-        ax_row[0].set_title(title, loc="left", fontsize=9)
-    _save(fig, path)
+    _save(fig, path, layout=False)
 
 
 def training_curves(path: str | Path, history: Sequence[dict], panels: dict[str, Sequence[str]]) -> None:
@@ -172,10 +179,9 @@ def confusion_matrices(path: str | Path, matrices: dict[str, np.ndarray], classe
         ticks = range(len(classes))
         ax.set_xticks(ticks, classes, fontsize=7, rotation=30)
         ax.set_yticks(ticks, classes, fontsize=7)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(f"{name} (test, {seeds} seed(s) summed)", fontsize=9)  # a suptitle overlapped these titles
         ax.set_xlabel("predicted", fontsize=7)
         ax.set_ylabel("true", fontsize=7)
-    fig.suptitle(f"test split, counts summed over {seeds} seed(s)", fontsize=9)
     _save(fig, path)
 
 

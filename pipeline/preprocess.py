@@ -536,7 +536,7 @@ def main() -> None:
             if cfg.on_error == "fail" and about_a_file
             else ""
         )
-        logger.error("preprocess stopped, nothing was written: %s%s", err, hint)
+        logger.error("preprocess stopped, nothing was written: %s: %s%s", type(err).__name__, err, hint)
         sys.exit(1)
     logger.info("preprocessed %d images from %d files: %s", summary["n_images"], summary["n_files"], summary["splits"])
     twins = summary["near_twins"]

@@ -58,6 +58,7 @@ from pipeline.io.arrays import ImageArray, Rows, SplitData, load_split, read_jso
 from pipeline.io.synthetic import read_synthetic
 from pipeline.metrics import choose_threshold, distance_blocks, knn_radii, predict_labels
 from pipeline.models.classifier import REAL_CLASSIFIER, load_real_classifier, predict_proba
+from pipeline.planning import check_before_training
 from pipeline.plots import distance_histograms, image_grid
 from pipeline.runtime import compute_device, run_stage
 
@@ -77,6 +78,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+MIN_IMAGES = 3  # FD and PRDC of a class need this many of its images in each set compared
 JUDGED_MAX = 5000  # synthetic and held-out images judged at most (a seeded sample beyond; the demo has 1,026 and 276)
 PER_SAMPLER_MAX = 500  # fresh samples per sampler and class at most (FD and PRDC settle well before this)
 FEATURE_ROWS = 16 * 256  # images per call of features(): a multiple of its batch (256), so the same batches
@@ -164,6 +166,37 @@ def class_quality(
     return out
 
 
+def per_class_quality(
+    sets: dict[str, SplitData], feats: dict[str, np.ndarray], test: SplitData, caller: ClassCaller, k: int
+) -> dict[str, dict]:
+    """Every class's entry of the quality metrics: its image counts, class fidelity of its synthetic images and of
+    its real ``test`` images (when it has some), and :func:`class_quality` (FD, PRDC) when each of ``sets``
+    (``train``, ``held``, ``synth``, with their ``feats``) holds :data:`MIN_IMAGES` images of it; else ``too_few``
+    says why not (a class of a few images is listed, not dropped)."""
+    train, synthetic = sets["train"], sets["synth"]
+    out = {}
+    for label, name in enumerate(train.classes):
+        pick = {key: feats[key][d.labels == label] for key, d in sets.items()}
+        entry = {"synthetic_images": int(len(pick["synth"])), "held_out_images": int(len(pick["held"]))}
+        for key, images in (
+            ("fidelity", synthetic.select(synthetic.labels == label).images),
+            ("held_out_fidelity", test.select(test.labels == label).images),
+        ):
+            if len(images):
+                entry[key] = caller.fidelity(images, label)
+        counts = {key: len(v) for key, v in pick.items()}
+        if min(counts.values()) < MIN_IMAGES:
+            entry["too_few"] = (
+                f"FD and precision/recall need {MIN_IMAGES} images of the class in each set: training "
+                f"{counts['train']}, held-out real {counts['held']}, synthetic {counts['synth']}"
+            )
+            logger.warning("class %s: %s", name, entry["too_few"])
+        else:
+            entry |= class_quality(pick["train"], pick["held"], pick["synth"], k)
+        out[name] = entry
+    return out
+
+
 def sampler_quality(
     generator: Generator,
     cfg: GenerateConfig,
@@ -184,7 +217,7 @@ def sampler_quality(
             real, own = train.select(train.labels == label).images, train_f[train.labels == label]
             seed = cfg.seed * 1000 + label + 700  # not the pool's stream (seed * 1000 + label) nor the pictures'
             images, _ = sample_images(generator, label, min(len(real), most), seed, cfg, real, sampler=sampler)
-            if min(len(images), len(own)) < 3:
+            if min(len(images), len(own)) < MIN_IMAGES:
                 continue
             made = features(model, images, device)
             scores = prdc(own, made, min(k, len(own) - 1, len(made) - 1))
@@ -261,6 +294,7 @@ def main() -> None:
     cfg: QualityConfig = load_section("quality")
     clf_cfg: TrainClassifierConfig = load_section("train_classifier")
     paths = load_section("paths")
+    check_before_training(paths.processed)  # refuse a dataset these settings cannot run on, before training
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
     pool = read_synthetic(paths.synthetic, train.classes)
     every_held = held_out_without_twins(
@@ -287,21 +321,8 @@ def main() -> None:
     for pair in test_twins.get("pairs", []):
         if pair["split"] == "test":
             test_keep[pair["index"]] = False
-    per_class = {}
-    for label, name in enumerate(train.classes):
-        pick = {
-            key: feats[key][d.labels == label] for key, d in (("train", train), ("held", held), ("synth", synthetic))
-        }
-        if min(len(v) for v in pick.values()) < 3:
-            logger.warning("class %s: fewer than 3 images in a set, no quality metrics", name)
-            continue
-        per_class[name] = {
-            "synthetic_images": int(len(pick["synth"])),
-            "held_out_images": int(len(pick["held"])),
-            **class_quality(pick["train"], pick["held"], pick["synth"], cfg.nearest_k),
-            "fidelity": caller.fidelity(synthetic.select(synthetic.labels == label).images, label),
-            "held_out_fidelity": caller.fidelity(test.select(test_keep & (test.labels == label)).images, label),
-        }
+    sets = {"train": train, "held": held, "synth": synthetic}
+    per_class = per_class_quality(sets, feats, test.select(test_keep), caller, cfg.nearest_k)
     gen_cfg: GenerateConfig = load_section("generate")
     # fresh samples as the generator draws them, less the classifier and manifold filters: judged by this same
     # classifier's features, filtered ones would pass by construction
@@ -349,6 +370,8 @@ def main() -> None:
         ],
     )
     for name, q in per_class.items():
+        if "too_few" in q:
+            continue
         logger.info(
             "%s: class fidelity %.2f (held-out real %.2f), FD %.2f (%.2f), precision %.2f (%.2f), recall %.2f (%.2f), "
             "coverage %.2f (%.2f)",

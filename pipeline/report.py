@@ -26,6 +26,7 @@ from pipeline.reporting.sections import (
     classifier_lines,
     data_lines,
     generators_lines,
+    imbalance_lines,
     latent_lines,
     p_value,
     picture,
@@ -41,7 +42,7 @@ __all__ = ["verdict", "render_report", "main"]
 logger = logging.getLogger(__name__)
 
 
-def _p_is(p: float) -> str:
+def _p_is(p: float | None) -> str:
     text = p_value(p)
     return f"p {text}" if text.startswith("<") else f"p = {text}"
 
@@ -195,6 +196,7 @@ def render_report(
     lines = [
         "# medaug augmentation report",
         "",
+        *imbalance_lines(summary),
         "## Verdict",
         "",
         verdict(metrics),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import sys
@@ -18,6 +19,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from pipeline import distributed
+from pipeline.io.errors import MedaugInputError
 
 __all__ = [
     "RUN_LOG",
@@ -146,6 +148,9 @@ def run_stage(main: Callable[[], None], module: str) -> None:
     start = time.perf_counter()
     try:
         main()
+    except MedaugInputError as err:  # the input or the settings: a message saying what to change, no traceback
+        logging.getLogger(module).error("%s stopped: %s: %s", module, type(err).__name__, err)
+        sys.exit(1)
     finally:
         distributed.finish()
     if not distributed.is_main():

@@ -33,7 +33,9 @@ strategy's difference to real_only from -0.035 to +0.006, more than its interval
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +52,7 @@ __all__ = [
     "classifier_runs",
     "synthetic_take",
     "synthetic_demand",
+    "pool_sizes",
     "DataLeakError",
     "Recipe",
     "training_recipe",
@@ -248,6 +251,18 @@ def synthetic_demand(counts: dict[str, int], cfg: TrainClassifierConfig) -> dict
         for _, strategy, ratio in classifier_runs(cfg)
     ]
     return {name: max([take[name] for take in takes], default=0) for name in counts}
+
+
+def pool_sizes(
+    demand: Mapping[str, int], class_counts: Mapping[str, int], margin: float = 0.0, every_class: bool = False
+) -> dict[str, int]:
+    """How many images to generate per class: the class's ``demand`` (what the classifier stage takes at most,
+    :func:`synthetic_demand`) plus a ``margin`` share on top (rounded up), or, with
+    ``every_class``, at least the class's own count of real training images (``class_counts``)."""
+    return {
+        name: max(math.ceil(demand.get(name, 0) * (1 + margin) - 1e-9), count if every_class else 0)
+        for name, count in class_counts.items()
+    }
 
 
 def take_synthetic(synthetic: SplitData, wanted: dict[str, int], seed: int | None = None) -> SplitData:

@@ -38,6 +38,7 @@ from pipeline.metrics import (
     summarise_runs,
 )
 from pipeline.models.classifier import fit_classifier, predict_proba
+from pipeline.planning import check_before_training
 from pipeline.runtime import compute_device, run_stage
 from pipeline.strategies import NEEDS_SYNTHETIC, WITH_REAL, check_no_test_patients, classifier_runs, training_recipe
 from pipeline.workers import run_tasks, worker_count
@@ -159,6 +160,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg: TrainClassifierConfig = load_section("train_classifier")
     paths = load_section("paths")
+    check_before_training(paths.processed)  # refuse a dataset these settings cannot run on, before training
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
     runs = classifier_runs(cfg)
     synthetic = None

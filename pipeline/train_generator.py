@@ -16,6 +16,7 @@ from pipeline.config import GeneratorConfig, load_section
 from pipeline.generators import build_generator, save_generator
 from pipeline.generators.base import best_epochs
 from pipeline.io.arrays import load_split, write_csv
+from pipeline.planning import check_before_training
 from pipeline.plots import training_curves
 from pipeline.runtime import compute_device, run_stage, versions
 from pipeline.workers import worker_count
@@ -30,6 +31,7 @@ def main() -> None:
     cfg: GeneratorConfig = load_section("generator")
     settings = load_section(cfg.kind)
     paths = load_section("paths")
+    check_before_training(paths.processed)  # refuse a dataset these settings cannot run on, before training
     train, val = load_split(paths.processed, "train"), load_split(paths.processed, "val")
     device = compute_device()
     generator = build_generator(cfg.kind, tuple(train.images.shape[1:]), train.classes, cfg.mode, settings, cfg.seed)

@@ -105,3 +105,25 @@ def test_import_folder_refuses_a_single_class(tmp_path, capsys):
     (tmp_path / "only" / "a.png").write_bytes(b"x")
     assert main(["import-folder", str(tmp_path)]) == 1
     assert "at least two" in capsys.readouterr().err and not (tmp_path / "labels.csv").exists()
+
+
+def test_check_data_prints_the_plan_of_a_five_class_colour_folder(tmp_path, capsys):
+    """What the defaults will do: the split and ratio of each class, the synthetic images it gets, the normal class."""
+    from tests.zoo import ZOO, build
+
+    root = build(next(c for c in ZOO if c.name == "colour_five_grades"), tmp_path / "grades")
+    assert main(["check-data", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "5 classes; majority grade0" in out and "normal class grade0" in out and "0 problem(s)" in out
+    grade4 = next(line.split() for line in out.splitlines() if line.strip().startswith("grade4"))
+    train, val, test, ratio, synthetic = grade4[1:]
+    assert int(val) >= 1 and int(test) >= 1 and ratio.startswith("1:") and int(synthetic) > int(train)
+
+
+def test_check_data_refuses_what_the_settings_cannot_run_and_says_what_to_change(tmp_path, capsys):
+    from tests.zoo import ZOO, build
+
+    root = build(next(c for c in ZOO if c.name == "class_of_three"), tmp_path / "three")
+    assert main(["check-data", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "1 problem(s)" in out and "remove smote from train_classifier.strategies" in out

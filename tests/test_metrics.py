@@ -139,7 +139,7 @@ def test_bootstrap_draws_are_paired_between_strategies_and_the_paired_test_sees_
     a, b = draw(good)["balanced_accuracy"], draw(noisy)["balanced_accuracy"]
     same = paired_difference(a, a, np.array([0.9, 0.8]), np.array([0.9, 0.8]))
     assert same["difference"] == same["ci_low"] == same["ci_high"] == 0 and same["p_bootstrap"] == 1.0
-    assert np.isnan(same["p_seeds"])  # no variation between seeds: no t-test
+    assert same["p_seeds"] is None  # no variation between seeds: no t-test (null in metrics.json)
     better = paired_difference(a, b, np.array([0.95, 0.9, 0.92]), np.array([0.7, 0.72, 0.6]))
     assert 0 < better["ci_low"] <= better["ci_high"] and better["p_bootstrap"] < 0.05
     assert better["p_seeds"] == pytest.approx(ttest_rel([0.95, 0.9, 0.92], [0.7, 0.72, 0.6]).pvalue)

@@ -1,4 +1,5 @@
 from pipeline.report import render_report, verdict
+from pipeline.reporting.sections import imbalance_lines
 
 SUMMARY = {
     "classes": ["nodule", "normal"],
@@ -11,7 +12,7 @@ SUMMARY = {
 
 def _difference(delta, half_width):
     d = {"difference": delta, "ci_low": delta - half_width, "ci_high": delta + half_width}
-    return d | {"p_bootstrap": 0.01 if abs(delta) > half_width else 0.5, "p_seeds": float("nan")}
+    return d | {"p_bootstrap": 0.01 if abs(delta) > half_width else 0.5, "p_seeds": None}
 
 
 def _metrics(base, aug, std=0.01):
@@ -301,3 +302,12 @@ def test_synthetic_images_section_without_filters_says_so():
     filtering = {"nodule": {"kept": 20, "dropped": 0}, "normal": {"kept": 0, "dropped": 0}}
     text = render_report(SUMMARY, [], _metrics(0.7, 0.8), {}, generation=_generation([], filtering))
     assert "filters: none." in text and "Candidates" not in text
+
+
+def test_report_states_the_imbalance_at_the_top():
+    """Per-class training counts, the majority, and the majority : minority ratio, before the verdict."""
+    text = render_report(SUMMARY, [], _metrics(0.7, 0.8), {})
+    assert text.index("**Imbalance.** Training images per class: normal 5, nodule 1.") < text.index("## Verdict")
+    five = {"splits": {"train": {"patients": 9, "images": {"a": 486, "b": 66, "c": 128}}}}
+    (line, _) = imbalance_lines(five)
+    assert "a 486, c 128, b 66" in line and "Majority: a" in line and "c 1:3.8, b 1:7.36" in line

@@ -15,6 +15,7 @@ from pipeline.strategies import (
     classical_augmentation,
     classifier_runs,
     oversample,
+    pool_sizes,
     smote,
     synthetic_demand,
     synthetic_take,
@@ -169,6 +170,21 @@ def test_synthetic_all_classes_adds_the_same_count_of_synthetic_images_to_every_
     assert training_recipe("vae", TRAIN, SYNTHETIC, 1.0, seed=0, all_classes=0.0).data.counts() == {"a": 9, "b": 9}
     with pytest.raises(ValueError, match="synthetic_demand"):
         training_recipe("vae", TRAIN, SYNTHETIC, 1.0, seed=0, all_classes=1.0)  # 12 of b needed, 8 in the pool
+
+
+@pytest.mark.parametrize(
+    "demand, counts, margin, every_class, expected",
+    [
+        ({"a": 0, "b": 90}, {"a": 100, "b": 10}, 0.0, False, {"a": 0, "b": 90}),  # the demand itself
+        ({"a": 0, "b": 90}, {"a": 100, "b": 10}, 0.5, False, {"a": 0, "b": 135}),  # half as many more
+        ({"a": 0, "b": 7}, {"a": 100, "b": 93}, 0.5, False, {"a": 0, "b": 11}),  # rounded up: 10.5 -> 11
+        ({"a": 0, "b": 90}, {"a": 100, "b": 10}, 0.0, True, {"a": 100, "b": 90}),  # every class its own count
+        ({"a": 5, "b": 95}, {"a": 100, "b": 95}, 0.0, True, {"a": 100, "b": 95}),
+        ({"a": 120, "b": 95}, {"a": 100, "b": 95}, 0.0, True, {"a": 120, "b": 95}),  # the demand above it
+    ],
+)
+def test_pool_sizes(demand, counts, margin, every_class, expected):
+    assert pool_sizes(demand, counts, margin, every_class) == expected
 
 
 FIVE_GRADES = {"grade0": 486, "grade1": 128, "grade2": 206, "grade3": 194, "grade4": 66}  # a real five-class folder

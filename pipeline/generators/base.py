@@ -3,6 +3,8 @@
 A generator learns the images of every class of a training split and makes new ones on request. The contract
 (:class:`Generator`), for images of shape ``(C, spatial...)`` with values in [0, 1]:
 
+- ``check_shape()``: raise ValueError, before any training, when its networks cannot take its image shape or
+  settings (it builds one untrained network);
 - ``fit(train, val, device, workers=1)``: learn from the training split, choose the epoch on the validation
   split, stop early; returns the history, one dict per network and epoch (``model``, ``epoch``, losses, ``best``);
   ``workers`` > 1 may train independent networks (one per class) in that many processes side by side;
@@ -40,6 +42,8 @@ class Generator(Protocol):
     kind: ClassVar[str]
     classes: tuple[str, ...]
     image_shape: tuple[int, ...]
+
+    def check_shape(self) -> None: ...
 
     def fit(self, train: SplitData, val: SplitData, device: torch.device, workers: int = 1) -> list[dict]: ...
 

@@ -2,7 +2,6 @@
 filtered. Shared by the generate stage (the pool) and the quality stage (fresh samples of every sampler), so both
 draw images the same way.
 
-- :func:`synthetic_counts`: the pool size per class;
 - :func:`stream_images`: ``n`` images of one class, handed to the caller a chunk at a time: the sampler fitted to
   the generator's codes of the class's real training images draws codes, the generator decodes them; a sample is
   kept only when every filter of ``generate.filter`` keeps it: ``consistency`` when decoding, re-encoding and
@@ -21,7 +20,6 @@ so chunking changes no bit of the images, of the codes or of the filters' verdic
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
@@ -33,7 +31,6 @@ from pipeline.io.arrays import ImageArray, batches
 
 __all__ = [
     "CHUNK",
-    "synthetic_counts",
     "sampler_for",
     "stream_images",
     "sample_images",
@@ -48,18 +45,6 @@ MAX_CANDIDATES = 4096  # candidates decoded in one round at most (a 64 x 64 imag
 CANDIDATES_PER_IMAGE = 50  # candidates per wanted image at most (or MAX_CANDIDATES, if more): a filter that passes
 # fewer than 1 in 50 leaves the pool short rather than decoding without end
 CHUNK = 1024  # images decoded, filtered and handed on at a time: a multiple of the generators' forward batch (256)
-
-
-def synthetic_counts(
-    demand: Mapping[str, int], class_counts: Mapping[str, int], margin: float = 0.0, every_class: bool = False
-) -> dict[str, int]:
-    """How many images to generate per class: the class's ``demand`` (what the classifier stage takes at most,
-    :func:`pipeline.strategies.synthetic_demand`) plus a ``margin`` share on top (rounded up), or, with
-    ``every_class``, at least the class's own count of real training images (``class_counts``)."""
-    return {
-        name: max(math.ceil(demand.get(name, 0) * (1 + margin) - 1e-9), count if every_class else 0)
-        for name, count in class_counts.items()
-    }
 
 
 def sampler_for(generator: Generator, name: str, label: int, class_images: ImageArray, cfg: GenerateConfig):

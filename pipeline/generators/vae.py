@@ -153,6 +153,11 @@ class VAEGenerator:
         self.vaes = ClassVAEs("per_class", models).eval()
         return history
 
+    def check_shape(self) -> None:
+        """Build one untrained network (milliseconds) and drop it: an image shape or setting the networks cannot
+        take raises ValueError now, not after other networks have trained (:mod:`pipeline.planning`)."""
+        self._network(1 if self.mode == "per_class" else len(self.classes))
+
     def _network(self, num_classes: int) -> ConditionalVAE:
         """An untrained network for ``num_classes`` labels (a subclass builds another autoencoder here)."""
         return vae_network(self.image_shape, num_classes, self.cfg)

@@ -15,6 +15,7 @@ __all__ = [
     "MissingImageError",
     "PathOutsideRootError",
     "DatasetTooSmallError",
+    "DatasetShapeError",
 ]
 
 
@@ -67,6 +68,12 @@ class PathOutsideRootError(ManifestError):
 
 class DatasetTooSmallError(MedaugInputError):
     """Too few patients or classes to make stratified patient-level splits."""
+
+
+class DatasetShapeError(MedaugInputError):
+    """The dataset's classes and their counts per split cannot work with params.yaml's settings (a class missing
+    from a split, too few images of a class for a remedy or filter, an image size the networks cannot take):
+    refused before any training, with what to change (:mod:`pipeline.planning`)."""
 
 
 class InsufficientSpaceError(MedaugInputError):

@@ -45,10 +45,10 @@ def strategies(metrics: dict) -> list[str]:
     return [name for name, value in metrics.items() if isinstance(value, dict) and "balanced_accuracy" in value]
 
 
-def p_value(p: float) -> str:
+def p_value(p: float | None) -> str:
     """``0.012``, ``<0.001`` (a bootstrap p of 0 only means none of the resamples crossed zero), or ``n/a`` for
-    NaN (fewer than two seeds, or identical results)."""
-    if p != p:
+    None or NaN (fewer than two seeds, or identical results)."""
+    if p is None or p != p:
         return "n/a"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
@@ -168,8 +168,12 @@ def _quality_words(name: str, q: dict) -> str:
     precision) and on diversity (recall). A rule of thumb (within 1.5 times the yardstick's FD, at least half its
     precision and recall), stated with the numbers it used."""
     fidelity = (
-        f"class fidelity {q['fidelity']:.2f} vs {q['held_out_fidelity']:.2f}; " if "held_out_fidelity" in q else ""
+        f"class fidelity {q['fidelity']:.2f} vs {q['held_out_fidelity']:.2f}; "
+        if "fidelity" in q and "held_out_fidelity" in q
+        else ""
     )
+    if "too_few" in q:
+        return f"{name}: {fidelity}too few images to compare distributions ({q['too_few']})."
     numbers = (
         f"{fidelity}FD {q['fd']:.3g} vs {q['held_out_fd']:.3g}; precision {q['precision']:.2f} vs "
         f"{q['held_out_precision']:.2f}; recall {q['recall']:.2f} vs {q['held_out_recall']:.2f}"
@@ -318,7 +322,10 @@ def anomaly_lines(anomaly: dict) -> list[str]:
     return [
         "## Anomaly detection",
         "",
-        f"A VAE trained on the '{anomaly['normal_class']}' class alone scores every test image by how badly it "
+        f"A VAE trained on the '{anomaly['normal_class']}' class alone (the normal class: "
+        + ("anomaly.normal_class" if anomaly.get("normal_class_source") == "params" else "the largest training class")
+        + f"; every other class, {', '.join(k.removeprefix('auroc_') for k in anomaly if k.startswith('auroc_'))}, "
+        "counts as abnormal) scores every test image by how badly it "
         f"reconstructs it ({anomaly['score']} score; threshold chosen on the validation split). Abnormal vs normal "
         f"on the test split: AUROC **{anomaly['auroc']:.3f}**, AUPRC {anomaly['auprc']:.3f} (prevalence "
         f"{anomaly['prevalence']:.3f}); at the threshold, sensitivity {anomaly['sensitivity']:.3f} and specificity "
@@ -424,6 +431,22 @@ def _channel_text(channels: dict | None) -> str:
     }
     done = [f"{n} {converted.get(change, change)}" for change, n in channels["converted"].items()]
     return text + (f" preprocess.channels {channels['setting']}: " + "; ".join(done) + "." if done else "")
+
+
+def imbalance_lines(summary: dict) -> list[str]:
+    """The imbalance in one sentence, for the top of the report: each class's training images, largest first, and
+    the majority's images per image of each smaller class."""
+    train = summary.get("splits", {}).get("train", {}).get("images")
+    if not train:
+        return []
+    order = sorted(train, key=lambda c: (-train[c], c))
+    majority = order[0]
+    ratios = [f"{c} 1:{train[majority] / train[c]:.3g}" for c in order[1:] if 0 < train[c] < train[majority]]
+    return [
+        f"**Imbalance.** Training images per class: {', '.join(f'{c} {train[c]}' for c in order)}. Majority: "
+        f"{majority}" + (f"; majority : minority = {', '.join(ratios)}." if ratios else "; the classes are balanced."),
+        "",
+    ]
 
 
 def data_lines(summary: dict, synthetic_rows: list[dict], generation: dict) -> list[str]:

@@ -70,6 +70,14 @@ def test_every_registered_generator_has_a_name_in_config_and_test_settings():
         assert cls.kind == kind and isinstance(SETTINGS[kind], cls.config_class)
 
 
+@pytest.mark.parametrize("kind", sorted(GENERATORS))
+def test_every_generator_refuses_a_shape_its_networks_cannot_take_before_training(kind):
+    """check_shape builds an untrained network: 16 px passes; 17 px, which a halving cannot give back, fails."""
+    build_generator(kind, (1, 16, 16), ("a", "b"), "per_class", SETTINGS[kind]).check_shape()
+    with pytest.raises(ValueError, match="divisible"):
+        build_generator(kind, (1, 17, 17), ("a", "b"), "per_class", SETTINGS[kind]).check_shape()
+
+
 def _data(spatial_dims: int, n: int = 16, seed: int = 0):
     split = make_split(n, size=16, seed=seed)
     if spatial_dims == 3:

@@ -29,6 +29,14 @@ def test_sampler_contract(name):
 
 
 @pytest.mark.parametrize("name", [n for n, cls in SAMPLERS.items() if cls.needs_codes])
+def test_samplers_draw_from_a_class_of_one_image(name):
+    """A class with one training image (a class of 3 images split three ways) still gets codes, near its own."""
+    sampler = make_sampler(name, temperature=1.0, mixture_components=8, bootstrap_noise=0.3, seed=0).fit(CODES[:1])
+    drawn = sampler.sample(5, np.random.default_rng(0))
+    assert drawn.shape == (5, 3) and np.isfinite(drawn).all() and np.abs(drawn - CODES[0]).max() < 2
+
+
+@pytest.mark.parametrize("name", [n for n, cls in SAMPLERS.items() if cls.needs_codes])
 def test_samplers_that_need_real_codes_refuse_none(name):
     with pytest.raises(ValueError, match="needs encoded real images"):
         make_sampler(name).fit(np.zeros((0, 3)))

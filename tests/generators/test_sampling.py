@@ -16,28 +16,11 @@ from pipeline.generators.sampling import (
     sample_images,
     sampler_for,
     stream_images,
-    synthetic_counts,
 )
 from pipeline.generators.vae import VAEGenerator
 from pipeline.io.arrays import DiskArray, Rows
 from pipeline.models.vae import ClassVAEs, ConditionalVAE
 from tests.generators.test_generators import VAE
-
-
-@pytest.mark.parametrize(
-    "demand, counts, margin, every_class, expected",
-    [
-        ({"a": 0, "b": 90}, {"a": 100, "b": 10}, 0.0, False, {"a": 0, "b": 90}),  # the demand itself
-        ({"a": 0, "b": 90}, {"a": 100, "b": 10}, 0.5, False, {"a": 0, "b": 135}),  # half as many more
-        ({"a": 0, "b": 7}, {"a": 100, "b": 93}, 0.5, False, {"a": 0, "b": 11}),  # rounded up: 10.5 -> 11
-        ({"a": 0, "b": 90}, {"a": 100, "b": 10}, 0.0, True, {"a": 100, "b": 90}),  # every class its own count
-        ({"a": 5, "b": 95}, {"a": 100, "b": 95}, 0.0, True, {"a": 100, "b": 95}),
-        ({"a": 120, "b": 95}, {"a": 100, "b": 95}, 0.0, True, {"a": 120, "b": 95}),  # the demand above it
-    ],
-)
-def test_synthetic_counts(demand, counts, margin, every_class, expected):
-    assert synthetic_counts(demand, counts, margin, every_class) == expected
-
 
 GEN = GenerateConfig(
     pool_margin=0.0,

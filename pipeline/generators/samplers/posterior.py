@@ -3,12 +3,16 @@ spread scaled by the temperature (the aggregate posterior, where the decoder has
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from sklearn.mixture import GaussianMixture
 
 from pipeline.generators.samplers.base import check_codes
 
 __all__ = ["PosteriorSampler"]
+
+logger = logging.getLogger(__name__)
 
 CODES_PER_COMPONENT = 5  # at most one mixture component per this many codes
 CHUNK = 1024  # codes transformed at a time: each needs its component's (d, d) Cholesky factor gathered
@@ -26,6 +30,9 @@ class PosteriorSampler:
 
     def fit(self, codes: np.ndarray) -> PosteriorSampler:
         codes = check_codes(self.name, codes)
+        if len(codes) == 1:  # a class of one training image: one component at its code, of reg_covar's spread
+            logger.warning("posterior sampler: one code to fit, so its samples are near copies of that image")
+            codes = np.concatenate([codes, codes])  # scikit-learn fits a mixture to two samples or more
         k = max(1, min(self.components, len(codes) // CODES_PER_COMPONENT))
         self.gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-4, random_state=self.seed).fit(codes)
         self._chol = np.linalg.cholesky(self.gmm.covariances_)  # (k, d, d)
