@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ import yaml
 
 from pipeline.io.arrays import load_split
 from pipeline.reporting.provenance import dataset_fingerprint, lock_fingerprint
-from tests.project import SMALLEST, TINY, dvc, dvc_env, reproduced_project
+from tests.project import ROOT, SMALLEST, TINY, dvc, dvc_env, set_params
+from tests.zoo import run_pipeline
 
 # The same pipeline on whole volumes: demo patients as DICOM series / NIfTI volumes, 3D VAEs (one per class,
 # bootstrap sampler, consistency filter) and classifier.
@@ -200,7 +202,14 @@ def test_second_repro_reproduces_nothing(project):
 
 @pytest.mark.slow
 def test_3d_volumes_run_through_every_stage(tmp_path):
-    project = reproduced_project(tmp_path, TINY, SMALLEST, TINY_3D)
+    """Every stage's code in this process (tests/zoo.py's runner: DVC's part is the shared run's), the demo's
+    volumes from its own demo_data stage."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copytree(ROOT / "pipeline", project / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", project)
+    set_params(project, TINY, SMALLEST, TINY_3D, base=ROOT / "params.yaml")
+    run_pipeline(project, skip=())
     train = load_split(project / "data/processed", "train")
     assert train.images.shape[1:] == (1, 16, 16, 16)  # whole volumes, not slices
     summary = json.loads((project / "data/processed/summary.json").read_text())
