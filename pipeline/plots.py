@@ -24,6 +24,7 @@ __all__ = [
     "anomaly_maps",
     "latent_projection",
     "reduction_curve",
+    "spectrum_curves",
 ]
 
 
@@ -320,4 +321,27 @@ def distance_histograms(path: str | Path, audits: dict[str, dict]) -> None:
         ax.axvline(audit["threshold"], color="black", linestyle="--", label=f"near-copy threshold ({flagged} flagged)")
         ax.set_xlabel(f"distance to the nearest training image ({space})")
         ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def spectrum_curves(path: str | Path, per_class: dict[str, dict[str, np.ndarray]]) -> None:
+    """One panel per class: the mean log10 power spectrum (rows of ``per_class[class]["held"]`` and ``["synth"]``,
+    :func:`pipeline.quality.radial_spectrum`) of held-out real and of synthetic images against the spatial
+    frequency; a synthetic curve above the real one at the right end is a checkerboard, below it blur."""
+    columns = min(len(per_class), 5)
+    rows = -(-len(per_class) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
+    for ax in axes.flat[len(per_class) :]:
+        ax.axis("off")
+    for ax, (name, sets) in zip(axes.flat, per_class.items(), strict=False):
+        for key, label in (("held", "held-out real"), ("synth", "synthetic")):
+            if len(sets[key]):
+                ax.plot(
+                    np.arange(1, sets[key].shape[1] + 1), sets[key].mean(axis=0), label=f"{label} ({len(sets[key])})"
+                )
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("cycles per image", fontsize=7)
+        ax.set_ylabel("log10 power", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
     _save(fig, path)

@@ -59,7 +59,7 @@ from pipeline.io.synthetic import read_synthetic
 from pipeline.metrics import choose_threshold, distance_blocks, knn_radii, predict_labels
 from pipeline.models.classifier import REAL_CLASSIFIER, load_real_classifier, predict_proba
 from pipeline.planning import check_before_training
-from pipeline.plots import distance_histograms, image_grid
+from pipeline.plots import distance_histograms, image_grid, spectrum_curves
 from pipeline.runtime import compute_device, run_stage
 
 __all__ = [
@@ -94,6 +94,48 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
         root = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
     value = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root.real)
     return float(max(value, 0.0))
+
+
+def radial_spectrum(images: ImageArray) -> np.ndarray:
+    """Each image's azimuthally averaged power spectrum (Durall et al. 2020, "Watch your up-convolution"), ``(N,
+    R)`` in log10: of a ``(C, X, Y)`` image (a volume's middle axial slice), its channels averaged and its mean
+    removed, ``|FFT|^2`` averaged over rings of equal spatial frequency from 1 cycle per image to the corners of the spectrum
+    (``R`` rings: 23 for 32 x 32 images, past Nyquist's 16 along an axis). Strided transposed convolutions leave a
+    peak at the highest rings (a checkerboard of period 2 sits at the corners); blur a trough. Read :data:`FEATURE_ROWS` images at a time."""
+    shape = images.shape[2:4]
+    fx, fy = np.meshgrid(np.fft.fftfreq(shape[0]) * shape[0], np.fft.fftfreq(shape[1]) * shape[1], indexing="ij")
+    ring = np.rint(np.hypot(fx, fy)).astype(np.int64).ravel()
+    rings = int(ring.max())  # to the corners: a checkerboard of period 2 sits at (X/2, Y/2)
+    onehot = (ring[:, None] == np.arange(1, rings + 1)[None, :]).astype(np.float64)
+    onehot /= onehot.sum(axis=0, keepdims=True)  # a ring's mean
+    out = np.empty((len(images), rings))
+    for start in range(0, len(images), FEATURE_ROWS):
+        part = np.asarray(images[start : start + FEATURE_ROWS], dtype=np.float64)
+        if part.ndim == 5:
+            part = part[..., part.shape[-1] // 2]
+        grey = part.mean(axis=1)
+        grey -= grey.mean(axis=(1, 2), keepdims=True)
+        power = np.abs(np.fft.fft2(grey)) ** 2
+        out[start : start + len(part)] = np.log10(power.reshape(len(part), -1) @ onehot + 1e-12)
+    return out
+
+
+def spectral_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """The mean absolute difference of two sets' mean log10 spectra (:func:`radial_spectrum`), over the rings:
+    0.3 is a factor of 2 in power on average."""
+    return float(np.abs(a.mean(axis=0) - b.mean(axis=0)).mean())
+
+
+def spectral_quality(held: np.ndarray, synthetic: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """``spectral``: the distance of the synthetic spectra to half of the held-out real ones; ``held_out_spectral``,
+    its yardstick: the distance between that half and the other half of the real ones, as many spectra on each
+    side (a seeded split, and as many synthetic ones drawn): what two samples of real images differ by."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(held))
+    half = len(held) // 2
+    first, second = held[order[:half]], held[order[half : 2 * half]]
+    drawn = synthetic[np.sort(rng.choice(len(synthetic), min(half, len(synthetic)), replace=False))]
+    return {"spectral": spectral_distance(drawn, second), "held_out_spectral": spectral_distance(first, second)}
 
 
 def prdc(real: np.ndarray, fake: np.ndarray, k: int) -> dict[str, float]:
@@ -167,12 +209,18 @@ def class_quality(
 
 
 def per_class_quality(
-    sets: dict[str, SplitData], feats: dict[str, np.ndarray], test: SplitData, caller: ClassCaller, k: int
+    sets: dict[str, SplitData],
+    feats: dict[str, np.ndarray],
+    spectra: dict[str, np.ndarray],
+    test: SplitData,
+    caller: ClassCaller,
+    k: int,
 ) -> dict[str, dict]:
     """Every class's entry of the quality metrics: its image counts, class fidelity of its synthetic images and of
-    its real ``test`` images (when it has some), and :func:`class_quality` (FD, PRDC) when each of ``sets``
-    (``train``, ``held``, ``synth``, with their ``feats``) holds :data:`MIN_IMAGES` images of it; else ``too_few``
-    says why not (a class of a few images is listed, not dropped)."""
+    its real ``test`` images (when it has some), and :func:`class_quality` (FD, PRDC) and :func:`spectral_quality`
+    (of the ``held`` and ``synth`` rows' ``spectra``) when each of ``sets`` (``train``, ``held``, ``synth``, with
+    their ``feats``) holds :data:`MIN_IMAGES` images of it; else ``too_few`` says why not (a class of a few images
+    is listed, not dropped)."""
     train, synthetic = sets["train"], sets["synth"]
     out = {}
     for label, name in enumerate(train.classes):
@@ -193,6 +241,9 @@ def per_class_quality(
             logger.warning("class %s: %s", name, entry["too_few"])
         else:
             entry |= class_quality(pick["train"], pick["held"], pick["synth"], k)
+            entry |= spectral_quality(
+                spectra["held"][sets["held"].labels == label], spectra["synth"][synthetic.labels == label]
+            )
         out[name] = entry
     return out
 
@@ -322,7 +373,8 @@ def main() -> None:
         if pair["split"] == "test":
             test_keep[pair["index"]] = False
     sets = {"train": train, "held": held, "synth": synthetic}
-    per_class = per_class_quality(sets, feats, test.select(test_keep), caller, cfg.nearest_k)
+    spectra = {key: radial_spectrum(sets[key].images) for key in ("held", "synth")}
+    per_class = per_class_quality(sets, feats, spectra, test.select(test_keep), caller, cfg.nearest_k)
     gen_cfg: GenerateConfig = load_section("generate")
     # fresh samples as the generator draws them, less the classifier and manifold filters: judged by this same
     # classifier's features, filtered ones would pass by construction
@@ -361,6 +413,13 @@ def main() -> None:
         },
     )
     distance_histograms(figures / "memorisation.png", audits)
+    spectrum_curves(
+        figures / "spectra.png",
+        {
+            name: {key: spectra[key][sets[key].labels == label] for key in ("held", "synth")}
+            for label, name in enumerate(train.classes)
+        },
+    )
     closest = np.argsort(audits["pixels"]["synthetic"], kind="stable")[:8]
     image_grid(
         figures / "closest_pairs.png",

@@ -211,3 +211,26 @@ def test_at_most_judges_a_seeded_sample_in_order_and_leaves_small_sets_alone():
     assert len(picked) == 7 and list(rows) == sorted(set(rows)) and np.array_equal(picked.labels, rows % 2)
     assert np.array_equal(at_most(data, 7, 0).images, picked.images)  # seeded
     assert not np.array_equal(at_most(data, 7, 1).images, picked.images)
+
+
+def test_the_spectrum_sees_a_checkerboard_and_blur_that_real_halves_do_not_show():
+    """Smooth noise images (the 'real' ones), the same with a faint 2-pixel checkerboard (what strided transposed
+    convolutions leave) and blurred: the checkerboard raises the highest rings, blur lowers them, and each lies
+    several times further from the real spectra than one half of the real images from the other."""
+    from scipy.ndimage import gaussian_filter
+
+    from pipeline.quality import radial_spectrum, spectral_quality
+
+    rng = np.random.default_rng(0)
+    real = np.stack([gaussian_filter(rng.normal(size=(32, 32)), 1.0) for _ in range(200)])[:, None].astype(np.float32)
+    board = real + 0.05 * ((np.indices((32, 32)).sum(axis=0) % 2) * 2 - 1).astype(np.float32)
+    blurred = np.stack([gaussian_filter(x, 1.5) for x in real])
+    spectra = {name: radial_spectrum(x) for name, x in (("real", real), ("board", board), ("blur", blurred))}
+    assert spectra["real"].shape == (200, 23)  # rings 1 to 23 (the corner: 16 x sqrt(2))
+    assert spectra["board"][:, -1].mean() > spectra["real"][:, -1].mean() + 1  # Nyquist: 10x the power and more
+    assert spectra["blur"][:, -8:].mean() < spectra["real"][:, -8:].mean() - 0.5  # the high rings: a third the power
+    for fake in ("board", "blur"):
+        q = spectral_quality(spectra["real"], spectra[fake], seed=0)
+        assert q["spectral"] > 3 * q["held_out_spectral"]
+    same = spectral_quality(spectra["real"][:100], spectra["real"][100:], seed=0)
+    assert same["spectral"] < 3 * same["held_out_spectral"]  # other real images: within the yardstick's spread

@@ -219,6 +219,32 @@ def _sampler_lines(per_sampler: dict, pool: str | None) -> list[str]:
     return lines
 
 
+def _spectrum_lines(per_class: dict) -> list[str]:
+    """The spectral artifact check in words, and its picture."""
+    measured = {name: q for name, q in per_class.items() if "spectral" in q}
+    if not measured:
+        return []
+    words = []
+    for name, q in measured.items():
+        verdict = (
+            "within"
+            if q["spectral"] <= q["held_out_spectral"]
+            else f"{q['spectral'] / max(q['held_out_spectral'], 1e-12):.1f}x"
+        )
+        words.append(f"{name} {q['spectral']:.3f} vs {q['held_out_spectral']:.3f} ({verdict} the real-vs-real spread)")
+    return [
+        "",
+        "Spectrum (Durall et al. 2020): the mean absolute difference, in log10 power averaged over spatial "
+        "frequencies, between the azimuthally averaged power spectra of synthetic and of held-out real images, "
+        "beside the same between two halves of the held-out real images (the yardstick): "
+        + "; ".join(words)
+        + ". A checkerboard from up-convolutions shows as a synthetic curve above the real one at the highest "
+        "frequencies, blur as one below.",
+        "",
+        "![power spectra](figures/spectra.png)",
+    ]
+
+
 def quality_lines(quality: dict, metrics: dict) -> list[str]:
     if not quality:
         return []
@@ -235,10 +261,10 @@ def quality_lines(quality: dict, metrics: dict) -> list[str]:
         "score. Both rows of a class compare as "
         "many images (a random subset of the larger set), since FD and coverage move with the number compared.",
         "",
-        "| class | images compared | class fidelity | FD | precision | recall | density | coverage |",
-        "|---|---|---|---|---|---|---|---|",
+        "| class | images compared | class fidelity | FD | precision | recall | density | coverage | spectrum |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    keys = ("fidelity", "fd", "precision", "recall", "density", "coverage")
+    keys = ("fidelity", "fd", "precision", "recall", "density", "coverage", "spectral")
     for name, q in quality["per_class"].items():
         synthetic = " | ".join(f"{q[k]:.3f}" if k in q else "–" for k in keys)
         held_out = " | ".join(f"{q['held_out_' + k]:.3f}" if "held_out_" + k in q else "–" for k in keys)
@@ -246,6 +272,7 @@ def quality_lines(quality: dict, metrics: dict) -> list[str]:
         lines.append(f"| {name}: synthetic | {n} of {q['synthetic_images']} | {synthetic} |")
         lines.append(f"| {name}: held-out real (yardstick) | {n} of {q['held_out_images']} | {held_out} |")
     lines += ["", *[f"- {_quality_words(name, q)}" for name, q in quality["per_class"].items()]]
+    lines += _spectrum_lines(quality["per_class"])
     lines += _sampler_lines(quality.get("per_sampler", {}), quality.get("pool_sampler"))
     if "synthetic_only" in metrics:
         lines += [
