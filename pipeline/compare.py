@@ -32,10 +32,10 @@ from pipeline.io.atomic import atomic_dir
 from pipeline.metrics import bootstrap_draws, mean_curves, paired_difference, predict_labels
 from pipeline.plots import confusion_matrices, ratio_curve, roc_pr_curves, strategy_bars
 from pipeline.runtime import run_stage
+from pipeline.strategies import remedy
 
 __all__ = [
     "BASELINES",
-    "SIMPLICITY",
     "StrategyResult",
     "load_result",
     "compare",
@@ -53,22 +53,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BASELINES = ("real_only", "oversample")
-# remedies from the simplest to the most involved: the recommendation goes to the simplest of those within the noise
-# of the best (unknown names come last)
-SIMPLICITY = (
-    "real_only",
-    "class_weight",
-    "logit_adjust",
-    "focal",
-    "oversample",
-    "smote",
-    "classical",
-    "mixup",
-    "vae",
-    "vae_classical",
-    "synthetic_only",
-)
-SYNTHETIC = ("vae", "vae_classical", "synthetic_only")
 
 
 @dataclass(frozen=True)
@@ -184,10 +168,9 @@ def validation_draws(results: dict[str, StrategyResult]) -> dict[str, np.ndarray
 
 
 def simplicity(summary: dict) -> tuple[int, float]:
-    """Sort key of a remedy from the simplest: its place in :data:`SIMPLICITY`, then fewer synthetic images."""
-    strategy = summary["strategy"]
-    rank = SIMPLICITY.index(strategy) if strategy in SIMPLICITY else len(SIMPLICITY)
-    return rank, float(summary.get("synthetic_ratio", 0.0))
+    """Sort key of a remedy from the simplest: its registered rank (:class:`pipeline.strategies.Remedy`), then
+    fewer synthetic images."""
+    return remedy(summary["strategy"]).simplicity, float(summary.get("synthetic_ratio", 0.0))
 
 
 def standard_error(
@@ -218,6 +201,11 @@ def pick(
     return min(near, key=lambda name: (simplicity(summaries[name]), name))
 
 
+def _classical(strategy: str) -> bool:
+    """A remedy without synthetic images, other than real_only itself."""
+    return strategy != "real_only" and remedy(strategy).pool == "none"
+
+
 def recommend(results: dict[str, StrategyResult], combined: dict, draws: dict | None = None) -> dict:
     """The remedy to use, chosen on the validation split only (:func:`pick` among every strategy and ratio that
     ran), and the best classical remedy (no synthetic images, not real_only) picked the same way; then the
@@ -227,7 +215,7 @@ def recommend(results: dict[str, StrategyResult], combined: dict, draws: dict | 
     scores, noise = validation_scores(results), validation_draws(results)
     summaries = {name: result.summary for name, result in results.items()}
     remedy = pick(scores, summaries, list(results), noise)
-    classical = [n for n, r in results.items() if r.summary["strategy"] not in (*SYNTHETIC, "real_only")]
+    classical = [n for n, r in results.items() if _classical(r.summary["strategy"])]
     best_classical = pick(scores, summaries, classical, noise) if classical else None
     keys = ["balanced_accuracy", "worst_recall"] + [f"recall_{c}" for c in combined["minority_classes"]]
     draws = paired_draws(results) if draws is None else draws
@@ -322,7 +310,8 @@ def main() -> None:
     write_csv(reports / "synthetic_ratio.csv", rows)
     figures = reports / "figures"
     ratio_curve(figures / "synthetic_ratio.png", rows, combined)
-    strategy_bars(figures / "strategy_bars.png", combined)
+    synthetic = {name for name, r in results.items() if remedy(r.summary["strategy"]).pool != "none"}
+    strategy_bars(figures / "strategy_bars.png", combined, synthetic)
     chosen = {name: results[name] for name in cfg.strategies}
     curves = curve_tables(chosen)
     for kind, table in curves.items():

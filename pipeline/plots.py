@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -110,18 +110,18 @@ def ratio_curve(path: str | Path, rows: Sequence[dict], combined: dict) -> None:
     _save(fig, path)
 
 
-def _bar_colour(combined: dict, name: str) -> str:
-    """Green: the remedy recommended on validation; blue: synthetic images; grey: the rest."""
+def _bar_colour(combined: dict, name: str, synthetic: Collection[str]) -> str:
+    """Green: the remedy recommended on validation; blue: synthetic images (``synthetic``); grey: the rest."""
     if combined.get("recommendation", {}).get("remedy") == name:
         return "tab:green"
-    synthetic = combined[name].get("strategy") in ("vae", "vae_classical", "synthetic_only")
-    return "tab:blue" if synthetic else "tab:grey"
+    return "tab:blue" if name in synthetic else "tab:grey"
 
 
-def strategy_bars(path: str | Path, combined: dict) -> None:
+def strategy_bars(path: str | Path, combined: dict, synthetic: Collection[str] = ()) -> None:
     """Balanced accuracy and each minority class's recall per strategy (the compare stage's ``combined``
     summary): bars at the mean over seeds, error bars the 95% bootstrap interval, real_only dashed; green the
-    remedy recommended on validation, blue those with synthetic images, grey the others."""
+    remedy recommended on validation, blue those with synthetic images (the names in ``synthetic``), grey the
+    others."""
     names = [n for n, v in combined.items() if isinstance(v, dict) and "balanced_accuracy" in v]
     keys = ["balanced_accuracy"] + [f"recall_{c}" for c in combined["minority_classes"]]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 0.45 * len(names) + 1.2), squeeze=False)
@@ -130,7 +130,7 @@ def strategy_bars(path: str | Path, combined: dict) -> None:
         mean = np.array([combined[n][key] for n in names])
         low = np.array([combined[n].get(f"{key}_ci_low", combined[n][key]) for n in names])
         high = np.array([combined[n].get(f"{key}_ci_high", combined[n][key]) for n in names])
-        colours = [_bar_colour(combined, n) for n in names]
+        colours = [_bar_colour(combined, n, synthetic) for n in names]
         ax.barh(y, mean, xerr=[mean - low, high - mean], color=colours, capsize=3)
         if "real_only" in combined:
             ax.axvline(combined["real_only"][key], color="black", linestyle="--", linewidth=0.8)

@@ -99,9 +99,10 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def radial_spectrum(images: ImageArray) -> np.ndarray:
     """Each image's azimuthally averaged power spectrum (Durall et al. 2020, "Watch your up-convolution"), ``(N,
     R)`` in log10: of a ``(C, X, Y)`` image (a volume's middle axial slice), its channels averaged and its mean
-    removed, ``|FFT|^2`` averaged over rings of equal spatial frequency from 1 cycle per image to the corners of the spectrum
-    (``R`` rings: 23 for 32 x 32 images, past Nyquist's 16 along an axis). Strided transposed convolutions leave a
-    peak at the highest rings (a checkerboard of period 2 sits at the corners); blur a trough. Read :data:`FEATURE_ROWS` images at a time."""
+    removed, ``|FFT|^2`` averaged over rings of equal spatial frequency from 1 cycle per image to the corners of
+    the spectrum (``R`` rings: 23 for 32 x 32 images, past Nyquist's 16 along an axis). Strided transposed
+    convolutions leave a peak at the highest rings (a checkerboard of period 2 sits at the corners); blur a
+    trough. Read :data:`FEATURE_ROWS` images at a time."""
     shape = images.shape[2:4]
     fx, fy = np.meshgrid(np.fft.fftfreq(shape[0]) * shape[0], np.fft.fftfreq(shape[1]) * shape[1], indexing="ij")
     ring = np.rint(np.hypot(fx, fy)).astype(np.int64).ravel()

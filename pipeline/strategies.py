@@ -1,7 +1,10 @@
 """The remedies for class imbalance that the ``train_classifier`` stages compare, as training-set recipes.
 
-Each strategy is a training set plus a few switches of the shared training loop (the loss, classical
-augmentation on the fly, Balanced-MixUp); every one trains the same network with the same epochs and seeds:
+Each strategy is a :class:`Remedy` in the registry :data:`REMEDIES`: its simplicity rank (the recommendation's
+tie-break), whether and how it trains on the synthetic pool (which also sizes the pool, :func:`synthetic_demand`),
+its training cost, and how it builds its training set plus a few switches of the shared training loop (the loss,
+classical augmentation on the fly, Balanced-MixUp). A new remedy is one :func:`register` call. Every one trains the
+same network with the same epochs and seeds:
 
 - ``real_only``: the real training split;
 - ``class_weight``: the real split, loss weighted by inverse class frequency;
@@ -33,22 +36,27 @@ strategy's difference to real_only from -0.035 to +0.006, more than its interval
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
 from pipeline.augment import BatchAugment
-from pipeline.config import STRATEGY_NAMES, TrainClassifierConfig
+from pipeline.config import TrainClassifierConfig
 from pipeline.io.arrays import ImageArray, Rows, SplitData
 
 __all__ = [
-    "STRATEGIES",
-    "NEEDS_SYNTHETIC",
-    "WITH_REAL",
+    "REMEDIES",
+    "Remedy",
+    "Inputs",
+    "register",
+    "remedy",
+    "needs_synthetic",
     "classifier_runs",
     "synthetic_take",
     "synthetic_demand",
@@ -67,9 +75,6 @@ __all__ = [
     "check_no_test_patients",
 ]
 
-STRATEGIES = STRATEGY_NAMES
-NEEDS_SYNTHETIC = ("vae", "vae_classical", "synthetic_only")  # the strategies that train on the generate stage's pool
-WITH_REAL = ("vae", "vae_classical")  # of those, the ones that add synthetic images to the real split (at a ratio)
 LOSSES = ("ce", "logit_adjust", "focal")  # the training losses a recipe can name (pipeline.models.losses)
 
 
@@ -230,14 +235,19 @@ def classifier_runs(cfg: TrainClassifierConfig) -> list[tuple[str, str, float]]:
 
 def synthetic_take(strategy: str, counts: dict[str, int], ratio: float, all_classes: float = 0.0) -> dict[str, int]:
     """How many synthetic images of each class one training of ``strategy`` takes from the pool, for a training
-    split of ``counts`` images per class (see the module docstring): ``ratio`` x the class's gap to the majority
-    plus, for every class alike, ``all_classes`` x ``ratio`` x the largest gap (vae, vae_classical); as many as the
-    real split has (synthetic_only); none (the other strategies)."""
-    if strategy in WITH_REAL:
+    split of ``counts`` images per class (:meth:`Remedy.take`)."""
+    return remedy(strategy).take(counts, ratio, all_classes)
+
+
+def _take(pool: str, counts: dict[str, int], ratio: float, all_classes: float) -> dict[str, int]:
+    """The synthetic images per class of a remedy whose ``pool`` is ``added``: ``ratio`` x the class's gap to the
+    majority plus, for every class alike, ``all_classes`` x ``ratio`` x the largest gap; ``only``: as many as the
+    real split has; ``none``: none."""
+    if pool == "added":
         majority = max(counts.values())
         shared = round(all_classes * ratio * (majority - min(counts.values())))  # for every class alike
         return {name: round(ratio * (majority - n)) + shared for name, n in counts.items()}
-    if strategy == "synthetic_only":
+    if pool == "only":
         return dict(counts)
     return {name: 0 for name in counts}
 
@@ -299,31 +309,98 @@ def combine(real: SplitData, synthetic: SplitData) -> SplitData:
     )
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What a remedy builds its recipe from: the real training split, the generate stage's pool (None when no
+    remedy needs it), the synthetic ratio and the share every class gets (``added`` remedies), and the seed."""
+
+    train: SplitData
+    synthetic: SplitData | None
+    ratio: float
+    seed: int
+    all_classes: float = 0.0
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """One remedy for class imbalance: everything the pipeline needs of it, in one place. The train_classifier stage
+    trains it (``build``, ``cost``), generate sizes the pool by what it takes (``pool``, :meth:`take`), and compare
+    recommends the simplest remedy within the noise of the best (``simplicity``) and sets the classical ones
+    (``pool`` none, not real_only) against the others. A new remedy is one :func:`register` call (and its name in
+    ``config.STRATEGY_NAMES``, which params.yaml is checked against; a test keeps the two alike)."""
+
+    name: str
+    simplicity: int  # rank from the simplest (0: real_only); ties between remedies go to the lower rank
+    pool: Literal["none", "added", "only"]  # synthetic images it trains on: none | added to the real split (a
+    # ratio of each class's gap, plus the all-classes share) | only (as many per class as the real split has)
+    cost: float  # a training's work relative to real_only's, besides its synthetic images (the costliest go first)
+    build: Callable[[Inputs], Recipe]  # its training set and the training loop's switches
+
+    def take(self, counts: dict[str, int], ratio: float, all_classes: float = 0.0) -> dict[str, int]:
+        """The synthetic images of each class one training takes from the pool (``counts``: the real split's)."""
+        return _take(self.pool, counts, ratio, all_classes)
+
+
+REMEDIES: dict[str, Remedy] = {}
+
+
+def register(new: Remedy) -> Remedy:
+    """Add ``new`` to :data:`REMEDIES` (its name must be new); returns it."""
+    if new.name in REMEDIES:
+        raise ValueError(f"a remedy named {new.name!r} is registered already")
+    REMEDIES[new.name] = new
+    return new
+
+
+def remedy(name: str) -> Remedy:
+    """The registered remedy ``name``; ValueError naming the registered ones when there is none."""
+    if name not in REMEDIES:
+        raise ValueError(f"unknown strategy {name!r}; use one of {', '.join(REMEDIES)}")
+    return REMEDIES[name]
+
+
+def _with_synthetic(inputs: Inputs, augment: bool) -> Recipe:
+    """The real split with the remedy's share of the pool appended (the vae strategies)."""
+    wanted = _take("added", inputs.train.counts(), inputs.ratio, inputs.all_classes)
+    data = combine(inputs.train, take_synthetic(inputs.synthetic, wanted, inputs.seed))
+    is_synthetic = np.arange(len(data)) >= len(inputs.train)  # combine appends the synthetic images
+    return Recipe(data, augment=augment, synthetic=is_synthetic)
+
+
+def _synthetic_only(inputs: Inputs) -> Recipe:
+    return Recipe(take_synthetic(inputs.synthetic, _take("only", inputs.train.counts(), 1.0, 0.0), inputs.seed))
+
+
+for _remedy in (  # in config.STRATEGY_NAMES's order; the module docstring says what each does
+    Remedy("real_only", 0, "none", 1.0, lambda i: Recipe(i.train)),
+    Remedy("class_weight", 1, "none", 1.0, lambda i: Recipe(i.train, weighted=True)),
+    Remedy("oversample", 4, "none", 1.0, lambda i: Recipe(oversample(i.train, i.seed))),
+    Remedy("classical", 6, "none", 1.5, lambda i: Recipe(i.train, augment=True)),
+    Remedy("smote", 5, "none", 1.0, lambda i: Recipe(smote(i.train, i.seed))),
+    Remedy("logit_adjust", 2, "none", 1.0, lambda i: Recipe(i.train, loss="logit_adjust")),
+    Remedy("focal", 3, "none", 1.0, lambda i: Recipe(i.train, loss="focal")),
+    Remedy("mixup", 7, "none", 1.0, lambda i: Recipe(i.train, mixup=True)),
+    Remedy("vae", 8, "added", 1.0, functools.partial(_with_synthetic, augment=False)),
+    Remedy("vae_classical", 9, "added", 1.5, functools.partial(_with_synthetic, augment=True)),
+    Remedy("synthetic_only", 10, "only", 1.0, _synthetic_only),
+):
+    register(_remedy)
+
+
 def training_recipe(
     strategy: str, train: SplitData, synthetic: SplitData | None, ratio: float, seed: int, all_classes: float = 0.0
 ) -> Recipe:
-    """The training set and switches of ``strategy`` (see the module docstring); ``ratio`` and ``all_classes`` are
-    for the vae ones."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-    if strategy in NEEDS_SYNTHETIC and synthetic is None:
+    """The training set and switches of ``strategy`` (:data:`REMEDIES`); ``ratio`` and ``all_classes`` are for the
+    remedies that add synthetic images."""
+    chosen = remedy(strategy)
+    if chosen.pool != "none" and synthetic is None:
         raise ValueError(f"strategy {strategy} needs the generate stage's synthetic images")
-    if strategy in WITH_REAL:
-        wanted = synthetic_take(strategy, train.counts(), ratio, all_classes)
-        data = combine(train, take_synthetic(synthetic, wanted, seed))
-        is_synthetic = np.arange(len(data)) >= len(train)  # combine appends the synthetic images
-        return Recipe(data, augment=strategy == "vae_classical", synthetic=is_synthetic)
-    if strategy == "synthetic_only":
-        return Recipe(take_synthetic(synthetic, synthetic_take(strategy, train.counts(), ratio, all_classes), seed))
-    if strategy == "oversample":
-        return Recipe(oversample(train, seed))
-    if strategy == "smote":
-        return Recipe(smote(train, seed))
-    if strategy in ("logit_adjust", "focal"):
-        return Recipe(train, loss=strategy)
-    if strategy == "mixup":
-        return Recipe(train, mixup=True)
-    return Recipe(train, weighted=strategy == "class_weight", augment=strategy == "classical")
+    return chosen.build(Inputs(train, synthetic, ratio, seed, all_classes))
+
+
+def needs_synthetic(strategies) -> bool:
+    """Whether any of ``strategies`` trains on the generate stage's pool."""
+    return any(remedy(s).pool != "none" for s in strategies)
 
 
 def check_no_test_patients(test: SplitData, **seen: np.ndarray) -> None:

@@ -40,7 +40,7 @@ from pipeline.metrics import (
 from pipeline.models.classifier import fit_classifier, predict_proba
 from pipeline.planning import check_before_training
 from pipeline.runtime import compute_device, run_stage
-from pipeline.strategies import NEEDS_SYNTHETIC, WITH_REAL, check_no_test_patients, classifier_runs, training_recipe
+from pipeline.strategies import check_no_test_patients, classifier_runs, needs_synthetic, remedy, training_recipe
 from pipeline.workers import run_tasks, worker_count
 
 __all__ = ["train_seed", "summarise_strategy", "run_strategy", "main"]
@@ -120,7 +120,7 @@ def summarise_strategy(
         summary[f"{key}_ci_low"], summary[f"{key}_ci_high"] = low, high
     summary |= {
         "strategy": strategy,
-        "synthetic_ratio": ratio if strategy in WITH_REAL else 0.0,
+        "synthetic_ratio": ratio if remedy(strategy).pool == "added" else 0.0,
         "seeds": len(cfg.seeds),
         "minority_classes": minorities,
         "threshold": f"chosen on validation for class {train.classes[positive]}" if len(counts) == 2 else "argmax",
@@ -164,7 +164,7 @@ def main() -> None:
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
     runs = classifier_runs(cfg)
     synthetic = None
-    if any(strategy in NEEDS_SYNTHETIC for _, strategy, _ in runs):
+    if needs_synthetic(strategy for _, strategy, _ in runs):
         generation = read_json(Path(paths.synthetic) / "summary.json")
         if "generator_patients" not in generation:
             raise ValueError(
@@ -193,11 +193,11 @@ def main() -> None:
 
 
 def _cost(task: tuple[str, float, int], cfg: TrainClassifierConfig) -> float:
-    """A training's rough cost relative to real_only's (the vae strategies train on more images, classical
-    augmentation adds work): the costliest go to the workers first."""
+    """A training's rough cost relative to real_only's (its remedy's own, plus its synthetic images): the costliest
+    go to the workers first."""
     strategy, ratio, _ = task
-    cost = 1.0 + (ratio * (1 + cfg.synthetic_all_classes) if strategy in WITH_REAL else 0.0)
-    return cost + (0.5 if strategy in ("classical", "vae_classical") else 0.0)
+    chosen = remedy(strategy)
+    return chosen.cost + (ratio * (1 + cfg.synthetic_all_classes) if chosen.pool == "added" else 0.0)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from pipeline.compare import (
-    SIMPLICITY,
     StrategyResult,
     compare,
     curve_tables,
@@ -18,6 +17,7 @@ from pipeline.compare import (
 )
 from pipeline.metrics import classification_metrics, summarise_runs
 from pipeline.plots import confusion_matrices, roc_pr_curves, strategy_bars
+from pipeline.strategies import REMEDIES
 
 LABELS = np.array([0] * 30 + [1] * 10)  # class "b" is the minority
 VAL_LABELS = np.array([0] * 300 + [1] * 100)
@@ -111,7 +111,7 @@ def test_changing_the_test_labels_does_not_change_the_recommendation():
 
 
 def test_within_one_standard_error_of_the_best_the_simplest_remedy_wins():
-    summaries = {n: {"strategy": n.split("_ratio_")[0], "synthetic_ratio": 0.0} for n in SIMPLICITY}
+    summaries = {n: {"strategy": n, "synthetic_ratio": 0.0} for n in REMEDIES}
     summaries |= {
         "vae_ratio_0.5": {"strategy": "vae", "synthetic_ratio": 0.5},
         "vae": {"strategy": "vae", "synthetic_ratio": 1},

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.config import STRATEGY_NAMES
 from pipeline.strategies import (
-    STRATEGIES,
+    REMEDIES,
     BalancedMixUp,
     DataLeakError,
     Recipe,
@@ -73,7 +74,14 @@ def test_every_strategy_trains_on_what_it_says(strategy, ratio, counts, weighted
         assert len(set(recipe.data.patients) - real) == int(6 * ratio)
     elif strategy == "smote":
         assert set(recipe.data.patients) - real == {f"smote-b-{i}" for i in range(6)}
-    assert strategy in STRATEGIES
+    assert strategy in REMEDIES
+
+
+def test_every_registered_remedy_has_a_name_in_config_and_a_rank_of_its_own():
+    assert tuple(REMEDIES) == STRATEGY_NAMES  # params.yaml's choices, in the same order
+    ranks = [r.simplicity for r in REMEDIES.values()]
+    assert sorted(ranks) == list(range(len(ranks))) and REMEDIES["real_only"].simplicity == 0
+    assert {n for n, r in REMEDIES.items() if r.pool != "none"} == {"vae", "vae_classical", "synthetic_only"}
 
 
 def test_a_recipe_names_a_known_loss():
@@ -194,7 +202,7 @@ def test_the_pool_the_demand_sizes_covers_every_training_of_every_remedy():
     """The five-class case that once failed after training (the pool was pool_ratio x the gap, 716 of grade1, a
     vae training took 778): every training of every remedy takes at most the demand, and some training takes it."""
     cfg = classifier_config(
-        strategies=STRATEGIES, ablation_ratios=(0.25, 0.5), synthetic_ratio=1.0, synthetic_all_classes=1.0
+        strategies=tuple(REMEDIES), ablation_ratios=(0.25, 0.5), synthetic_ratio=1.0, synthetic_all_classes=1.0
     )
     demand = synthetic_demand(FIVE_GRADES, cfg)
     assert demand["grade1"] == 778 and demand["grade0"] == 486  # 358 + 420; synthetic_only: the real count
