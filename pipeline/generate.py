@@ -74,31 +74,18 @@ def main() -> None:
     generator, checkpoint = load_generator(paths.generator, compute_device())
     if tuple(checkpoint["classes"]) != train.classes:
         raise ValueError(f"{paths.generator} was trained on classes {checkpoint['classes']}, data has {train.classes}")
-    checkpoint_sha = file_sha256(paths.generator)
     # the reference classifier of the real images (train_classifier's network and budget, trained with the remedy
     # generate.judge, seeded by generate.seed): the filters' judge, and saved beside the pool for the quality stage
     clf_cfg: TrainClassifierConfig = load_section("train_classifier")
     val, device = load_split(paths.processed, "val"), compute_device()
     real_classifier = fit_real_classifier(train, val, clf_cfg, cfg.seed, device, cfg.judge)
-    judges: dict[str, ClassifierFilter | ManifoldFilter] = {}  # the filters that need this classifier
-    if "classifier" in cfg.filter:
-        judges["classifier"] = ClassifierFilter(real_classifier, val, cfg.filter_quantile, device)
-    if "manifold" in cfg.filter:
-        judges["manifold"] = ManifoldFilter(real_classifier, train, cfg.manifold_k, device)
+    judges = filter_judges(cfg, real_classifier, train, val, device)
     demand = synthetic_demand(train.counts(), clf_cfg)
     counts = pool_sizes(demand, train.counts(), cfg.pool_margin, cfg.every_class)
     out_dir = Path(paths.synthetic)
-    source = read_json(Path(paths.processed) / "summary.json")
-    # DICOM in, DICOM out; image files (PNG, JPEG, ...) in, PNG out (2D); NIfTI always
-    as_dicom = source.get("formats", {}).get("dicom", 0) > 0
-    as_png = source.get("formats", {}).get("image", 0) > 0 and train.images.ndim == 4
-    modality = max(source["modalities"], key=source["modalities"].get) if source["modalities"] else "OT"
-    # the pixel size in mm when preprocess resampled to a fixed spacing on every axis; else none is claimed
-    dims, spacing = train.images.ndim - 2, source.get("spacing_mm")
-    complete = isinstance(spacing, list) and len(spacing) >= dims and all(v > 0 for v in spacing[:dims])
-    dicom_spacing = tuple(float(v) for v in spacing[:dims]) if complete else None
+    formats = output_formats(read_json(Path(paths.processed) / "summary.json"), train.images.ndim - 2)
     with atomic_dir(out_dir) as staging, PoolWriter(staging, generator.image_shape) as pool:
-        files = _PoolFiles(staging, pool, cfg, checkpoint_sha, modality, as_dicom, as_png, dicom_spacing)
+        files = _PoolFiles(staging, pool, cfg, file_sha256(paths.generator), *formats)
         rows, grid, by_sampler, strips, filtering, codes = files.rows, [], [], [], {}, []
         for label, name in enumerate(train.classes):
             seed = cfg.seed * 1000 + label  # one stream per class
@@ -136,7 +123,38 @@ def main() -> None:
             "generator_patients": checkpoint.get("patients", []),  # pseudonyms it learnt from (leak checks downstream)
         }
         (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    figures = Path(paths.reports) / "figures"
+    _draw(Path(paths.reports) / "figures", grid, by_sampler, strips, codes, train.classes)
+    logger.info("generated %s synthetic images into %s", summary["written"], out_dir)
+
+
+def filter_judges(
+    cfg: GenerateConfig, real_classifier: torch.nn.Module, train, val, device: torch.device
+) -> dict[str, ClassifierFilter | ManifoldFilter]:
+    """The filters of ``generate.filter`` that judge samples with the reference classifier of the real images."""
+    judges: dict[str, ClassifierFilter | ManifoldFilter] = {}
+    if "classifier" in cfg.filter:
+        judges["classifier"] = ClassifierFilter(real_classifier, val, cfg.filter_quantile, device)
+    if "manifold" in cfg.filter:
+        judges["manifold"] = ManifoldFilter(real_classifier, train, cfg.manifold_k, device)
+    return judges
+
+
+def output_formats(source: dict, dims: int) -> tuple[str, bool, bool, tuple[float, ...] | None]:
+    """From preprocess's ``summary.json`` (``source``) of ``dims``-D images: the modality the synthetic DICOMs
+    state (the source's most common), whether to write DICOM (DICOM came in) and PNG (image files came in, 2D)
+    beside NIfTI, and the pixel size in mm when preprocess resampled to a fixed spacing on every axis (else none is
+    claimed)."""
+    as_dicom = source.get("formats", {}).get("dicom", 0) > 0
+    as_png = source.get("formats", {}).get("image", 0) > 0 and dims == 2
+    modality = max(source["modalities"], key=source["modalities"].get) if source["modalities"] else "OT"
+    spacing = source.get("spacing_mm")
+    complete = isinstance(spacing, list) and len(spacing) >= dims and all(v > 0 for v in spacing[:dims])
+    return modality, as_dicom, as_png, tuple(float(v) for v in spacing[:dims]) if complete else None
+
+
+def _draw(figures: Path, grid: list, by_sampler: list, strips: list, codes: list, classes: tuple[str, ...]) -> None:
+    """Real against synthetic images, every sampler, the interpolation strips, and the generator's latent space
+    with the pool's codes over the training images'."""
     image_grid(figures / "real_vs_synthetic.png", grid)
     image_grid(figures / "synthetic_by_sampler.png", by_sampler)
     image_grid(figures / "interpolation.png", strips)
@@ -147,11 +165,10 @@ def main() -> None:
         figures / "latent_synthetic.png",
         real_codes,
         real_labels,
-        train.classes,
+        classes,
         tsne=False,
         synthetic=(made_codes, made_labels),
     )
-    logger.info("generated %s synthetic images into %s", summary["written"], out_dir)
 
 
 @dataclass

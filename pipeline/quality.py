@@ -348,60 +348,32 @@ def main() -> None:
     paths = load_section("paths")
     check_before_training(paths.processed)  # refuse a dataset these settings cannot run on, before training
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
-    pool = read_synthetic(paths.synthetic, train.classes)
-    every_held = held_out_without_twins(
-        val, test, read_json(Path(paths.processed) / "summary.json").get("near_twins", {})
-    )
-    synthetic, held = at_most(pool, JUDGED_MAX, 0), at_most(every_held, JUDGED_MAX, 1)
-    sampled = {
-        name: {"judged": len(part), "of": len(whole)}
-        for name, part, whole in (("synthetic", synthetic, pool), ("held_out", held, every_held))
-        if len(part) < len(whole)
-    }
+    twins = read_json(Path(paths.processed) / "summary.json").get("near_twins", {})
+    sets, sampled, test_real = judged_sets(train, val, test, read_synthetic(paths.synthetic, train.classes), twins)
     device = compute_device()
     model = load_real_classifier(  # the generate stage's real-only classifier (it also filtered the pool)
         Path(paths.synthetic) / REAL_CLASSIFIER, train.images.shape[1:], len(train.classes), clf_cfg, device
     )
-    feats = {
-        name: image_features(model, d.images, device)
-        for name, d in (("train", train), ("held", held), ("synth", synthetic))
-    }
+    feats = {name: image_features(model, d.images, device) for name, d in sets.items()}
     counts = train.counts()
     caller = ClassCaller(model, val, train.classes.index(min(counts, key=counts.get)), device)
-    test_twins = read_json(Path(paths.processed) / "summary.json").get("near_twins", {})
-    test_keep = np.ones(len(test), bool)
-    for pair in test_twins.get("pairs", []):
-        if pair["split"] == "test":
-            test_keep[pair["index"]] = False
-    sets = {"train": train, "held": held, "synth": synthetic}
     spectra = {key: radial_spectrum(sets[key].images) for key in ("held", "synth")}
-    per_class = per_class_quality(sets, feats, spectra, test.select(test_keep), caller, cfg.nearest_k)
+    per_class = per_class_quality(sets, feats, spectra, test_real, caller, cfg.nearest_k)
     gen_cfg: GenerateConfig = load_section("generate")
     # fresh samples as the generator draws them, less the classifier and manifold filters: judged by this same
     # classifier's features, filtered ones would pass by construction
     gen_cfg = dataclasses.replace(gen_cfg, filter=tuple(f for f in gen_cfg.filter if f == "consistency"))
     generator, checkpoint = load_generator(paths.generator, device)
-    train_f = feats["train"]
     by_sampler = sampler_quality(
-        generator, gen_cfg, train, train_f, model, device, cfg.nearest_k, PER_SAMPLER_MAX, caller=caller
+        generator, gen_cfg, train, feats["train"], model, device, cfg.nearest_k, PER_SAMPLER_MAX, caller=caller
     )
     audits = {
-        "pixels": memorisation(synthetic.images, held.images, train.images, cfg.copy_quantile, pixel_rows),
+        "pixels": memorisation(sets["synth"].images, sets["held"].images, train.images, cfg.copy_quantile, pixel_rows),
         "features": memorisation(feats["synth"], feats["held"], feats["train"], cfg.copy_quantile),
     }
-    summary = {
-        space: {
-            "threshold": a["threshold"],
-            "flagged": int(a["flagged"].sum()),
-            "flagged_fraction": float(a["flagged"].mean()),
-            "median_synthetic": float(np.median(a["synthetic"])),
-            "median_held_out": float(np.median(a["held_out"])),
-        }
-        for space, a in audits.items()
-    }
-    out, figures = Path(paths.reports) / "quality", Path(paths.reports) / "figures"
+    summary = memorisation_summary(audits)
     write_json(
-        out / "metrics.json",
+        Path(paths.reports) / "quality" / "metrics.json",
         {
             "per_class": per_class,
             "per_sampler": by_sampler,
@@ -413,6 +385,49 @@ def main() -> None:
             **({"sampled": sampled} if sampled else {}),  # only when a set had more than JUDGED_MAX images
         },
     )
+    _draw(Path(paths.reports) / "figures", sets, spectra, audits)
+    _log(per_class, summary, len(sets["synth"]))
+
+
+def judged_sets(
+    train: SplitData, val: SplitData, test: SplitData, pool: SplitData, twins: dict
+) -> tuple[dict[str, SplitData], dict, SplitData]:
+    """The sets the stage judges: ``train``, ``held`` (validation and test less preprocess's near-twins of training
+    images) and ``synth`` (the pool), the last two cut to :data:`JUDGED_MAX` (a seeded sample, recorded in the
+    second value); and the test split less its near-twins (the class fidelity yardstick)."""
+    every_held = held_out_without_twins(val, test, twins)
+    synthetic, held = at_most(pool, JUDGED_MAX, 0), at_most(every_held, JUDGED_MAX, 1)
+    sampled = {
+        name: {"judged": len(part), "of": len(whole)}
+        for name, part, whole in (("synthetic", synthetic, pool), ("held_out", held, every_held))
+        if len(part) < len(whole)
+    }
+    test_keep = np.ones(len(test), bool)
+    for pair in twins.get("pairs", []):
+        if pair["split"] == "test":
+            test_keep[pair["index"]] = False
+    return {"train": train, "held": held, "synth": synthetic}, sampled, test.select(test_keep)
+
+
+def memorisation_summary(audits: dict[str, dict]) -> dict[str, dict]:
+    """Per space (pixels, features): the near-copy threshold, how many synthetic images fall below it, and the
+    median distances to the nearest training image of synthetic and of held-out real images."""
+    return {
+        space: {
+            "threshold": a["threshold"],
+            "flagged": int(a["flagged"].sum()),
+            "flagged_fraction": float(a["flagged"].mean()),
+            "median_synthetic": float(np.median(a["synthetic"])),
+            "median_held_out": float(np.median(a["held_out"])),
+        }
+        for space, a in audits.items()
+    }
+
+
+def _draw(figures: Path, sets: dict[str, SplitData], spectra: dict[str, np.ndarray], audits: dict) -> None:
+    """The memorisation histograms, the power spectra per class, and the synthetic images closest to a training
+    image beside those training images."""
+    train, synthetic = sets["train"], sets["synth"]
     distance_histograms(figures / "memorisation.png", audits)
     spectrum_curves(
         figures / "spectra.png",
@@ -429,25 +444,16 @@ def main() -> None:
             ("their nearest training images", train.images[audits["pixels"]["nearest"][closest]]),
         ],
     )
+
+
+def _log(per_class: dict[str, dict], summary: dict[str, dict], synthetic: int) -> None:
+    """Each measured class's numbers beside its yardstick's, and the near-copies."""
+    keys = ("fidelity", "fd", "precision", "recall", "coverage")
     for name, q in per_class.items():
-        if "too_few" in q:
-            continue
-        logger.info(
-            "%s: class fidelity %.2f (held-out real %.2f), FD %.2f (%.2f), precision %.2f (%.2f), recall %.2f (%.2f), "
-            "coverage %.2f (%.2f)",
-            name,
-            q["fidelity"],
-            q["held_out_fidelity"],
-            q["fd"],
-            q["held_out_fd"],
-            q["precision"],
-            q["held_out_precision"],
-            q["recall"],
-            q["held_out_recall"],
-            q["coverage"],
-            q["held_out_coverage"],
-        )
-    logger.info("near-copies (pixels): %d of %d synthetic images", summary["pixels"]["flagged"], len(synthetic))
+        if "too_few" not in q:
+            pairs = ", ".join(f"{k} {q[k]:.2f} ({q['held_out_' + k]:.2f})" for k in keys if "held_out_" + k in q)
+            logger.info("%s: %s (in brackets: held-out real images)", name, pairs)
+    logger.info("near-copies (pixels): %d of %d synthetic images", summary["pixels"]["flagged"], synthetic)
 
 
 if __name__ == "__main__":

@@ -59,8 +59,9 @@ def main() -> None:
     training_curves(reports / "figures" / "generator_training.png", history, panels)
     for name, epoch in extra["best_epochs"].items():
         row = next(h for h in history if h["model"] == name and h["epoch"] == epoch)
-        loss = row.get("val_elbo", row.get("val_diffusion"))
-        logger.info("%s %s on %s: best val loss %.4g at epoch %d", cfg.kind, name, device, loss, epoch)
+        loss = row.get("val_elbo", row.get("val_diffusion"))  # a kind that logs neither: said so, not a crash
+        shown = f"{loss:.4g}" if isinstance(loss, int | float) else "not logged"
+        logger.info("%s %s on %s: best val loss %s at epoch %d", cfg.kind, name, device, shown, epoch)
 
 
 if __name__ == "__main__":
