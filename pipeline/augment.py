@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import Warp
 from monai.networks.layers import AffineTransform
 
-__all__ = ["BatchAugment"]
+__all__ = ["BatchAugment", "BalancedMixUp", "classical_augmentation"]
 
 
 class BatchAugment:
@@ -137,3 +138,60 @@ class BatchAugment:
 def _per_image(values: torch.Tensor, ndim: int) -> torch.Tensor:
     """One value per image, shaped to broadcast over a batch of ``ndim`` dimensions."""
     return values.view(-1, *[1] * (ndim - 1))
+
+
+class BalancedMixUp:
+    """Balanced-MixUp (Galdran et al. 2021, "Balanced-MixUp for highly imbalanced medical image classification"):
+    each training batch (instance-sampled) is mixed with a batch of the same size drawn class-balanced from the
+    training split, ``x = lam * x_instance + (1 - lam) * x_balanced`` with ``lam ~ Beta(alpha, 1)`` drawn once per
+    batch, and trained on ``lam * loss(y_instance) + (1 - lam) * loss(y_balanced)``
+    (:func:`pipeline.models.losses.mixed_loss`). A small ``alpha`` (0.2 in the paper) makes ``lam`` small: mostly
+    the balanced image, with a little of the instance image.
+
+    Its own random stream, from ``seed``, leaves the global one (and so the other strategies) untouched.
+
+    Args:
+        labels: ``(N,)`` class indices of the training split.
+        alpha: the first parameter of the Beta distribution of ``lam``, positive.
+        seed: seed of the draws.
+
+    Example::
+
+        mix = BalancedMixUp(train.labels, alpha=0.2, seed=0)
+        lam, other = mix.draw(32)  # a weight and 32 indices into the split, each class equally likely
+        x = mix.mix(images[batch], images[other], lam)
+    """
+
+    def __init__(self, labels: np.ndarray, alpha: float, seed: int) -> None:
+        if alpha <= 0:
+            raise ValueError(f"alpha must be positive, got {alpha}")
+        labels = np.asarray(labels)
+        self.alpha = alpha
+        self._rng = np.random.default_rng([seed, 0xBA1A])
+        self._members = [np.flatnonzero(labels == k) for k in np.unique(labels)]
+        self._sizes = np.array([len(m) for m in self._members])
+        self._starts = np.concatenate([[0], np.cumsum(self._sizes)[:-1]])
+        self._flat = np.concatenate(self._members)
+
+    def balanced_indices(self, n: int) -> np.ndarray:
+        """``n`` indices into the split: a class drawn uniformly among those present, then an image uniformly
+        within it (with replacement)."""
+        k = self._rng.integers(len(self._members), size=n)
+        return self._flat[self._starts[k] + self._rng.integers(0, self._sizes[k])]
+
+    def draw(self, n: int) -> tuple[float, np.ndarray]:
+        """One batch's ``lam ~ Beta(alpha, 1)`` and ``n`` class-balanced indices."""
+        lam = float(self._rng.beta(self.alpha, 1.0))
+        return lam, self.balanced_indices(n)
+
+    @staticmethod
+    def mix(x_instance: torch.Tensor, x_balanced: torch.Tensor, lam: float) -> torch.Tensor:
+        """``lam * x_instance + (1 - lam) * x_balanced``."""
+        return lam * x_instance + (1 - lam) * x_balanced
+
+
+def classical_augmentation(spatial_dims: int, seed: int) -> BatchAugment:
+    """The classical remedy: random flip, rotation and scaling, contrast and noise, and in 2D an elastic
+    deformation, with MONAI's ranges (see :mod:`pipeline.augment`); seeded. Applied to a whole ``(B, C, *spatial)``
+    batch at once, on its device."""
+    return BatchAugment(spatial_dims, seed)

@@ -43,7 +43,7 @@ from pipeline.generators.sampling import (
     sample_images,
     stream_images,
 )
-from pipeline.generators.selection import ClassifierFilter, ManifoldFilter
+from pipeline.generators.selection import ClassifierFilter, ManifoldFilter, fit_real_classifier
 from pipeline.io.arrays import load_split, read_json
 from pipeline.io.atomic import atomic_dir
 from pipeline.io.synthetic import (
@@ -54,7 +54,7 @@ from pipeline.io.synthetic import (
     write_synthetic_nifti,
     write_synthetic_png,
 )
-from pipeline.models.classifier import REAL_CLASSIFIER, fit_real_classifier
+from pipeline.models.classifier import REAL_CLASSIFIER
 from pipeline.planning import check_before_training
 from pipeline.plots import image_grid, latent_projection
 from pipeline.runtime import compute_device, file_sha256, run_stage

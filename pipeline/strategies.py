@@ -17,7 +17,7 @@ same network with the same epochs and seeds:
 - ``focal``: the real split, trained on the focal loss (Lin et al. 2017, :func:`pipeline.models.losses.focal_loss`),
   ``train_classifier.focal_gamma``;
 - ``mixup``: the real split, each batch mixed with a class-balanced batch (Balanced-MixUp, Galdran et al. 2021,
-  :class:`BalancedMixUp`), ``train_classifier.mixup_alpha``;
+  :class:`pipeline.augment.BalancedMixUp`), ``train_classifier.mixup_alpha``;
 - ``vae``: real + ``ratio`` x each minority class's gap to the majority in synthetic images, and with
   ``all_classes`` (``train_classifier.synthetic_all_classes``) > 0 every class, the majority included,
   ``all_classes`` x ``ratio`` x the largest gap more: a classifier shown synthetic images of the minority only can
@@ -44,11 +44,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
 
-from pipeline.augment import BatchAugment
 from pipeline.config import TrainClassifierConfig
 from pipeline.io.arrays import ImageArray, Rows, SplitData
+from pipeline.models.recipe import Recipe
 
 __all__ = [
     "REMEDIES",
@@ -66,38 +65,14 @@ __all__ = [
     "training_recipe",
     "oversample",
     "smote",
-    "class_weights",
-    "class_prior",
-    "BalancedMixUp",
-    "classical_augmentation",
     "take_synthetic",
     "combine",
     "check_no_test_patients",
 ]
 
-LOSSES = ("ce", "logit_adjust", "focal")  # the training losses a recipe can name (pipeline.models.losses)
-
 
 class DataLeakError(ValueError):
     """Images of test patients reached something that learns (a VAE or a classifier)."""
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """What one strategy trains on and how."""
-
-    data: SplitData
-    weighted: bool = False  # cross-entropy weighted by inverse class frequency
-    augment: bool = False  # classical augmentation of each training batch (pipeline.augment)
-    loss: str = "ce"  # training loss, one of LOSSES: cross-entropy, logit-adjusted cross-entropy or focal loss
-    mixup: bool = False  # Balanced-MixUp: each batch mixed with a class-balanced one (BalancedMixUp)
-    synthetic: np.ndarray | None = None  # (N,) True where data's image is synthetic (the vae strategies)
-
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.loss != "ce" and self.weighted:
-            raise ValueError(f"the class weights apply to the cross-entropy only, not to loss {self.loss!r}")
 
 
 def oversample(data: SplitData, seed: int) -> SplitData:
@@ -153,76 +128,6 @@ def smote(data: SplitData, seed: int) -> SplitData:
         patients=np.concatenate([data.patients, np.array(patients, dtype=str)]),
         classes=data.classes,
     )
-
-
-def class_weights(data: SplitData) -> torch.Tensor:
-    """Inverse-frequency weights n / (K * n_k) for the cross-entropy (scikit-learn's "balanced")."""
-    counts = np.bincount(data.labels, minlength=len(data.classes)).astype(np.float32)
-    return torch.from_numpy(len(data) / (len(data.classes) * np.maximum(counts, 1)))
-
-
-def class_prior(data: SplitData) -> torch.Tensor:
-    """The class frequencies n_k / n of the split (logit_adjust's prior); a class without images counts as one, so
-    that its log prior is finite."""
-    counts = np.maximum(np.bincount(data.labels, minlength=len(data.classes)), 1).astype(np.float32)
-    return torch.from_numpy(counts / counts.sum())
-
-
-class BalancedMixUp:
-    """Balanced-MixUp (Galdran et al. 2021, "Balanced-MixUp for highly imbalanced medical image classification"):
-    each training batch (instance-sampled) is mixed with a batch of the same size drawn class-balanced from the
-    training split, ``x = lam * x_instance + (1 - lam) * x_balanced`` with ``lam ~ Beta(alpha, 1)`` drawn once per
-    batch, and trained on ``lam * loss(y_instance) + (1 - lam) * loss(y_balanced)``
-    (:func:`pipeline.models.losses.mixed_loss`). A small ``alpha`` (0.2 in the paper) makes ``lam`` small: mostly
-    the balanced image, with a little of the instance image.
-
-    Its own random stream, from ``seed``, leaves the global one (and so the other strategies) untouched.
-
-    Args:
-        labels: ``(N,)`` class indices of the training split.
-        alpha: the first parameter of the Beta distribution of ``lam``, positive.
-        seed: seed of the draws.
-
-    Example::
-
-        mix = BalancedMixUp(train.labels, alpha=0.2, seed=0)
-        lam, other = mix.draw(32)  # a weight and 32 indices into the split, each class equally likely
-        x = mix.mix(images[batch], images[other], lam)
-    """
-
-    def __init__(self, labels: np.ndarray, alpha: float, seed: int) -> None:
-        if alpha <= 0:
-            raise ValueError(f"alpha must be positive, got {alpha}")
-        labels = np.asarray(labels)
-        self.alpha = alpha
-        self._rng = np.random.default_rng([seed, 0xBA1A])
-        self._members = [np.flatnonzero(labels == k) for k in np.unique(labels)]
-        self._sizes = np.array([len(m) for m in self._members])
-        self._starts = np.concatenate([[0], np.cumsum(self._sizes)[:-1]])
-        self._flat = np.concatenate(self._members)
-
-    def balanced_indices(self, n: int) -> np.ndarray:
-        """``n`` indices into the split: a class drawn uniformly among those present, then an image uniformly
-        within it (with replacement)."""
-        k = self._rng.integers(len(self._members), size=n)
-        return self._flat[self._starts[k] + self._rng.integers(0, self._sizes[k])]
-
-    def draw(self, n: int) -> tuple[float, np.ndarray]:
-        """One batch's ``lam ~ Beta(alpha, 1)`` and ``n`` class-balanced indices."""
-        lam = float(self._rng.beta(self.alpha, 1.0))
-        return lam, self.balanced_indices(n)
-
-    @staticmethod
-    def mix(x_instance: torch.Tensor, x_balanced: torch.Tensor, lam: float) -> torch.Tensor:
-        """``lam * x_instance + (1 - lam) * x_balanced``."""
-        return lam * x_instance + (1 - lam) * x_balanced
-
-
-def classical_augmentation(spatial_dims: int, seed: int) -> BatchAugment:
-    """The classical remedy: random flip, rotation and scaling, contrast and noise, and in 2D an elastic
-    deformation, with MONAI's ranges (see :mod:`pipeline.augment`); seeded. Applied to a whole ``(B, C, *spatial)``
-    batch at once, on its device."""
-    return BatchAugment(spatial_dims, seed)
 
 
 def classifier_runs(cfg: TrainClassifierConfig) -> list[tuple[str, str, float]]:

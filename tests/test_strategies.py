@@ -4,16 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.augment import BalancedMixUp, classical_augmentation
 from pipeline.config import STRATEGY_NAMES
+from pipeline.models.losses import class_prior, class_weights
 from pipeline.strategies import (
     REMEDIES,
-    BalancedMixUp,
     DataLeakError,
     Recipe,
     check_no_test_patients,
-    class_prior,
-    class_weights,
-    classical_augmentation,
     classifier_runs,
     oversample,
     pool_sizes,

@@ -25,13 +25,33 @@ import numpy as np
 import torch
 from sklearn.metrics import pairwise_distances
 
+from pipeline.config import TrainClassifierConfig
 from pipeline.io.arrays import SplitData
 from pipeline.metrics import knn_radii
-from pipeline.models.classifier import as_input, predict_proba
+from pipeline.models.classifier import as_input, fit_classifier, predict_proba
+from pipeline.strategies import training_recipe
 
-__all__ = ["features", "ClassifierFilter", "ManifoldFilter"]
+__all__ = ["fit_real_classifier", "features", "ClassifierFilter", "ManifoldFilter"]
 
 REAL_BLOCK = 4096  # real images whose distances to a batch of synthetic ones are taken at a time (the same bits)
+
+
+def fit_real_classifier(
+    train: SplitData,
+    val: SplitData,
+    cfg: TrainClassifierConfig,
+    seed: int,
+    device: torch.device,
+    recipe: str = "classical",
+) -> torch.nn.Module:
+    """The reference classifier of the real training images that the pool's filters and the quality stage use:
+    ``cfg``'s network and budget, trained with the remedy ``recipe`` (``classical``: the real images with MONAI's
+    flips, rotations, intensity and elastic changes; ``real_only``: as they are), seeded by ``seed`` (the generate
+    stage's: the classifier seeds of the comparison do not touch it). It never sees a synthetic image."""
+    if recipe not in ("classical", "real_only"):
+        raise ValueError(f"the reference classifier trains with classical or real_only, got {recipe!r}")
+    model, _ = fit_classifier(training_recipe(recipe, train, None, 1.0, seed), val, cfg, seed, device, "real")
+    return model
 
 
 @torch.no_grad()

@@ -21,27 +21,23 @@ from monai.networks.nets import DenseNet121, ResNet, resnet18
 from tqdm import tqdm
 
 from pipeline import distributed
+from pipeline.augment import BalancedMixUp, classical_augmentation
 from pipeline.config import TrainClassifierConfig
 from pipeline.io.arrays import SplitData
 from pipeline.io.loader import ImageDataset, batch_loader
 from pipeline.metrics import balanced_accuracy
 from pipeline.models.losses import (
     Loss,
+    class_prior,
+    class_weights,
     cross_entropy,
     focal_loss,
     logit_adjusted_cross_entropy,
     mixed_loss,
     weighted_cross_entropy,
 )
+from pipeline.models.recipe import Recipe
 from pipeline.runtime import adam, seed_everything
-from pipeline.strategies import (
-    BalancedMixUp,
-    Recipe,
-    class_prior,
-    class_weights,
-    classical_augmentation,
-    training_recipe,
-)
 
 __all__ = [
     "NETWORKS",
@@ -52,7 +48,6 @@ __all__ = [
     "as_input",
     "fit_classifier",
     "predict_proba",
-    "fit_real_classifier",
     "load_real_classifier",
 ]
 
@@ -305,24 +300,6 @@ def fit_classifier(
     assert best_state is not None
     model.load_state_dict(best_state)
     return model, {"best_epoch": best_epoch, "epochs_run": epoch + 1}
-
-
-def fit_real_classifier(
-    train: SplitData,
-    val: SplitData,
-    cfg: TrainClassifierConfig,
-    seed: int,
-    device: torch.device,
-    recipe: str = "classical",
-) -> torch.nn.Module:
-    """The reference classifier of the real training images that the pool's filters and the quality stage use:
-    ``cfg``'s network and budget, trained with the remedy ``recipe`` (``classical``: the real images with MONAI's
-    flips, rotations, intensity and elastic changes; ``real_only``: as they are), seeded by ``seed`` (the generate
-    stage's: the classifier seeds of the comparison do not touch it). It never sees a synthetic image."""
-    if recipe not in ("classical", "real_only"):
-        raise ValueError(f"the reference classifier trains with classical or real_only, got {recipe!r}")
-    model, _ = fit_classifier(training_recipe(recipe, train, None, 1.0, seed), val, cfg, seed, device, "real")
-    return model
 
 
 def load_real_classifier(

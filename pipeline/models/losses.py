@@ -14,11 +14,18 @@ under float16 autocast (``train_classifier.amp``). They change training only: pr
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+if TYPE_CHECKING:
+    from pipeline.io.arrays import SplitData
+
 __all__ = [
+    "class_weights",
+    "class_prior",
     "Loss",
     "cross_entropy",
     "weighted_cross_entropy",
@@ -76,3 +83,16 @@ def mixed_loss(
     """``lam * loss(logits, labels_a) + (1 - lam) * loss(logits, labels_b)``: the loss of images mixed as
     ``lam * x_a + (1 - lam) * x_b``."""
     return lam * loss(logits, labels_a) + (1 - lam) * loss(logits, labels_b)
+
+
+def class_weights(data: SplitData) -> torch.Tensor:
+    """Inverse-frequency weights n / (K * n_k) for the cross-entropy (scikit-learn's "balanced")."""
+    counts = np.bincount(data.labels, minlength=len(data.classes)).astype(np.float32)
+    return torch.from_numpy(len(data) / (len(data.classes) * np.maximum(counts, 1)))
+
+
+def class_prior(data: SplitData) -> torch.Tensor:
+    """The class frequencies n_k / n of the split (logit_adjust's prior); a class without images counts as one, so
+    that its log prior is finite."""
+    counts = np.maximum(np.bincount(data.labels, minlength=len(data.classes)), 1).astype(np.float32)
+    return torch.from_numpy(counts / counts.sum())

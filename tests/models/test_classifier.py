@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+import pipeline.generators.selection as selection
 import pipeline.models.classifier as classifier
 from pipeline.models.classifier import NETWORKS, build_classifier, fit_classifier, predict_proba
 from pipeline.strategies import training_recipe
@@ -140,9 +141,9 @@ def test_the_reference_classifier_trains_on_augmented_real_images_by_default(mon
         recipes.append(recipe)
         return fit(recipe, *args, **kwargs)
 
-    monkeypatch.setattr(classifier, "fit_classifier", spy)
-    augmented = classifier.fit_real_classifier(TRAIN, VAL, CFG, 0, CPU)
-    plain = classifier.fit_real_classifier(TRAIN, VAL, CFG, 0, CPU, "real_only")
+    monkeypatch.setattr(selection, "fit_classifier", spy)
+    augmented = selection.fit_real_classifier(TRAIN, VAL, CFG, 0, CPU)
+    plain = selection.fit_real_classifier(TRAIN, VAL, CFG, 0, CPU, "real_only")
     assert [r.augment for r in recipes] == [True, False]
     assert all(len(r.data) == len(TRAIN) for r in recipes)  # the real training images, nothing added
     weights = plain.state_dict()
@@ -150,4 +151,4 @@ def test_the_reference_classifier_trains_on_augmented_real_images_by_default(mon
     assert all(torch.equal(weights[k], w) for k, w in _real_only_weights().items())  # real_only: as before
     assert not all(torch.equal(augmented.state_dict()[k], w) for k, w in weights.items())
     with pytest.raises(ValueError, match="classical or real_only"):
-        classifier.fit_real_classifier(TRAIN, VAL, CFG, 0, CPU, "vae")
+        selection.fit_real_classifier(TRAIN, VAL, CFG, 0, CPU, "vae")
