@@ -104,11 +104,11 @@ class Plan:
         return sorted((c for c in train if train[c] < train[self.majority]), key=lambda c: (train[c], c))
 
     def describe(self) -> list[str]:
-        """The plan in lines of text (``medaug check-data``, the stages' log)."""
+        """The plan in lines of text (``medaug check-data``; the end of :class:`DatasetShapeError`'s message)."""
         train = self.splits["train"]
         width = max(len(c) for c in self.classes)
         lines = [f"{len(self.classes)} classes; majority {self.majority} ({train[self.majority]} training images)"]
-        lines.append(f"  {'class':<{width}}  {'train':>6} {'val':>5} {'test':>5}  {'ratio':>7}  {'synthetic':>9}")
+        lines.append(f"  {'class':<{width}}  {'train':>6} {'val':>5} {'test':>5}  {'ratio':>8}  {'synthetic':>9}")
         for c in self.classes:
             ratio = "majority" if c == self.majority else f"1:{self.ratios[c]:.3g}"
             counts = " ".join(f"{self.splits[s].get(c, 0):>{w}}" for s, w in zip(SPLITS, (6, 5, 5), strict=True))
@@ -133,7 +133,7 @@ def dataset_plan(
         pool = pool_sizes(demand, train, settings.generate.pool_margin, settings.generate.every_class)
     normal = settings.anomaly.normal_class
     if normal is None and classes:
-        normal = max(train, key=lambda c: (train[c], c))
+        normal = max(train, key=train.get)  # the anomaly stage's choice: the first largest class, in class order
     normal = normal if normal in classes else None
     problems = _problems(full, settings)
     if image_shape is not None and len(classes) >= 2:
