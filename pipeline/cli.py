@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import PARAMS_FILE, PreprocessConfig, load_section
+from pipeline.config import PARAMS_FILE, ConfigError, PreprocessConfig, load_section
 from pipeline.io.arrays import SPLITS, write_csv
 from pipeline.io.errors import MedaugInputError
 from pipeline.io.manifest import ManifestRow, check_manifest, write_class_folder_manifest
 from pipeline.io.medmnist import FORMATS, import_medmnist
 from pipeline.io.reader import load_image
 from pipeline.planning import dataset_plan, load_settings
-from pipeline.preparation import target_channels
+from pipeline.preparation import pseudonymise, target_channels
 from pipeline.preprocess import check_given_split, split_by_patient
 from pipeline.transforms import extract_slices
 
@@ -46,7 +46,9 @@ def check_data(root: Path, params_file: Path = PARAMS_FILE) -> list[str]:
             made = 1
             if preprocess is not None and preprocess.spatial_dims == 2 and image.array.ndim == 4:
                 made = len(extract_slices(image.array, preprocess.slice_policy, preprocess.slices_per_volume))
-            images.append((row, made, row.patient_id or image.patient_id or row.relpath))
+            # preprocess's pseudonym, so that the split below is the one preprocess will make (never printed)
+            patient = row.patient_id or image.patient_id or row.relpath
+            images.append((row, made, pseudonymise(patient, preprocess.id_salt) if preprocess else patient))
             channels.add(image.array.shape[0])
             if image.burned_in_annotation:
                 problems.append(
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-data":
         try:
             return 1 if check_data(args.root, args.params) else 0
-        except MedaugInputError as err:
+        except (MedaugInputError, ConfigError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
     if args.command == "import-medmnist":
