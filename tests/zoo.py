@@ -80,8 +80,6 @@ ZOO: list[ZooCase] = [
     # the plain case: two classes, about 3:1, 8-bit grey PNG, one image per patient; class sub-folders named with
     # spaces and non-ASCII letters
     ZooCase("binary_unicode_labels", {"kein Befund": 40, "Läsion groß": 14}, layout="folders"),
-    # three classes of colour JPEGs
-    ZooCase("three_classes", {"a": 30, "b": 16, "c": 10}, fmt="jpeg", colour=True),
     # seven classes, the largest 50 times the smallest (150:3), small images
     ZooCase(
         "seven_classes_1to50",
