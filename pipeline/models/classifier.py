@@ -305,7 +305,8 @@ def fit_classifier(
 def load_real_classifier(
     path: str | Path, in_shape: Sequence[int], num_classes: int, cfg: TrainClassifierConfig, device: torch.device
 ) -> torch.nn.Module:
-    """The classifier :func:`fit_real_classifier` made, from the weights the generate stage saved at ``path``."""
+    """The classifier :func:`pipeline.generators.selection.fit_real_classifier` made, from the weights the generate
+    stage saved at ``path``."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} is missing: re-run the generate stage (it trains the real-only classifier)")
     model = build_classifier(in_shape, num_classes, cfg.network, cfg.channels, cfg.blocks_per_level, cfg.stem_stride)
