@@ -3,6 +3,10 @@
 Each section becomes a frozen dataclass. Stages call :func:`load_section` once in ``main()`` and pass the
 fields on to their core functions, which never read ``params.yaml`` themselves. Validation happens here,
 with an error that names the key and what is allowed.
+
+A field's comment says what the setting does; its range is the check in ``__post_init__`` (or its ``Literal``).
+Why a default is what it is, with the numbers measured, is in docs/measurements.md ("Why the defaults are what
+they are"), not here.
 """
 
 from __future__ import annotations
@@ -192,7 +196,7 @@ class AdversarialConfig(TrainingConfig):
     discriminator_channels: int  # channels of the PatchDiscriminator's first layer (doubled per layer)
     discriminator_layers: int  # its strided convolution layers (3: a ~34-pixel receptive field)
     discriminator_norm: Literal["instance", "batch"]  # its normalisation; batch norm over the all-real and all-fake
-    # batches the discriminator is shown normalises away what tells them apart (it stayed at chance on the demo)
+    # batches the discriminator is shown normalises away what tells them apart
     discriminator_learning_rate: float  # its own Adam learning rate
     adversarial_weight: float  # weight of the least-squares adversarial loss in the autoencoder's loss
     feature_matching_weight: float  # weight of the L1 distance between the discriminator's features of real

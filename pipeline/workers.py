@@ -1,16 +1,12 @@
 """Independent trainings side by side in worker processes (``compute.workers``), each with its share of the cores.
 
-A small network does not keep two CPU cores busy: its convolutions are too small to split well between threads.
-On the demo's classifier (2-core Intel Xeon, `/tmp` script timing ``fit_classifier`` for 6 epochs of the 432
-training images) one training took 1.45 s with 2 torch threads and 2.1 s with 1, and two trainings at once with 1
-thread each took 2.05 s together: 1.4x the trainings per second of one after the other. So a stage with many
-independent trainings of a small network (train_classifier's remedies x seeds) hands them to :func:`run_tasks`,
-which runs them in ``workers`` processes with ``torch threads // workers`` threads each. Machines differ in what
-gains: on that Intel machine the latent stage's two VAEs (64 px decoders) took 28 s one after the other with 2
-threads and 28 s side by side with 1 thread each, so that stage trains them in turn; on a 2-core AMD EPYC the demo's
-two ``vae_gan`` networks (4 epochs each, 3 with the discriminator; `/tmp` script around ``fit_network``) took 14.2 +
-14.7 s one after the other with 2 threads and 19.1 s side by side with 1 thread each (1.5x), so train_generator
-trains a ``per_class`` generator's networks side by side.
+A small network does not keep two CPU cores busy: its convolutions are too small to split well between threads,
+so two trainings with one thread each finish sooner than the same two one after the other with every thread. A
+stage with many independent trainings of a small network (train_classifier's remedies x seeds, a ``per_class``
+generator's networks in train_generator) hands them to :func:`run_tasks`, which runs them in ``workers`` processes
+with ``torch threads // workers`` threads each. What gains depends on the network and the machine: the latent
+stage's VAEs gained nothing side by side, so that stage trains them in turn. The timings that decided each case are
+in docs/measurements.md ("Why the defaults are what they are").
 
 - **Same results whoever runs a task.** Each task seeds itself and gets its data as arguments; results come back in
   the order of ``tasks``. What changes with the number of workers is the threads per training, and with it the
@@ -46,7 +42,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-AUTO_MOST = 8  # compute.workers 0 starts at most this many: each worker holds its own torch (about 0.4 GB)
+AUTO_MOST = 8  # compute.workers 0 starts at most this many: each worker holds its own copy of torch in memory
 
 
 def worker_count(setting: int, device, tasks: int) -> int:
