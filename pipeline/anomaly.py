@@ -200,7 +200,7 @@ def main() -> None:
         vae_cfg, epochs=cfg.epochs, kl_warmup_epochs=min(vae_cfg.kl_warmup_epochs, cfg.epochs)
     )
     generator, history = train_normal_vae(train, val, normal, vae_cfg, device, seed)
-    model = generator.vaes.models[0]
+    model = _network(generator)
     val_scores = score_images(model, val.images, vae_cfg.reconstruction, device, maps=False)
     threshold = choose_score_threshold(val.labels != normal, val_scores[cfg.score])
     test_scores = score_images(model, test.images, vae_cfg.reconstruction, device, maps=False)
@@ -250,9 +250,16 @@ def main() -> None:
 def load_anomaly_model(path: str | Path, device="cpu") -> tuple[ConditionalVAE, dict]:
     """The normal-class VAE of an ``anomaly`` run and its checkpoint (threshold, preprocess settings)."""
     generator, checkpoint = load_generator(path, device)
-    if "anomaly" not in checkpoint:
+    if "anomaly" not in checkpoint or not isinstance(generator, VAEGenerator):
         raise ValueError(f"{path} is not an anomaly model (written by the anomaly stage); run `dvc repro anomaly`")
-    return generator.vaes.models[0], checkpoint
+    return _network(generator), checkpoint
+
+
+def _network(generator: VAEGenerator) -> ConditionalVAE:
+    """The one VAE of the anomaly stage's generator (a single class, the normal one)."""
+    if generator.vaes is None:
+        raise ValueError("the anomaly VAE has not been trained")
+    return generator.vaes.network(0)
 
 
 def score_files(

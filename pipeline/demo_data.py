@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
@@ -119,11 +120,11 @@ def _patient_identity(rng: np.random.Generator) -> dict[str, str]:
     }
 
 
-def write_ct_slice(path: Path, hu: np.ndarray, identity: dict[str, str], uids: dict[str, str], k: int) -> None:
+def write_ct_slice(path: Path, hu: np.ndarray, identity: Mapping[str, str], uids: Mapping[str, str], k: int) -> None:
     """Write one CT slice (rows x cols HU) as a DICOM file with uint16 pixels and a HU rescale."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = uids["sop"]
+    meta.MediaStorageSOPInstanceUID = UID(uids["sop"])
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     for key, value in identity.items():

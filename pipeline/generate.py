@@ -146,8 +146,8 @@ def output_formats(source: dict, dims: int) -> tuple[str, bool, bool, tuple[floa
     claimed)."""
     as_dicom = source.get("formats", {}).get("dicom", 0) > 0
     as_png = source.get("formats", {}).get("image", 0) > 0 and dims == 2
-    modality = max(source["modalities"], key=source["modalities"].get) if source["modalities"] else "OT"
-    spacing = source.get("spacing_mm")
+    modality = max(source["modalities"], key=source["modalities"].__getitem__) if source["modalities"] else "OT"
+    spacing = source.get("spacing_mm") or []
     complete = isinstance(spacing, list) and len(spacing) >= dims and all(v > 0 for v in spacing[:dims])
     return modality, as_dicom, as_png, tuple(float(v) for v in spacing[:dims]) if complete else None
 

@@ -60,7 +60,9 @@ def train_unconditional_vae(
     cfg = dataclasses.replace(cfg, latent_size=size, epochs=epochs, kl_warmup_epochs=min(cfg.kl_warmup_epochs, epochs))
     generator = VAEGenerator(tuple(train.images.shape[1:]), (f"latent {size}",), "conditional", cfg, seed)
     generator.fit(_unlabelled(train), _unlabelled(val), device)
-    return generator.vaes.models[0]
+    if generator.vaes is None:
+        raise RuntimeError("VAEGenerator.fit left no trained network")
+    return generator.vaes.network(0)
 
 
 def _linear_methods(train: np.ndarray, size: int, seed: int) -> dict:
@@ -118,6 +120,13 @@ def latent_classification(
     }
 
 
+def _mean(values: object) -> float:
+    """The mean of a MONAI metric's values (one per image, as a tensor when the inputs are tensors)."""
+    if not isinstance(values, torch.Tensor):
+        raise TypeError(f"expected a tensor of metric values, got {type(values).__name__}")
+    return float(values.mean())
+
+
 @torch.no_grad()
 def denoising(
     model: ConditionalVAE, images: np.ndarray, levels: tuple[float, ...], seed: int, device
@@ -135,8 +144,8 @@ def denoising(
         row = {"noise_sd": level}
         for name, candidate in (("noisy", noisy), ("denoised", denoised)):
             y = torch.from_numpy(candidate)
-            row[f"psnr_{name}"] = float(PSNRMetric(max_val=1.0)(y, clean).mean())
-            row[f"ssim_{name}"] = float(SSIMMetric(spatial_dims=spatial_dims, data_range=1.0)(y, clean).mean())
+            row[f"psnr_{name}"] = _mean(PSNRMetric(max_val=1.0)(y, clean))
+            row[f"ssim_{name}"] = _mean(SSIMMetric(spatial_dims=spatial_dims, data_range=1.0)(y, clean))
         rows.append(row)
         examples[level] = (noisy[:8], denoised[:8])
     return rows, examples
@@ -214,7 +223,7 @@ def main() -> None:
             scores = latent_classification(train_x, train.labels, test_x, test.labels)
             classification.append({"components": size, "features": name, **scores})
     largest = models[max(models)]
-    noise, examples = denoising(largest, test.images, cfg.noise_levels, seed, device)
+    noise, examples = denoising(largest, np.asarray(test.images), cfg.noise_levels, seed, device)  # read whole above
     out, figures = Path(paths.reports) / "latent", Path(paths.reports) / "figures"
     write_json(out / "metrics.json", keyed_metrics(reduction, classification, noise))
     write_csv(out / "reduction.csv", reduction)

@@ -88,7 +88,7 @@ class Plan:
     @property
     def majority(self) -> str:
         train = self.splits["train"]
-        return max(train, key=train.get)
+        return max(train, key=train.__getitem__)
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -133,7 +133,8 @@ def dataset_plan(
         pool = pool_sizes(demand, train, settings.generate.pool_margin, settings.generate.every_class)
     normal = settings.anomaly.normal_class
     if normal is None and classes:
-        normal = max(train, key=train.get)  # the anomaly stage's choice: the first largest class, in class order
+        # the anomaly stage's choice: the first largest class, in class order
+        normal = max(train, key=train.__getitem__)
     normal = normal if normal in classes else None
     problems = _problems(full, settings)
     if image_shape is not None and len(classes) >= 2:

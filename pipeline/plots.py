@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -74,7 +74,7 @@ def image_grid(path: str | Path, rows: Sequence[tuple[str, np.ndarray]], columns
     _save(fig, path, layout=False)
 
 
-def training_curves(path: str | Path, history: Sequence[dict], panels: dict[str, Sequence[str]]) -> None:
+def training_curves(path: str | Path, history: Sequence[dict], panels: Mapping[str, Sequence[str]]) -> None:
     """One panel per ``title: keys`` entry, each key of the history records plotted against ``epoch``; one
     line per key and per ``model`` when the records name several models (per-class VAEs); a key missing from a record
     (a loss that starts after a warm-up) leaves a gap."""

@@ -226,7 +226,7 @@ def per_class_quality(
     out = {}
     for label, name in enumerate(train.classes):
         pick = {key: feats[key][d.labels == label] for key, d in sets.items()}
-        entry = {"synthetic_images": int(len(pick["synth"])), "held_out_images": int(len(pick["held"]))}
+        entry: dict[str, object] = {"synthetic_images": len(pick["synth"]), "held_out_images": len(pick["held"])}
         for key, images in (
             ("fidelity", synthetic.select(synthetic.labels == label).images),
             ("held_out_fidelity", test.select(test.labels == label).images),
@@ -304,12 +304,12 @@ class ClassCaller:
         self.model, self.positive, self.device = model, positive, device
         self.threshold = choose_threshold(val.labels, predict_proba(model, val.images, device), positive)
 
-    def __call__(self, images: np.ndarray) -> np.ndarray:
+    def __call__(self, images: ImageArray) -> np.ndarray:
         if len(images) == 0:
             return np.zeros(0, dtype=np.int64)
         return predict_labels(predict_proba(self.model, images, self.device), self.threshold, self.positive)
 
-    def fidelity(self, images: np.ndarray, label: int) -> float:
+    def fidelity(self, images: ImageArray, label: int) -> float:
         """The share of ``images`` called ``label`` (NaN for none)."""
         return float(np.mean(self(images) == label)) if len(images) else float("nan")
 
@@ -325,11 +325,16 @@ def image_features(model: torch.nn.Module, images: ImageArray, device) -> np.nda
     images at a time into one float64 array: the same batches of 256, without a float32 copy of every feature."""
     if len(images) <= FEATURE_ROWS:
         return features(model, images, device)
-    out = None
-    for start in range(0, len(images), FEATURE_ROWS):
-        part = features(model, Rows([images], np.arange(start, min(start + FEATURE_ROWS, len(images)))), device)
-        out = np.empty((len(images), part.shape[1])) if out is None else out
-        out[start : start + len(part)] = part
+
+    def part(start: int) -> np.ndarray:
+        return features(model, Rows([images], np.arange(start, min(start + FEATURE_ROWS, len(images)))), device)
+
+    first = part(0)
+    out = np.empty((len(images), first.shape[1]))
+    out[: len(first)] = first
+    for start in range(FEATURE_ROWS, len(images), FEATURE_ROWS):
+        rows = part(start)
+        out[start : start + len(rows)] = rows
     return out
 
 
@@ -356,7 +361,7 @@ def main() -> None:
     )
     feats = {name: image_features(model, d.images, device) for name, d in sets.items()}
     counts = train.counts()
-    caller = ClassCaller(model, val, train.classes.index(min(counts, key=counts.get)), device)
+    caller = ClassCaller(model, val, train.classes.index(min(counts, key=counts.__getitem__)), device)
     spectra = {key: radial_spectrum(sets[key].images) for key in ("held", "synth")}
     per_class = per_class_quality(sets, feats, spectra, test_real, caller, cfg.nearest_k)
     gen_cfg: GenerateConfig = load_section("generate")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import TypedDict
 
 from pipeline import distributed
 from pipeline.io.errors import MedaugInputError
@@ -40,9 +41,14 @@ __all__ = [
 RUN_LOG = Path(".medaug") / "runs"
 
 
+class _Compute(TypedDict):
+    device: str  # auto | cpu | cuda | cuda:N
+    deterministic: bool
+
+
 # Set by select_device from params.yaml's compute section (the stage's device and determinism); the defaults are
 # what a process that never reads it gets: the first GPU when there is one, deterministic kernels.
-_COMPUTE = {"device": "auto", "deterministic": True}
+_COMPUTE: _Compute = {"device": "auto", "deterministic": True}
 
 
 def select_device(device: str | None = None, deterministic: bool | None = None):

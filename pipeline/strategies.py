@@ -117,7 +117,7 @@ def smote(data: SplitData, seed: int) -> SplitData:
         np.asarray(data.images).reshape(len(data), -1), data.labels
     )
     new_images, new_labels = flat[len(data) :], labels[len(data) :]  # SMOTE returns the input first, unchanged
-    made = Counter()
+    made: Counter[int] = Counter()
     patients = []
     for y in new_labels:
         patients.append(f"smote-{data.classes[y]}-{made[y]}")
@@ -185,7 +185,7 @@ def take_synthetic(synthetic: SplitData, wanted: dict[str, int], seed: int | Non
     drawn from ``seed`` (manifest order when ``seed`` is None); an error naming the params when the generated
     pool is too small."""
     rng = None if seed is None else np.random.default_rng([seed, 0x5EED])
-    index = []
+    parts: list[np.ndarray] = []
     for k, name in enumerate(synthetic.classes):
         members = np.flatnonzero(synthetic.labels == k)
         if len(members) < wanted.get(name, 0):
@@ -199,9 +199,8 @@ def take_synthetic(synthetic: SplitData, wanted: dict[str, int], seed: int | Non
             )
         if rng is not None:
             members = rng.permutation(members)
-        index.append(members[: wanted.get(name, 0)])
-    index = np.concatenate(index) if index else np.zeros(0, int)
-    return synthetic.select(index)
+        parts.append(members[: wanted.get(name, 0)])
+    return synthetic.select(np.concatenate(parts) if parts else np.zeros(0, int))
 
 
 def combine(real: SplitData, synthetic: SplitData) -> SplitData:
@@ -224,6 +223,12 @@ class Inputs:
     ratio: float
     seed: int
     all_classes: float = 0.0
+
+    def pool(self) -> SplitData:
+        """The generate stage's pool; an error when it was not read (no remedy of the run trains on it)."""
+        if self.synthetic is None:
+            raise ValueError("this remedy trains on synthetic images, but the synthetic pool was not read")
+        return self.synthetic
 
 
 @dataclass(frozen=True)
@@ -267,13 +272,13 @@ def remedy(name: str) -> Remedy:
 def _with_synthetic(inputs: Inputs, augment: bool) -> Recipe:
     """The real split with the remedy's share of the pool appended (the vae strategies)."""
     wanted = _take("added", inputs.train.counts(), inputs.ratio, inputs.all_classes)
-    data = combine(inputs.train, take_synthetic(inputs.synthetic, wanted, inputs.seed))
+    data = combine(inputs.train, take_synthetic(inputs.pool(), wanted, inputs.seed))
     is_synthetic = np.arange(len(data)) >= len(inputs.train)  # combine appends the synthetic images
     return Recipe(data, augment=augment, synthetic=is_synthetic)
 
 
 def _synthetic_only(inputs: Inputs) -> Recipe:
-    return Recipe(take_synthetic(inputs.synthetic, _take("only", inputs.train.counts(), 1.0, 0.0), inputs.seed))
+    return Recipe(take_synthetic(inputs.pool(), _take("only", inputs.train.counts(), 1.0, 0.0), inputs.seed))
 
 
 for _remedy in (  # in config.STRATEGY_NAMES's order; the module docstring says what each does

@@ -37,8 +37,9 @@ def main() -> None:
     generator = build_generator(cfg.kind, tuple(train.images.shape[1:]), train.classes, cfg.mode, settings, cfg.seed)
     networks = len(train.classes) if cfg.mode == "per_class" else 1  # independent trainings (compute.workers)
     history = generator.fit(train, val, device, worker_count(load_section("compute").workers, device, networks))
+    best = best_epochs(history)
     extra = {
-        "best_epochs": best_epochs(history),
+        "best_epochs": best,
         "versions": versions(),
         "patients": sorted(set(train.patients.tolist()) | set(val.patients.tolist())),  # pseudonyms it learnt from
     }
@@ -57,7 +58,7 @@ def main() -> None:
     if "train_diffusion" in keys:
         panels["diffusion (noise MSE)"] = ["train_diffusion", "val_diffusion"]
     training_curves(reports / "figures" / "generator_training.png", history, panels)
-    for name, epoch in extra["best_epochs"].items():
+    for name, epoch in best.items():
         row = next(h for h in history if h["model"] == name and h["epoch"] == epoch)
         loss = row.get("val_elbo", row.get("val_diffusion"))  # a kind that logs neither: said so, not a crash
         shown = f"{loss:.4g}" if isinstance(loss, int | float) else "not logged"

@@ -138,7 +138,7 @@ def resize_image(array: np.ndarray, size: int) -> np.ndarray:
         mode = "area"
     else:
         mode = "bilinear" if len(spatial) == 2 else "trilinear"
-    out = Resize(spatial_size=target, mode=mode)(array)
+    out = Resize(spatial_size=target, mode=mode)(torch.as_tensor(np.ascontiguousarray(array)))  # what MONAI does
     return np.asarray(out, dtype=np.float32)
 
 
@@ -148,5 +148,7 @@ def fit_to_size(array: np.ndarray, size: int, keep_spacing: bool) -> np.ndarray:
     resampled to a target spacing), otherwise :func:`resize_image`."""
     if not keep_spacing:
         return resize_image(array, size)
-    out = ResizeWithPadOrCrop(spatial_size=(size,) * (array.ndim - 1), mode="constant")(array)
+    out = ResizeWithPadOrCrop(spatial_size=(size,) * (array.ndim - 1), mode="constant")(
+        torch.as_tensor(np.ascontiguousarray(array))
+    )
     return np.asarray(out, dtype=np.float32)

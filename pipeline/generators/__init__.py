@@ -8,7 +8,7 @@ checkpoint names its kind, and :func:`load_generator` rebuilds whichever kind it
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -17,9 +17,20 @@ from pipeline.generators.latent_diffusion import LatentDiffusionGenerator
 from pipeline.generators.vae import VAEGenerator
 from pipeline.generators.vae_gan import VAEGANGenerator
 
-__all__ = ["GENERATORS", "Generator", "build_generator", "save_generator", "load_generator"]
+__all__ = ["GENERATORS", "Generator", "GeneratorClass", "build_generator", "save_generator", "load_generator"]
 
-GENERATORS: dict[str, type] = {
+
+class GeneratorClass(Protocol):
+    """What ``GENERATORS`` holds: a generator class, built from its settings or rebuilt from its checkpoint."""
+
+    def __call__(
+        self, image_shape: tuple[int, ...], classes: tuple[str, ...], mode: str, cfg: Any, seed: int = 0
+    ) -> Generator: ...
+
+    def from_state(self, state: dict[str, Any], device: torch.device | str = "cpu") -> Generator: ...
+
+
+GENERATORS: dict[str, GeneratorClass] = {
     "vae": VAEGenerator,
     "vae_gan": VAEGANGenerator,
     "latent_diffusion": LatentDiffusionGenerator,

@@ -26,7 +26,7 @@ import torch
 from sklearn.metrics import pairwise_distances
 
 from pipeline.config import TrainClassifierConfig
-from pipeline.io.arrays import SplitData
+from pipeline.io.arrays import ImageArray, SplitData
 from pipeline.metrics import knn_radii
 from pipeline.models.classifier import as_input, fit_classifier, predict_proba
 from pipeline.strategies import training_recipe
@@ -55,7 +55,7 @@ def fit_real_classifier(
 
 
 @torch.no_grad()
-def features(model: torch.nn.Module, images: np.ndarray, device, batch_size: int = 256) -> np.ndarray:
+def features(model: torch.nn.Module, images: ImageArray, device, batch_size: int = 256) -> np.ndarray:
     """The input of ``model``'s last linear layer for each image: (N, feature_size)."""
     last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
     captured: list[torch.Tensor] = []

@@ -24,7 +24,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import numpy.lib.format as npy_format
@@ -60,6 +60,9 @@ class DiskArray:
     returns an ``ndarray``. ``np.asarray(a)`` reads the whole file: for small arrays only. Safe to pickle and to use in
     DataLoader workers (the file is opened once per process).
     """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -97,8 +100,9 @@ class DiskArray:
         return {k: v for k, v in self.__dict__.items() if k not in ("_fd", "_pid")} | {"_fd": None, "_pid": -1}
 
     def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
-            os.close(self._fd)
+        fd = getattr(self, "_fd", None)  # absent when __init__ raised
+        if fd is not None and self._pid == os.getpid():
+            os.close(fd)
 
     def _file(self) -> int:
         if self._fd is None or self._pid != os.getpid():  # a forked worker opens its own descriptor
@@ -107,7 +111,7 @@ class DiskArray:
 
     def _read(self, start: int, stop: int, out: np.ndarray) -> None:
         """Rows ``start:stop`` into the C-contiguous buffer ``out``."""
-        view, want, done = memoryview(out.reshape(-1).view(np.uint8)), (stop - start) * self._row_bytes, 0
+        view, want, done = out.reshape(-1).view(np.uint8).data, (stop - start) * self._row_bytes, 0
         while done < want:
             got = os.preadv(self._file(), [view[done:want]], self._offset + start * self._row_bytes + done)
             if got <= 0:
@@ -150,6 +154,9 @@ class Rows:
     """Rows ``index`` of the arrays ``parts`` stacked along the first axis (all rows, in order, without ``index``),
     read from them when indexed: a view that copies nothing. ``parts`` may be ndarrays, :class:`DiskArray` or
     :class:`Rows`."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
 
     def __init__(self, parts: Sequence[ImageArray], index: np.ndarray | None = None) -> None:
         parts = [p for p in parts if len(p)] or list(parts[:1])
@@ -257,8 +264,11 @@ class ArrayWriter:
 
     def __init__(self, path: str | Path, shape: Sequence[int | None], dtype: Any = np.float32) -> None:
         self.path, self.dtype = Path(path), np.dtype(dtype)
-        self.count = None if shape[0] is None else int(shape[0])
-        self.shape = (self.count, *(int(s) for s in shape[1:]))
+        first, rest = shape[0], [int(s) for s in shape[1:] if s is not None]
+        if len(rest) != len(shape) - 1:
+            raise ValueError(f"{self.path}: only the row count may be left open, got shape {tuple(shape)}")
+        self.count = None if first is None else int(first)
+        self.shape = (self.count, *rest)
         self.written = 0
         self._fh = open(self.path, "wb")
         # a count of as many digits as any count will have: the header's length does not change when it is filled in
@@ -304,7 +314,7 @@ class ArrayWriter:
             raise
         self._fh.close()
 
-    def __enter__(self) -> ArrayWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind, *_) -> None:
@@ -384,7 +394,7 @@ def write_json(path: str | Path, obj: Any) -> None:
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to an uncompressed ``.npz`` through a temporary file renamed into place."""
     with atomic_file(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.savez would add .npz to a name
-        np.savez(fh, **arrays)
+        np.savez(fh, allow_pickle=False, **arrays)  # plain arrays only: np.load reads them without pickles
 
 
 def write_csv(path: str | Path, rows: list[dict], fields: list[str] | None = None) -> None:

@@ -77,8 +77,9 @@ def open_image(path: Path) -> Image.Image:
     try:
         img = Image.open(path, formats=_FORMATS)
     except Image.DecompressionBombError:
+        limit = Image.MAX_IMAGE_PIXELS or 0  # set whenever Pillow raises this (None turns the check off)
         raise ImageTooLargeError(
-            f"{path}: more than {2 * Image.MAX_IMAGE_PIXELS} pixels, which Pillow refuses as a possible "
+            f"{path}: more than {2 * limit} pixels, which Pillow refuses as a possible "
             "decompression bomb. Downsample the image first, or remove its row from labels.csv"
         ) from None
     except Exception as err:  # noqa: BLE001 - untrusted bytes: UnidentifiedImageError, SyntaxError, struct.error...
@@ -141,8 +142,8 @@ def _without_alpha(img: Image.Image, path: Path) -> Image.Image:
         img = img.convert("LA" if mode == "L" else "RGBA")
     if img.mode not in _ALPHA:
         return img
-    low, high = img.getchannel("A").getextrema()
-    if low < 255:
+    low = img.getchannel("A").getextrema()[0]  # one band: (its lowest value, its highest)
+    if isinstance(low, tuple) or low < 255:
         raise UnsupportedColourError(f"{path}: {TRANSPARENT}")
     return img.convert(_ALPHA[img.mode])
 

@@ -41,8 +41,8 @@ class ImageDataset(Dataset):
         return tuple(t[0] for t in self.__getitems__([i]))
 
     def __getitems__(self, index: Sequence[int]) -> tuple[torch.Tensor, ...]:
-        index = np.asarray(index, dtype=np.int64)
-        return (torch.from_numpy(np.asarray(self.images[index])), *(torch.as_tensor(c[index]) for c in self.columns))
+        rows = np.asarray(index, dtype=np.int64)
+        return (torch.from_numpy(np.asarray(self.images[rows])), *(torch.as_tensor(c[rows]) for c in self.columns))
 
 
 def _whole_batch(batch):
@@ -52,7 +52,7 @@ def _whole_batch(batch):
 
 def batch_loader(
     dataset: ImageDataset,
-    batches: Iterable[Sequence[int]],
+    batches: Iterable[list[int]],
     device: torch.device,
     generator: torch.Generator | None = None,
 ) -> DataLoader:

@@ -150,7 +150,7 @@ def _check_rows(root: Path, manifest: Path, text: str) -> tuple[list[ManifestRow
 def class_folder_rows(root: Path) -> list[ManifestRow]:
     """Rows of a dataset without labels.csv: one sub-folder per class, each entry in it (a DICOM, NIfTI or
     image file, or a DICOM series folder) one image. Hidden entries are ignored."""
-    rows = []
+    rows: list[ManifestRow] = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for entry in sorted(p for p in class_dir.iterdir() if not p.name.startswith(".")):
             relpath = entry.relative_to(root).as_posix()

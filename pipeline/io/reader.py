@@ -234,6 +234,7 @@ def reorient(image: LoadedImage, axcodes: str = "LPS") -> LoadedImage:
     # no copy: a DICOM series arrives as a transposed view whose axial slices are contiguous in memory
     tensor = MetaTensor(torch.from_numpy(image.array), affine=torch.as_tensor(image.affine))
     out = Orientation(axcodes=axcodes[:spatial], labels=_RAS_LABELS)(tensor)
+    assert isinstance(out, MetaTensor)  # Orientation gives back the kind of tensor it is given
     affine = np.asarray(out.affine, dtype=np.float64)
     spacing = tuple(float(s) for s in affine_to_spacing(affine, r=spatial))
     return dataclasses.replace(image, array=out.numpy(), affine=affine, spacing=spacing)
@@ -567,7 +568,7 @@ def _nifti_colour(array: np.ndarray, layout: str, path: Path) -> tuple[np.ndarra
     """RGB voxels (a structured array, or ``(X, Y, Z, 1, 3|4)`` vectors) as float32 ``(3, X, Y, Z)``, alpha dropped
     when every voxel is opaque (refused otherwise), and the largest value a sample can take."""
     if layout == "rgb":
-        channels = np.stack([array[name] for name in array.dtype.names])
+        channels = np.stack([array[name] for name in array.dtype.names or ()])
         max_value: float | None = 255.0  # 8-bit fields
     else:
         channels = np.moveaxis(array[:, :, :, 0, :], -1, 0)

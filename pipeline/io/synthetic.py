@@ -31,6 +31,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     ExplicitVRLittleEndian,
     MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
     MultiFrameTrueColorSecondaryCaptureImageStorage,
@@ -95,7 +96,10 @@ def write_synthetic_nifti(path: Path, image: np.ndarray) -> None:
 def load_synthetic_nifti(path: Path) -> np.ndarray:
     """Read a file of :func:`write_synthetic_nifti` back as float32 ``(C, X, Y[, Z])``; a colour volume of one
     slice (Z = 1) comes back 2D."""
-    data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+    image = nib.load(path)
+    if not isinstance(image, nib.Nifti1Image):
+        raise ValueError(f"{path}: not a NIfTI-1 image, which write_synthetic_nifti writes")
+    data = np.asarray(image.dataobj, dtype=np.float32)
     if data.ndim != 5:
         return data[None]
     if data.shape[3:] != (1, 3):
@@ -215,12 +219,12 @@ def write_synthetic_dicom(
         ds.save_as(fh, enforce_file_format=True)
 
 
-def _synthetic_header(sop_class: str, sop_instance: str, *, label: str, sampler: str, modality: str) -> Dataset:
+def _synthetic_header(sop_class: UID, sop_instance: str, *, label: str, sampler: str, modality: str) -> Dataset:
     """The header of a synthetic SC object without its pixel module, UIDs of study and series, or geometry."""
     software = _software()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
     ds = Dataset()

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from monai.networks.nets import VarAutoEncoder
 from torch import nn
 
+from pipeline.io.arrays import ImageArray
+
 __all__ = [
     "ConditionalVAE",
     "ClassVAEs",
@@ -142,25 +144,30 @@ class ClassVAEs(nn.Module):
         if mode == "conditional" and len(models) != 1:
             raise ValueError("mode conditional takes exactly one model")
         self.mode = mode
-        self.models = nn.ModuleList(models)
+        self.models = nn.ModuleList(models)  # registers them: parameters, state_dict, .to(), .eval()
+        self._networks = list(models)  # the same modules, as their own type (a ModuleList gives nn.Module)
+
+    def network(self, k: int) -> ConditionalVAE:
+        """Network ``k`` (``models[k]``)."""
+        return self._networks[k]
 
     @property
     def num_classes(self) -> int:
-        return self.models[0].num_classes if self.mode == "conditional" else len(self.models)
+        return self.network(0).num_classes if self.mode == "conditional" else len(self.models)
 
     @property
     def latent_size(self) -> int:
-        return self.models[0].latent_size
+        return self.network(0).latent_size
 
     @property
     def image_shape(self) -> tuple[int, ...]:
-        return tuple(self.models[0].image_shape)
+        return tuple(self.network(0).image_shape)
 
     def model_for(self, label: int) -> tuple[ConditionalVAE, int]:
         """The network that handles class ``label`` and the label value that network expects."""
         if not 0 <= label < self.num_classes:
             raise ValueError(f"class label {label} out of range 0..{self.num_classes - 1}")
-        return (self.models[0], label) if self.mode == "conditional" else (self.models[label], 0)
+        return (self.network(0), label) if self.mode == "conditional" else (self.network(label), 0)
 
     def encode(self, x: torch.Tensor, label: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and log-variance of images ``x`` that all belong to class ``label``."""
@@ -221,7 +228,7 @@ def kl_weight(epoch: int, beta: float, warmup_epochs: int) -> float:
 
 @torch.no_grad()
 def encode_images(
-    model: ConditionalVAE, images: np.ndarray, device, batch_size: int = 256
+    model: ConditionalVAE, images: ImageArray, device, batch_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
     """Posterior means and log-variances of ``images`` (N, C, spatial...) under a single-class (label 0) network,
     in batches, as arrays."""

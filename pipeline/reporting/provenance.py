@@ -34,10 +34,13 @@ CODE = ("pipeline", "params.yaml", "dvc.yaml", "pyproject.toml", "requirements.l
 def git_state(root: Path) -> dict | None:
     """``{"commit", "uncommitted"}``: the checked-out commit and the code/parameter files that differ from it;
     ``None`` outside a git checkout or without git."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
     try:
-        run = {"cwd": root, "capture_output": True, "text": True, "check": True}
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], **run).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--", *CODE], **run).stdout
+        commit = git("rev-parse", "HEAD").strip()
+        status = git("status", "--porcelain", "--", *CODE)
     except (OSError, subprocess.CalledProcessError):
         return None
     return {"commit": commit, "uncommitted": sorted(line[3:] for line in status.splitlines())}
