@@ -18,8 +18,14 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
+# ruff, mypy on pipeline/ ([tool.mypy] in pyproject.toml) and the GitHub workflow's checks (as tests/test_workflow.py
+# runs them); .pre-commit-config.yaml runs the same on a commit
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/ruff format --check pipeline tests bench
+	$(BIN)/actionlint .github/workflows/*.yml
+	$(BIN)/zizmor --offline --quiet .github/workflows
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_pipeline.py
