@@ -3,13 +3,15 @@
 ``scratch_project`` copies ``pipeline/`` and ``dvc.yaml`` into a temporary folder, writes params.yaml with overrides
 (``{"section": {"key": value}}``, applied in order) and runs `dvc init --no-scm`; ``reproduced_project`` then runs
 `dvc repro` to the end. ``dvc`` runs DVC there with the test's Python first on PATH (the stages call ``python``).
-``shared_pipeline_run`` is the one whole run that several test modules share (the ``shared_run`` fixture).
+``shared_pipeline_run`` is the one whole run that several test modules share (the ``shared_run`` fixture): it runs the
+GitHub workflow's "dvc repro (demo data)" step as CI does (``run_workflow_step``), so a broken step fails here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW = ROOT / ".github" / "workflows" / "augmentation-report.yml"  # the pull-request workflow
 
 # A small pipeline: 24 demo patients at 32 px, a few VAE epochs, two classifier epochs and seeds, one ablation ratio,
 # two small latent sizes.
@@ -68,6 +71,43 @@ def dvc(project: Path, *args: str, ok: bool = True) -> str:
     return done.stdout + done.stderr
 
 
+def workflow_step(name: str) -> dict:
+    """The step named ``name`` of the pull-request workflow's one job (its ``run:`` script, ``env:``, ``with:``)."""
+    jobs = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))["jobs"]
+    steps = [step for job in jobs.values() for step in job["steps"]]
+    found = [step for step in steps if step.get("name") == name]
+    assert len(found) == 1, f"{WORKFLOW.name} has {len(found)} steps named {name!r}"
+    return found[0]
+
+
+def activate_script(project: Path) -> Path:
+    """``project``/.venv/bin/activate that puts this Python's folder (python, dvc) first on PATH, so that a workflow
+    step's ``source .venv/bin/activate`` finds what the tests run with."""
+    script = project / ".venv" / "bin" / "activate"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(
+        "# written by tests/project.py: the tests' Python environment, as `make` builds .venv in CI\n"
+        f"export VIRTUAL_ENV={shlex.quote(sys.prefix)}\n"
+        f'export PATH={shlex.quote(str(Path(sys.executable).parent))}:"$PATH"\n',
+        encoding="utf-8",
+    )
+    return script
+
+
+def run_workflow_step(project: Path, name: str, **env: str) -> subprocess.CompletedProcess:
+    """Run the ``run:`` script of the workflow step ``name`` in ``project`` as GitHub runs a step without a
+    ``shell:`` (``bash -e``), with ``env`` added (what the step's ``env:`` would set); its output, not checked."""
+    script = workflow_step(name)["run"]
+    activate_script(project)
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-e", "-c", script],
+        cwd=project,
+        env=dvc_env(**env),
+        capture_output=True,
+        text=True,
+    )
+
+
 def set_params(project: Path, *overrides: dict, base: Path | None = None) -> None:
     """Write ``project``/params.yaml: ``base`` (default: the project's own params.yaml) with ``overrides``."""
     params = yaml.safe_load((base or project / "params.yaml").read_text(encoding="utf-8"))
@@ -99,6 +139,7 @@ def reproduced_project(project: Path, *overrides: dict) -> Path:
 # TINY, with a generator that trains 20 epochs, so that a kill sent when its training starts lands during it
 # (tests/test_reliability.py kills a copy of the shared run there)
 SHARED = {**TINY, KIND: {**TINY[KIND], "epochs": 20}}
+REPRO_STEP = "dvc repro (demo data)"  # the workflow step the shared run runs
 CORRUPT = "dicom/corrupt/slice_000.dcm"  # a truncated DICOM in the shared run's source, left out by on_error: skip
 
 
@@ -107,14 +148,15 @@ class SharedRun:
     project: Path  # the project folder after `dvc repro` (params SHARED, data.root = source)
     source: Path  # the dataset it read, outside the project
     markers: object  # the PHI markers in the source's headers and labels.csv (tests.phi.Markers)
-    log: str  # what `dvc repro` printed
+    log: str  # what the workflow's "dvc repro (demo data)" step printed (`dvc repro`, then `dvc status`)
     source_before: dict  # snapshot() of the source before the run
 
 
 def shared_pipeline_run(folder: Path, marked_dataset: Path, markers) -> SharedRun:
-    """The whole tiny pipeline (``SHARED``) through `dvc repro` as a user runs it on their own data: the source is a
-    copy of the PHI-marked dataset (tests/phi.py) plus one truncated DICOM with its labels.csv row, outside the
-    project and read-only during the run; ``preprocess.on_error: skip`` leaves the truncated file out."""
+    """The whole tiny pipeline (``SHARED``) through `dvc repro` as a user runs it on their own data, by the workflow's
+    "dvc repro (demo data)" step (its script as CI runs it): the source is a copy of the PHI-marked dataset
+    (tests/phi.py) plus one truncated DICOM with its labels.csv row, outside the project and read-only during the
+    run; ``preprocess.on_error: skip`` leaves the truncated file out."""
     source = folder / "source"
     shutil.copytree(marked_dataset, source)
     first = sorted((source / "dicom").rglob("*.dcm"))[0]
@@ -126,7 +168,9 @@ def shared_pipeline_run(folder: Path, marked_dataset: Path, markers) -> SharedRu
     overrides = {"data": {"root": str(source)}, "preprocess": {"on_error": "skip"}}
     project = scratch_project(folder / "project", SHARED, overrides)
     with read_only(source):
-        log = dvc(project, "repro")
+        done = run_workflow_step(project, REPRO_STEP)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, f"the workflow's {REPRO_STEP!r} step failed:\n{log[-6000:]}"
     return SharedRun(project, source, markers, log, before)
 
 
