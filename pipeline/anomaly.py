@@ -38,6 +38,7 @@ from pipeline.models.vae import (
 )
 from pipeline.planning import check_before_training
 from pipeline.plots import anomaly_maps, anomaly_scores
+from pipeline.reporting.figures import ANOMALY_MAPS, ANOMALY_SCORES
 from pipeline.runtime import compute_device, run_stage, versions
 
 __all__ = [
@@ -223,15 +224,15 @@ def main() -> None:
     write_json(out / "metrics.json", metrics)
     _write_scores(out / "scores.csv", test, test_scores, threshold, cfg.score)
     _write_roc(out / "roc.csv", test.labels != normal, test_scores[cfg.score])
-    figures = Path(paths.reports) / "figures"
+    reports = Path(paths.reports)
     anomaly_scores(
-        figures / "anomaly_scores.png", test.labels, test.classes, normal, test_scores[cfg.score], threshold, cfg.score
+        ANOMALY_SCORES.path(reports), test.labels, test.classes, normal, test_scores[cfg.score], threshold, cfg.score
     )
     top = np.argsort(-test_scores[cfg.score], kind="stable")[: cfg.n_maps]
     top_maps = reconstruction_maps(model, test.images, top, device)
     titles = [f"{test.classes[test.labels[i]]}\n{test_scores[cfg.score][i]:.4g}" for i in top]
     anomaly_maps(
-        figures / "anomaly_maps.png",
+        ANOMALY_MAPS.path(reports),
         test.images[top],
         top_maps["decoded"],
         top_maps["error_map"],

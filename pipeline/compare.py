@@ -29,8 +29,10 @@ import numpy as np
 from pipeline.config import TrainClassifierConfig, load_section
 from pipeline.io.arrays import read_json, write_csv, write_json
 from pipeline.io.atomic import atomic_dir
+from pipeline.io.records import ClassifierRun
 from pipeline.metrics import bootstrap_draws, mean_curves, paired_difference, predict_labels
 from pipeline.plots import confusion_matrices, ratio_curve, roc_pr_curves, strategy_bars
+from pipeline.reporting.figures import CONFUSION_MATRICES, ROC_PR, STRATEGY_BARS, SYNTHETIC_RATIO
 from pipeline.runtime import run_stage
 from pipeline.strategies import remedy
 
@@ -60,7 +62,7 @@ class StrategyResult:
     """One strategy's outputs: its summary, per-seed records and test predictions."""
 
     summary: dict
-    runs: list[dict]
+    runs: list[ClassifierRun]
     predictions: dict[str, np.ndarray]
 
     def draws(self, keys: list[str]) -> dict[str, np.ndarray]:
@@ -70,7 +72,7 @@ class StrategyResult:
         return bootstrap_draws(p["labels"], list(p["proba"]), thresholds, classes, keys, positive=int(p["positive"]))
 
     def per_seed(self, key: str) -> np.ndarray:
-        return np.array([r["test"][key] for r in self.runs])
+        return np.array([r.test[key] for r in self.runs])
 
     def predicted(self) -> list[tuple[int, np.ndarray]]:
         """(seed, predicted labels of the test images) for every seed, with its validation threshold."""
@@ -85,7 +87,7 @@ def load_result(folder: str | Path) -> StrategyResult:
     folder = Path(folder)
     with np.load(folder / "predictions.npz") as npz:
         predictions = {k: npz[k] for k in npz.files}
-    return StrategyResult(read_json(folder / "metrics.json"), read_json(folder / "runs.json"), predictions)
+    return StrategyResult(read_json(folder / "metrics.json"), ClassifierRun.read_all(folder), predictions)
 
 
 def _keys(results: dict[str, StrategyResult]) -> list[str]:
@@ -138,9 +140,7 @@ def validation_scores(results: dict[str, StrategyResult]) -> dict[str, np.ndarra
     threshold chosen on validation). Nothing here reads a test prediction."""
     scores = {}
     for name, result in results.items():
-        if any("val" not in run for run in result.runs):
-            raise ValueError(f"{name}'s runs.json has no validation scores: re-run the train_classifier stage")
-        scores[name] = np.array([run["val"]["balanced_accuracy"] for run in result.runs], dtype=float)
+        scores[name] = np.array([run.val["balanced_accuracy"] for run in result.runs], dtype=float)
     return scores
 
 
@@ -308,10 +308,9 @@ def main() -> None:
     logger.info("recommended (on validation): %s", combined["recommendation"]["remedy"])
     rows = ratio_table(combined, ablation)
     write_csv(reports / "synthetic_ratio.csv", rows)
-    figures = reports / "figures"
-    ratio_curve(figures / "synthetic_ratio.png", rows, combined)
+    ratio_curve(SYNTHETIC_RATIO.path(reports), rows, combined)
     synthetic = {name for name, r in results.items() if remedy(r.summary["strategy"]).pool != "none"}
-    strategy_bars(figures / "strategy_bars.png", combined, synthetic)
+    strategy_bars(STRATEGY_BARS.path(reports), combined, synthetic)
     chosen = {name: results[name] for name in cfg.strategies}
     curves = curve_tables(chosen)
     for kind, table in curves.items():
@@ -319,9 +318,9 @@ def main() -> None:
     first = results["real_only"].predictions
     classes = [str(c) for c in first["classes"]]
     combined["curves_class"] = classes[int(first["positive"])]
-    roc_pr_curves(figures / "roc_pr.png", curves, combined)
+    roc_pr_curves(ROC_PR.path(reports), curves, combined)
     matrices = write_confusion(reports / "curves" / "confusion", chosen)
-    confusion_matrices(figures / "confusion_matrices.png", matrices, classes, combined["seeds"])
+    confusion_matrices(CONFUSION_MATRICES.path(reports), matrices, classes, combined["seeds"])
     write_json(reports / "metrics.json", combined)
     logger.info("compared %d strategies and %d ablation ratios", len(cfg.strategies), len(ablation))
 

@@ -146,6 +146,8 @@ class PreprocessConfig:
         _check(self.workers >= 0, "preprocess.workers", "0 (one per core) or a positive number")
 
 
+# Choices written once, as the registries' names; the Literal fields below are built from them at run time, which
+# mypy cannot follow (hence their `type: ignore[valid-type]`); the validation reads the same tuples.
 GENERATOR_KINDS = ("vae", "vae_gan", "latent_diffusion")  # pipeline.generators.GENERATORS (a test checks)
 SAMPLER_NAMES = ("prior", "posterior", "interpolate", "bootstrap")  # the registry of pipeline.generators.samplers
 # filters of the synthetic pool (pipeline.generators.sampling applies those listed in this order, cheapest first)
@@ -154,9 +156,8 @@ FILTER_NAMES = ("consistency", "classifier", "manifold")
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    kind: Literal[
-        GENERATOR_KINDS
-    ]  # which generator the train_generator stage trains; its settings: the section of that name
+    # which generator the train_generator stage trains; its settings: the section of that name
+    kind: Literal[GENERATOR_KINDS]  # type: ignore[valid-type]
     mode: Literal["conditional", "per_class"]  # one class-conditional network, or one network per class
     seed: int  # initialisation and shuffling seed
 
@@ -282,11 +283,11 @@ def _section_name(cfg: object) -> str:
 class GenerateConfig:
     pool_margin: float  # images per class beyond what train_classifier's settings take at most (a share of it)
     every_class: bool  # at least as many images of every class as its real training split (the quality stage's)
-    sampler: Literal[SAMPLER_NAMES]  # where latent codes come from
+    sampler: Literal[SAMPLER_NAMES]  # type: ignore[valid-type]  # where latent codes come from
     temperature: float  # scale of the sampling spread
     mixture_components: int  # Gaussians in the posterior sampler's mixture (fewer if the class is small)
     bootstrap_noise: float  # standard deviation of the noise the bootstrap sampler adds to a real latent
-    filter: tuple[Literal[FILTER_NAMES], ...]  # a sample is kept when every listed filter keeps it ([] = all kept):
+    filter: tuple[Literal[FILTER_NAMES], ...]  # type: ignore[valid-type]  # a sample is kept when every listed filter keeps it ([] = all kept):
     # consistency (the generator reproduces it), classifier (a classifier of the real images calls it its class),
     # manifold (inside a real training image's k-NN ball in that classifier's features); see generate.py
     filter_quantile: float  # the share of real images of a class that would pass consistency / classifier
@@ -321,7 +322,7 @@ STRATEGY_NAMES = (
 
 @dataclass(frozen=True)
 class TrainClassifierConfig:
-    strategies: tuple[Literal[STRATEGY_NAMES], ...]  # remedies compared (the train_classifier stage trains each)
+    strategies: tuple[Literal[STRATEGY_NAMES], ...]  # type: ignore[valid-type]  # remedies compared (the train_classifier stage trains each)
     synthetic_ratio: float  # vae strategies: synthetic images per minority class, as a multiple of its gap
     ablation_ratios: tuple[float, ...]  # the vae strategy also trained at these ratios (the ablation curve)
     network: Literal["resnet_small", "resnet18", "densenet121"]  # classifier architecture (MONAI networks)

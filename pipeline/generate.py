@@ -22,7 +22,6 @@ and synthetic images for every sampler, and interpolation strips walk between tw
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,8 +43,9 @@ from pipeline.generators.sampling import (
     stream_images,
 )
 from pipeline.generators.selection import ClassifierFilter, ManifoldFilter, fit_real_classifier
-from pipeline.io.arrays import load_split, read_json
+from pipeline.io.arrays import load_split
 from pipeline.io.atomic import atomic_dir
+from pipeline.io.records import PoolSummary, ProcessedSummary
 from pipeline.io.synthetic import (
     PoolWriter,
     new_synthetic_uids,
@@ -57,6 +57,7 @@ from pipeline.io.synthetic import (
 from pipeline.models.classifier import REAL_CLASSIFIER
 from pipeline.planning import check_before_training
 from pipeline.plots import image_grid, latent_projection
+from pipeline.reporting.figures import INTERPOLATION, LATENT_SYNTHETIC, REAL_VS_SYNTHETIC, SYNTHETIC_BY_SAMPLER
 from pipeline.runtime import compute_device, file_sha256, run_stage
 from pipeline.strategies import pool_sizes, synthetic_demand
 
@@ -83,7 +84,7 @@ def main() -> None:
     demand = synthetic_demand(train.counts(), clf_cfg)
     counts = pool_sizes(demand, train.counts(), cfg.pool_margin, cfg.every_class)
     out_dir = Path(paths.synthetic)
-    formats = output_formats(read_json(Path(paths.processed) / "summary.json"), train.images.ndim - 2)
+    formats = output_formats(ProcessedSummary.read(paths.processed), train.images.ndim - 2)
     with atomic_dir(out_dir) as staging, PoolWriter(staging, generator.image_shape) as pool:
         files = _PoolFiles(staging, pool, cfg, file_sha256(paths.generator), *formats)
         rows, grid, by_sampler, strips, filtering, codes = files.rows, [], [], [], {}, []
@@ -111,20 +112,20 @@ def main() -> None:
                 strips.append((f"{name}: real #0 -> real #1", interpolation_strip(generator, label, real[0], real[1])))
         write_manifest(staging, rows)
         torch.save(real_classifier.state_dict(), staging / REAL_CLASSIFIER)
-        summary = {
-            "generator": checkpoint["kind"],
-            "mode": checkpoint["mode"],
-            "sampler": cfg.sampler,
-            "demand": demand,  # what train_classifier's settings take at most, per class
-            "requested": counts,
-            "written": {name: sum(r["label"] == name for r in rows) for name in train.classes},
-            "filter": list(cfg.filter),
-            "filtering": filtering,
-            "generator_patients": checkpoint.get("patients", []),  # pseudonyms it learnt from (leak checks downstream)
-        }
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    _draw(Path(paths.reports) / "figures", grid, by_sampler, strips, codes, train.classes)
-    logger.info("generated %s synthetic images into %s", summary["written"], out_dir)
+        summary = PoolSummary(
+            generator=checkpoint["kind"],
+            mode=checkpoint["mode"],
+            sampler=cfg.sampler,
+            demand=demand,
+            requested=counts,
+            written={name: sum(r["label"] == name for r in rows) for name in train.classes},
+            filter=list(cfg.filter),
+            filtering=filtering,
+            generator_patients=checkpoint.get("patients", []),
+        )
+        summary.write(staging)
+    _draw(Path(paths.reports), grid, by_sampler, strips, codes, train.classes)
+    logger.info("generated %s synthetic images into %s", summary.written, out_dir)
 
 
 def filter_judges(
@@ -139,30 +140,29 @@ def filter_judges(
     return judges
 
 
-def output_formats(source: dict, dims: int) -> tuple[str, bool, bool, tuple[float, ...] | None]:
-    """From preprocess's ``summary.json`` (``source``) of ``dims``-D images: the modality the synthetic DICOMs
-    state (the source's most common), whether to write DICOM (DICOM came in) and PNG (image files came in, 2D)
-    beside NIfTI, and the pixel size in mm when preprocess resampled to a fixed spacing on every axis (else none is
-    claimed)."""
-    as_dicom = source.get("formats", {}).get("dicom", 0) > 0
-    as_png = source.get("formats", {}).get("image", 0) > 0 and dims == 2
-    modality = max(source["modalities"], key=source["modalities"].__getitem__) if source["modalities"] else "OT"
-    spacing = source.get("spacing_mm") or []
+def output_formats(source: ProcessedSummary, dims: int) -> tuple[str, bool, bool, tuple[float, ...] | None]:
+    """From preprocess's summary (``source``) of ``dims``-D images: the modality the synthetic DICOMs state (the
+    source's most common), whether to write DICOM (DICOM came in) and PNG (image files came in, 2D) beside NIfTI,
+    and the pixel size in mm when preprocess resampled to a fixed spacing on every axis (else none is claimed)."""
+    as_dicom = source.formats.get("dicom", 0) > 0
+    as_png = source.formats.get("image", 0) > 0 and dims == 2
+    modality = max(source.modalities, key=source.modalities.__getitem__) if source.modalities else "OT"
+    spacing = source.spacing_mm or []
     complete = isinstance(spacing, list) and len(spacing) >= dims and all(v > 0 for v in spacing[:dims])
     return modality, as_dicom, as_png, tuple(float(v) for v in spacing[:dims]) if complete else None
 
 
-def _draw(figures: Path, grid: list, by_sampler: list, strips: list, codes: list, classes: tuple[str, ...]) -> None:
+def _draw(reports: Path, grid: list, by_sampler: list, strips: list, codes: list, classes: tuple[str, ...]) -> None:
     """Real against synthetic images, every sampler, the interpolation strips, and the generator's latent space
     with the pool's codes over the training images'."""
-    image_grid(figures / "real_vs_synthetic.png", grid)
-    image_grid(figures / "synthetic_by_sampler.png", by_sampler)
-    image_grid(figures / "interpolation.png", strips)
+    image_grid(REAL_VS_SYNTHETIC.path(reports), grid)
+    image_grid(SYNTHETIC_BY_SAMPLER.path(reports), by_sampler)
+    image_grid(INTERPOLATION.path(reports), strips)
     real_labels = np.concatenate([np.full(len(real), label) for label, (real, _) in enumerate(codes)])
     made_labels = np.concatenate([np.full(len(made), label) for label, (_, made) in enumerate(codes)])
     real_codes, made_codes = np.concatenate([c[0] for c in codes]), np.concatenate([c[1] for c in codes])
     latent_projection(
-        figures / "latent_synthetic.png",
+        LATENT_SYNTHETIC.path(reports),
         real_codes,
         real_labels,
         classes,

@@ -34,6 +34,13 @@ from pipeline.io.arrays import ImageArray, SplitData, batches, load_split, write
 from pipeline.models.vae import ConditionalVAE, decode_codes, encode_images, kl_per_dimension
 from pipeline.planning import check_before_training
 from pipeline.plots import image_grid, latent_projection, reduction_curve
+from pipeline.reporting.figures import (
+    LATENT_DENOISING,
+    LATENT_INTERPOLATION,
+    LATENT_PROJECTION,
+    LATENT_REDUCTION,
+    LATENT_TRAVERSAL,
+)
 from pipeline.runtime import compute_device, run_stage
 
 __all__ = [
@@ -158,9 +165,9 @@ def _strip(model: ConditionalVAE, a: np.ndarray, b: np.ndarray, steps: int, devi
     return decode_codes(model, (1 - t) * mu[0] + t * mu[1], device)
 
 
-def _pictures(model: ConditionalVAE, test: SplitData, cfg: LatentConfig, figures: Path, device) -> None:
+def _pictures(model: ConditionalVAE, test: SplitData, cfg: LatentConfig, reports: Path, device) -> None:
     mu, logvar = encode_images(model, test.images, device)
-    latent_projection(figures / "latent_projection.png", mu, test.labels, test.classes, cfg.tsne)
+    latent_projection(LATENT_PROJECTION.path(reports), mu, test.labels, test.classes, cfg.tsne)
     # within the first class (its first two images), then from its first image to the first of each other class
     first = {k: np.flatnonzero(test.labels == k) for k in range(len(test.classes)) if (test.labels == k).any()}
     start_class, start = next(iter(first.items()))
@@ -168,7 +175,7 @@ def _pictures(model: ConditionalVAE, test: SplitData, cfg: LatentConfig, figures
     pairs += [(k, start[0], idx[0]) for k, idx in first.items() if k != start_class]
     strips = [(f"{test.classes[start_class]} to {test.classes[k]}", (i, j)) for k, i, j in pairs]
     rows = [(title, _strip(model, test.images[i], test.images[j], 8, device)) for title, (i, j) in strips]
-    image_grid(figures / "latent_interpolation.png", rows, columns=8)
+    image_grid(LATENT_INTERPOLATION.path(reports), rows, columns=8)
     kl = kl_per_dimension(torch.from_numpy(mu), torch.from_numpy(logvar)).numpy()
     base = mu.mean(0)
     traversal = []
@@ -176,7 +183,7 @@ def _pictures(model: ConditionalVAE, test: SplitData, cfg: LatentConfig, figures
         codes = np.repeat(base[None], 7, axis=0)
         codes[:, dim] = np.linspace(-3, 3, 7)
         traversal.append((f"dimension {dim} (KL {kl[dim]:.2f} nats), -3 to +3", decode_codes(model, codes, device)))
-    image_grid(figures / "latent_traversal.png", traversal, columns=7)
+    image_grid(LATENT_TRAVERSAL.path(reports), traversal, columns=7)
 
 
 def keyed_metrics(reduction: list[dict], classification: list[dict], noise: list[dict]) -> dict:
@@ -224,15 +231,15 @@ def main() -> None:
             classification.append({"components": size, "features": name, **scores})
     largest = models[max(models)]
     noise, examples = denoising(largest, np.asarray(test.images), cfg.noise_levels, seed, device)  # read whole above
-    out, figures = Path(paths.reports) / "latent", Path(paths.reports) / "figures"
+    out, reports = Path(paths.reports) / "latent", Path(paths.reports)
     write_json(out / "metrics.json", keyed_metrics(reduction, classification, noise))
     write_csv(out / "reduction.csv", reduction)
-    reduction_curve(figures / "latent_reduction.png", reduction)
+    reduction_curve(LATENT_REDUCTION.path(reports), reduction)
     denoise_rows = [("clean", test.images[:8])]
     for level, (noisy, denoised) in examples.items():
         denoise_rows += [(f"noise sd {level}", noisy), (f"VAE reconstruction of noise sd {level}", denoised)]
-    image_grid(figures / "latent_denoising.png", denoise_rows, columns=8)
-    _pictures(largest, test, cfg, figures, device)
+    image_grid(LATENT_DENOISING.path(reports), denoise_rows, columns=8)
+    _pictures(largest, test, cfg, reports, device)
     for row in reduction:
         logger.info(
             "%d components: test MSE VAE %.5f, PCA %.5f, ICA %.5f",

@@ -34,8 +34,9 @@ from pipeline.config import (
 )
 from pipeline.generators import build_generator
 from pipeline.generators.vae import VAEGenerator
-from pipeline.io.arrays import SPLITS, read_json
+from pipeline.io.arrays import SPLITS
 from pipeline.io.errors import DatasetShapeError
+from pipeline.io.records import ProcessedSummary
 from pipeline.strategies import pool_sizes, synthetic_demand
 
 __all__ = ["Settings", "Plan", "load_settings", "dataset_plan", "refuse_unfit", "check_before_training"]
@@ -218,8 +219,8 @@ def refuse_unfit(plan: Plan) -> None:
 def check_before_training(processed: str | Path, params_file: str | Path = PARAMS_FILE) -> Plan:
     """The plan of the preprocessed dataset in ``processed`` (its ``summary.json``) under ``params_file``;
     :class:`DatasetShapeError` (:func:`refuse_unfit`) when the settings cannot run on it."""
-    summary = read_json(Path(processed) / "summary.json")
-    splits = {name: summary["splits"][name]["images"] for name in SPLITS}
-    plan = dataset_plan(splits, load_settings(params_file), tuple(summary["image_size"]))
+    summary = ProcessedSummary.read(processed)
+    splits = {name: summary.split_counts(name) for name in SPLITS}
+    plan = dataset_plan(splits, load_settings(params_file), tuple(summary.image_size))
     refuse_unfit(plan)
     return plan

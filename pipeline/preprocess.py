@@ -28,7 +28,7 @@ import shutil
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
@@ -53,13 +53,14 @@ from pipeline.io.arrays import (
     save_split,
     split_paths,
     write_csv,
-    write_json,
 )
 from pipeline.io.atomic import atomic_dir
 from pipeline.io.errors import DatasetTooSmallError, InsufficientSpaceError, MedaugInputError
 from pipeline.io.manifest import ManifestRow, check_manifest, read_manifest
+from pipeline.io.records import ProcessedSummary
 from pipeline.plots import image_grid
 from pipeline.preparation import Sample, pseudonymise, row_samples, target_channels, to_channels
+from pipeline.reporting.figures import SPLIT_TWINS
 from pipeline.runtime import run_stage
 
 __all__ = [
@@ -170,7 +171,7 @@ def _one_thread_per_worker() -> None:
     torch.set_num_threads(1)
 
 
-def iter_samples(rows: list[ManifestRow], cfg: PreprocessConfig, skipped: list[dict]) -> Iterator[Sample]:
+def iter_samples(rows: list[ManifestRow], cfg: PreprocessConfig, skipped: list[dict]) -> Generator[Sample]:
     """Every row's samples in manifest order, read by ``cfg.workers`` processes and handed over as they come (a row's
     samples at a time, not the dataset); the rows skipped are appended to ``skipped`` with their reason
     (``on_error: skip``; with ``fail`` the first bad row raises). Close the iterator (or exhaust it) to stop the
@@ -330,7 +331,9 @@ class _Record:
 def _read_to_scratch(rows: list[ManifestRow], cfg: PreprocessConfig, scratch: Path) -> tuple[list[_Record], list]:
     """Pass 1: every row's images (:func:`iter_samples`) appended to ``scratch`` as they come, as they are; their
     records, and the rows skipped."""
-    records, skipped, offset = [], [], 0
+    records: list[_Record] = []
+    skipped: list[dict] = []
+    offset = 0
     samples = iter_samples(rows, cfg, skipped)
     try:
         with open(scratch, "wb") as fh:
@@ -386,7 +389,7 @@ def preprocess_dataset(
     *,
     destination: Path | None = None,
     free: int | None = None,
-) -> tuple[dict[str, SplitData], list[dict], dict]:
+) -> tuple[dict[str, SplitData], list[dict], ProcessedSummary]:
     """Core of the stage: write each split's images and labels into ``folder`` (:func:`save_split`'s files) and
     return the splits (images read from those files, :class:`DiskArray`), the split manifest rows and the summary.
 
@@ -403,7 +406,7 @@ def preprocess_dataset(
             return splits, manifest, summary
     folder, named = Path(folder), Path(destination or folder)
     if cfg.on_error == "fail":
-        rows, problems = read_manifest(root), []
+        rows, problems = read_manifest(root), list[str]()
     else:
         rows, problems = check_manifest(root)
     # each row makes at least one image, written twice (the scratch file, then its split) with one channel or more
@@ -414,72 +417,101 @@ def preprocess_dataset(
     try:
         records, skipped = _read_to_scratch(rows, cfg, scratch)
         channels = target_channels(cfg.channels, (r.shape[0] for r in records))
-        converted = Counter(f"{r.shape[0]} to {channels}" for r in records if r.shape[0] != channels)
-        skipped = [{"reason": p} for p in problems] + skipped
-        labels = np.array([r.label for r in records])
-        patients = np.array([r.patient for r in records])
-        fixed = all(r.split for r in records)
-        if fixed:
-            split = check_given_split(labels, patients, np.array([r.split for r in records]))
-        else:
-            split = split_by_patient(labels, patients, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-        if not records:
-            raise DatasetTooSmallError("no image was read from labels.csv's rows")
+        split = _assign_splits(records, cfg)
         spatial = {r.shape[1:] for r in records}
         if len(spatial) > 1:
             raise ValueError(f"images of several sizes after resizing: {sorted(spatial)}")
         image_shape = (channels, *spatial.pop())
-        classes = tuple(sorted({str(label) for label in labels}))
+        classes = tuple(sorted({str(r.label) for r in records}))
         index = {name: np.flatnonzero(split == name) for name in SPLITS}
-        split_labels = {
-            name: np.array([classes.index(labels[i]) for i in idx], dtype=np.int64) for name, idx in index.items()
+        labels = {
+            name: np.array([classes.index(str(records[i].label)) for i in idx], dtype=np.int64)
+            for name, idx in index.items()
         }
-        needed = sum(_split_nbytes(split_labels[name], patients[idx], image_shape) for name, idx in index.items())
+        patients = np.array([r.patient for r in records])
+        needed = sum(_split_nbytes(labels[name], patients[idx], image_shape) for name, idx in index.items())
         check_free_space(named, needed, free, space_of=folder)
-        splits, manifest, lines = {}, [], {}
-        fd = os.open(scratch, os.O_RDONLY)
-        try:
-            for name, idx in index.items():
-                images = _write_images(split_paths(folder, name)[0], fd, [records[i] for i in idx], image_shape)
-                splits[name] = SplitData(images, split_labels[name], patients[idx], classes)
-                save_split(folder, name, splits[name], images_written=True)
-                manifest += [
-                    {
-                        "split": name,
-                        "index": j,
-                        "patient": patients[i],
-                        "label": labels[i],
-                        "labels_csv_line": records[i].line,
-                    }
-                    for j, i in enumerate(idx)
-                ]
-                lines[name] = [records[i].line for i in idx]
-        finally:
-            os.close(fd)
+        splits, manifest, lines = _write_splits(folder, scratch, records, index, labels, patients, classes, image_shape)
     finally:
         scratch.unlink(missing_ok=True)
-    summary = {
-        "n_files": len(rows),
-        "n_images": len(records),
-        "classes": list(classes),
-        "image_size": [channels] + [cfg.size] * cfg.spatial_dims,
-        "channels": {
+    skipped = [{"reason": p} for p in problems] + skipped
+    summary = _summary(cfg, len(rows), records, channels, splits, lines, skipped)
+    return splits, manifest, summary
+
+
+def _summary(
+    cfg: PreprocessConfig,
+    n_files: int,
+    records: list,
+    channels: int,
+    splits: dict[str, SplitData],
+    lines: dict[str, list[int]],
+    skipped: list[dict],
+) -> ProcessedSummary:
+    """The stage's record of what it made (no patient data: counts, settings, labels.csv line numbers)."""
+    return ProcessedSummary(
+        n_files=n_files,
+        n_images=len(records),
+        classes=list(splits["train"].classes),
+        image_size=[channels] + [cfg.size] * cfg.spatial_dims,
+        channels={
             "setting": cfg.channels,
             "used": channels,
-            "converted": dict(converted),  # images whose channels were converted, e.g. {"3 to 1": 12}
+            # images whose channels were converted, e.g. {"3 to 1": 12}
+            "converted": dict(Counter(f"{r.shape[0]} to {channels}" for r in records if r.shape[0] != channels)),
         },
-        "spacing_mm": list(cfg.spacing) if cfg.spacing is not None else "as in the files (resized to image_size)",
-        "modalities": dict(Counter(r.modality for r in records)),
-        "formats": dict(Counter(r.source for r in {r.line: r for r in records}.values())),
-        "splits": {
+        spacing_mm=list(cfg.spacing) if cfg.spacing is not None else "as in the files (resized to image_size)",
+        modalities=dict(Counter(r.modality for r in records)),
+        formats=dict(Counter(r.source for r in {r.line: r for r in records}.values())),
+        splits={
             name: {"images": splits[name].counts(), "patients": len(set(splits[name].patients))} for name in SPLITS
         },
-        "skipped": skipped,
-        "split_source": "labels.csv" if fixed else "patient-level stratified split",
-        "near_twins": near_twins(splits, lines),
-        "flat_images": flat_images(splits, lines),
-    }
-    return splits, manifest, summary
+        skipped=skipped,
+        split_source="labels.csv" if all(r.split for r in records) else "patient-level stratified split",
+        near_twins=near_twins(splits, lines),
+        flat_images=flat_images(splits, lines),
+    )
+
+
+def _assign_splits(records: list, cfg: PreprocessConfig) -> np.ndarray:
+    """Each record's split: the one labels.csv gives every row (checked), else a patient-level stratified split."""
+    if not records:
+        raise DatasetTooSmallError("no image was read from labels.csv's rows")
+    labels = np.array([r.label for r in records])
+    patients = np.array([r.patient for r in records])
+    if all(r.split for r in records):
+        return check_given_split(labels, patients, np.array([r.split for r in records]))
+    return split_by_patient(labels, patients, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+
+
+def _write_splits(
+    folder: Path,
+    scratch: Path,
+    records: list,
+    index: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    patients: np.ndarray,
+    classes: tuple[str, ...],
+    image_shape: tuple[int, ...],
+) -> tuple[dict[str, SplitData], list[dict], dict[str, list[int]]]:
+    """Each split's images copied from the scratch file into its files (:func:`save_split`): the splits, the
+    manifest rows and each split's labels.csv lines."""
+    splits, manifest, lines = {}, [], {}
+    fd = os.open(scratch, os.O_RDONLY)
+    try:
+        for name, idx in index.items():
+            chosen = [records[i] for i in idx]
+            images = _write_images(split_paths(folder, name)[0], fd, chosen, image_shape)
+            splits[name] = SplitData(images, labels[name], patients[idx], classes)
+            save_split(folder, name, splits[name], images_written=True)
+            manifest += [
+                {"split": name, "index": j, "patient": patients[i], "label": r.label, "labels_csv_line": r.line}
+                for j, (i, r) in enumerate(zip(idx, chosen, strict=True))
+            ]
+            lines[name] = [r.line for r in chosen]
+    finally:
+        os.close(fd)
+    return splits, manifest, lines
 
 
 def _draw_closest(twins: dict, splits: dict[str, SplitData], path: Path) -> None:
@@ -528,7 +560,7 @@ def main() -> None:
         with atomic_dir(out_dir) as staging:  # built beside out_dir, renamed into place when complete
             _, manifest, summary = preprocess_dataset(root, cfg, staging, destination=out_dir)
             write_csv(staging / "split_manifest.csv", manifest)
-            write_json(staging / "summary.json", summary)
+            summary.write(staging)
     except MedaugInputError as err:
         about_a_file = not isinstance(err, DatasetTooSmallError | InsufficientSpaceError)  # skipping files won't help
         hint = (
@@ -538,8 +570,8 @@ def main() -> None:
         )
         logger.error("preprocess stopped, nothing was written: %s: %s%s", type(err).__name__, err, hint)
         sys.exit(1)
-    logger.info("preprocessed %d images from %d files: %s", summary["n_images"], summary["n_files"], summary["splits"])
-    twins = summary["near_twins"]
+    logger.info("preprocessed %d images from %d files: %s", summary.n_images, summary.n_files, summary.splits)
+    twins = summary.near_twins
     if twins["pairs"]:
         logger.warning(
             "%d validation/test image(s) have a near-identical twin in the training split (%d with another label): "
@@ -548,7 +580,7 @@ def main() -> None:
             twins["different_label"],
             out_dir / "summary.json",
         )
-    flat = summary["flat_images"]
+    flat = summary.flat_images
     if any(flat["images"].values()):
         logger.warning(
             "%d image(s) are constant along an axis (stripes or blank: broken exports or resizes?), e.g. labels.csv "
@@ -558,9 +590,9 @@ def main() -> None:
             out_dir / "summary.json",
         )
     splits = {name: load_split(out_dir, name) for name in SPLITS}  # where the staging folder's files now are
-    _draw_closest(summary["near_twins"], splits, Path(load_section("paths").reports) / "figures" / "split_twins.png")
-    if summary["skipped"]:
-        logger.warning("%d manifest row(s) skipped, listed in %s", len(summary["skipped"]), out_dir / "summary.json")
+    _draw_closest(summary.near_twins, splits, SPLIT_TWINS.path(load_section("paths").reports))
+    if summary.skipped:
+        logger.warning("%d manifest row(s) skipped, listed in %s", len(summary.skipped), out_dir / summary.FILE)
 
 
 if __name__ == "__main__":

@@ -54,12 +54,14 @@ from pipeline.generators import Generator, load_generator
 from pipeline.generators.samplers import SAMPLERS
 from pipeline.generators.sampling import sample_images
 from pipeline.generators.selection import features
-from pipeline.io.arrays import ImageArray, Rows, SplitData, load_split, read_json, write_json
+from pipeline.io.arrays import ImageArray, Rows, SplitData, load_split, write_json
+from pipeline.io.records import ProcessedSummary
 from pipeline.io.synthetic import read_synthetic
 from pipeline.metrics import choose_threshold, distance_blocks, knn_radii, predict_labels
 from pipeline.models.classifier import REAL_CLASSIFIER, load_real_classifier, predict_proba
 from pipeline.planning import check_before_training
 from pipeline.plots import distance_histograms, image_grid, spectrum_curves
+from pipeline.reporting.figures import CLOSEST_PAIRS, MEMORISATION, SPECTRA
 from pipeline.runtime import compute_device, run_stage
 
 __all__ = [
@@ -353,7 +355,7 @@ def main() -> None:
     paths = load_section("paths")
     check_before_training(paths.processed)  # refuse a dataset these settings cannot run on, before training
     train, val, test = (load_split(paths.processed, s) for s in ("train", "val", "test"))
-    twins = read_json(Path(paths.processed) / "summary.json").get("near_twins", {})
+    twins = ProcessedSummary.read(paths.processed).near_twins
     sets, sampled, test_real = judged_sets(train, val, test, read_synthetic(paths.synthetic, train.classes), twins)
     device = compute_device()
     model = load_real_classifier(  # the generate stage's real-only classifier (it also filtered the pool)
@@ -390,7 +392,7 @@ def main() -> None:
             **({"sampled": sampled} if sampled else {}),  # only when a set had more than JUDGED_MAX images
         },
     )
-    _draw(Path(paths.reports) / "figures", sets, spectra, audits)
+    _draw(Path(paths.reports), sets, spectra, audits)
     _log(per_class, summary, len(sets["synth"]))
 
 
@@ -429,13 +431,13 @@ def memorisation_summary(audits: dict[str, dict]) -> dict[str, dict]:
     }
 
 
-def _draw(figures: Path, sets: dict[str, SplitData], spectra: dict[str, np.ndarray], audits: dict) -> None:
+def _draw(reports: Path, sets: dict[str, SplitData], spectra: dict[str, np.ndarray], audits: dict) -> None:
     """The memorisation histograms, the power spectra per class, and the synthetic images closest to a training
     image beside those training images."""
     train, synthetic = sets["train"], sets["synth"]
-    distance_histograms(figures / "memorisation.png", audits)
+    distance_histograms(MEMORISATION.path(reports), audits)
     spectrum_curves(
-        figures / "spectra.png",
+        SPECTRA.path(reports),
         {
             name: {key: spectra[key][sets[key].labels == label] for key in ("held", "synth")}
             for label, name in enumerate(train.classes)
@@ -443,7 +445,7 @@ def _draw(figures: Path, sets: dict[str, SplitData], spectra: dict[str, np.ndarr
     )
     closest = np.argsort(audits["pixels"]["synthetic"], kind="stable")[:8]
     image_grid(
-        figures / "closest_pairs.png",
+        CLOSEST_PAIRS.path(reports),
         [
             ("synthetic images closest to a training image", synthetic.images[closest]),
             ("their nearest training images", train.images[audits["pixels"]["nearest"][closest]]),

@@ -18,7 +18,18 @@ from pathlib import Path
 from pipeline.config import load_section
 from pipeline.io.arrays import read_json
 from pipeline.io.atomic import atomic_file
+from pipeline.io.records import PoolSummary, ProcessedSummary
 from pipeline.io.synthetic import MANIFEST_NAME
+from pipeline.reporting.figures import (
+    CONFUSION_MATRICES,
+    GENERATOR_TRAINING,
+    INTERPOLATION,
+    LATENT_SYNTHETIC,
+    REAL_VS_SYNTHETIC,
+    ROC_PR,
+    STRATEGY_BARS,
+    SYNTHETIC_BY_SAMPLER,
+)
 from pipeline.reporting.html import markdown_to_html
 from pipeline.reporting.provenance import provenance
 from pipeline.reporting.sections import (
@@ -173,11 +184,11 @@ def verdict(metrics: dict, baseline: str = "real_only", augmented: str = "vae") 
 
 
 def render_report(
-    summary: dict,
+    summary: ProcessedSummary,
     synthetic_rows: list[dict],
     metrics: dict,
     figures: dict[str, str],
-    generation: dict | None = None,
+    generation: PoolSummary | None = None,
     ratio_rows: list[dict] | None = None,
     anomaly: dict | None = None,
     latent: dict | None = None,
@@ -187,11 +198,12 @@ def render_report(
 ) -> str:
     """The Markdown report; ``figures`` maps a caption to a path relative to the report (``figures/<name>``):
     those of the compare stage (``strategy_bars.png``, ``roc_pr.png``, ``confusion_matrices.png``) and
-    ``latent_synthetic.png`` go in their sections, the rest under Pictures. ``generation`` is the generate
-    stage's summary.json; ``ratio_rows`` the compare stage's synthetic_ratio.csv; ``anomaly``, ``latent`` and
-    ``quality`` the metrics.json of those stages; ``provenance`` from :func:`pipeline.reporting.provenance`;
-    ``generators`` the side-by-side measurement of ``bench/compare_generators.py``, when there is one."""
-    placed = {"strategy_bars.png", "roc_pr.png", "confusion_matrices.png", "latent_synthetic.png"}
+    ``latent_synthetic.png`` go in their sections, the rest under Pictures. ``summary`` is the preprocess
+    stage's record, ``generation`` the generate stage's; ``ratio_rows`` the compare stage's synthetic_ratio.csv;
+    ``anomaly``, ``latent`` and ``quality`` the metrics.json of those stages; ``provenance`` from
+    :func:`pipeline.reporting.provenance`; ``generators`` the side-by-side measurement of
+    ``bench/compare_generators.py``, when there is one."""
+    placed = {f.file for f in (STRATEGY_BARS, ROC_PR, CONFUSION_MATRICES, LATENT_SYNTHETIC)}
     names = {Path(path).name for path in figures.values()}
     lines = [
         "# medaug augmentation report",
@@ -208,16 +220,13 @@ def render_report(
         "A difference is called one only when its 95% paired bootstrap interval excludes zero.",
         "",
     ]
-    lines += data_lines(summary, synthetic_rows, generation or {})
-    lines += classifier_lines(metrics, summary["classes"], names)
+    lines += data_lines(summary, synthetic_rows, generation)
+    lines += classifier_lines(metrics, summary.classes, names)
     lines += ratio_lines(ratio_rows or [], metrics["minority_classes"])
     lines += quality_lines(quality or {}, metrics)
     lines += generators_lines(generators or {})
-    if "latent_synthetic.png" in names:
-        lines += picture(
-            "The generator's latent space: training images (dots) and the synthetic pool (crosses), PCA",
-            "figures/latent_synthetic.png",
-        )
+    if LATENT_SYNTHETIC.file in names:
+        lines += picture(LATENT_SYNTHETIC.caption, LATENT_SYNTHETIC.link)
     lines += anomaly_lines(anomaly or {})
     lines += latent_lines(latent or {})
     lines += ["## Pictures", ""]
@@ -228,15 +237,19 @@ def render_report(
     return "\n".join(lines) + "\n"
 
 
+# the figures the report shows by caption (the others are placed in their sections)
 FIGURES = {
-    "Real vs synthetic images per class": "figures/real_vs_synthetic.png",
-    "Every sampler, per class (8 samples each)": "figures/synthetic_by_sampler.png",
-    "Interpolation between two real images of each class": "figures/interpolation.png",
-    "Generator training curves": "figures/generator_training.png",
-    "latent space with the synthetic pool": "figures/latent_synthetic.png",
-    "strategy bars": "figures/strategy_bars.png",
-    "ROC and PR": "figures/roc_pr.png",
-    "confusion matrices": "figures/confusion_matrices.png",
+    f.caption: f.link
+    for f in (
+        REAL_VS_SYNTHETIC,
+        SYNTHETIC_BY_SAMPLER,
+        INTERPOLATION,
+        GENERATOR_TRAINING,
+        LATENT_SYNTHETIC,
+        STRATEGY_BARS,
+        ROC_PR,
+        CONFUSION_MATRICES,
+    )
 }
 
 
@@ -244,11 +257,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     paths = load_section("paths")
     reports = Path(paths.reports)
-    summary = read_json(Path(paths.processed) / "summary.json")
+    summary = ProcessedSummary.read(paths.processed)
     metrics = read_json(reports / "metrics.json")
     with open(Path(paths.synthetic) / MANIFEST_NAME, encoding="utf-8") as fh:
         synthetic_rows = list(csv.DictReader(fh))
-    generation = read_json(Path(paths.synthetic) / "summary.json")
+    generation = PoolSummary.read(paths.synthetic)
     with open(reports / "synthetic_ratio.csv", encoding="utf-8") as fh:
         ratio_rows = list(csv.DictReader(fh))
     anomaly, latent = read_json(reports / "anomaly" / "metrics.json"), read_json(reports / "latent" / "metrics.json")

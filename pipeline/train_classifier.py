@@ -22,13 +22,15 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from pipeline.config import TrainClassifierConfig, load_section
-from pipeline.io.arrays import SplitData, load_split, read_json, write_json, write_npz
+from pipeline.io.arrays import SplitData, load_split, write_json, write_npz
 from pipeline.io.atomic import atomic_dir
+from pipeline.io.records import ClassifierRun, PoolSummary
 from pipeline.io.synthetic import read_synthetic
 from pipeline.metrics import (
     bootstrap_ci,
@@ -56,7 +58,7 @@ def validation_keys(classes) -> list[str]:
 def _positive(train: SplitData) -> int:
     """The smallest class of the training split: the class whose probability a binary threshold is chosen on."""
     counts = train.counts()
-    return train.classes.index(min(counts, key=counts.get))
+    return train.classes.index(min(counts, key=lambda name: counts[name]))
 
 
 def train_seed(
@@ -85,14 +87,7 @@ def train_seed(
     val_metrics = {k: val_metrics[k] for k in validation_keys(val.classes)}
     proba = predict_proba(model, test.images, device)  # the one look at the test split
     metrics = classification_metrics(test.labels, proba, test.classes, threshold, positive)
-    record = {
-        "seed": seed,
-        **fit,
-        "threshold": threshold,
-        "train_images": recipe.data.counts(),
-        "val": val_metrics,
-        "test": metrics,
-    }
+    record = ClassifierRun(seed, fit.best_epoch, fit.epochs_run, threshold, recipe.data.counts(), val_metrics, metrics)
     return {"record": record, "proba": proba, "val_proba": val_proba, "threshold": threshold}
 
 
@@ -104,7 +99,7 @@ def summarise_strategy(
     test: SplitData,
     cfg: TrainClassifierConfig,
     seeds: list[dict],
-) -> tuple[dict, list[dict], dict[str, np.ndarray]]:
+) -> tuple[dict, list[ClassifierRun], dict[str, np.ndarray]]:
     """The summary (mean and standard deviation over seeds, bootstrap intervals over test images), the per-seed
     records and the test and validation predictions of ``strategy`` from its :func:`train_seed` results, one per
     seed in ``cfg.seeds``'s order."""
@@ -114,7 +109,7 @@ def summarise_strategy(
     minorities = minority_classes(counts)
     ci_keys = ["balanced_accuracy", "macro_f1", "auroc", "accuracy", "worst_recall"]
     ci_keys += [f"recall_{c}" for c in minorities]
-    summary = summarise_runs([r["test"] for r in runs])
+    summary: dict[str, Any] = dict(summarise_runs([r.test for r in runs]))
     intervals = bootstrap_ci(test.labels, probas, thresholds, test.classes, ci_keys, positive=positive)
     for key, (low, high) in intervals.items():
         summary[f"{key}_ci_low"], summary[f"{key}_ci_high"] = low, high
@@ -147,7 +142,7 @@ def run_strategy(
     cfg: TrainClassifierConfig,
     device: torch.device,
     ratio: float | None = None,
-) -> tuple[dict, list[dict], dict[str, np.ndarray]]:
+) -> tuple[dict, list[ClassifierRun], dict[str, np.ndarray]]:
     """Train ``strategy`` with every seed, one after the other in this process; return its summary, the per-seed
     records and the test predictions (:func:`summarise_strategy`)."""
     check_no_test_patients(test, train=train.patients, val=val.patients)
@@ -165,12 +160,8 @@ def main() -> None:
     runs = classifier_runs(cfg)
     synthetic = None
     if needs_synthetic(strategy for _, strategy, _ in runs):
-        generation = read_json(Path(paths.synthetic) / "summary.json")
-        if "generator_patients" not in generation:
-            raise ValueError(
-                f"{paths.synthetic}/summary.json does not list the generator's patients: re-run train_generator"
-            )
-        check_no_test_patients(test, **{"the generator's training data": np.array(generation["generator_patients"])})
+        learnt = np.array(PoolSummary.read(paths.synthetic).generator_patients)
+        check_no_test_patients(test, **{"the generator's training data": learnt})
         synthetic = read_synthetic(paths.synthetic, train.classes)
     device = compute_device()
     check_no_test_patients(test, train=train.patients, val=val.patients)
@@ -184,11 +175,13 @@ def main() -> None:
         for k, (name, strategy, ratio) in enumerate(runs):
             seeds = results[k * len(cfg.seeds) : (k + 1) * len(cfg.seeds)]
             for seed in seeds:
-                test_score = seed["record"]["test"]["balanced_accuracy"]
-                logger.info("%s seed %d: test balanced accuracy %.3f", name, seed["record"]["seed"], test_score)
+                record = seed["record"]
+                logger.info(
+                    "%s seed %d: test balanced accuracy %.3f", name, record.seed, record.test["balanced_accuracy"]
+                )
             summary, records, predictions = summarise_strategy(strategy, ratio, train, val, test, cfg, seeds)
             write_npz(staging / name / "predictions.npz", predictions)
-            write_json(staging / name / "runs.json", records)
+            ClassifierRun.write_all(staging / name, records)
             write_json(staging / name / "metrics.json", summary)
 
 

@@ -18,6 +18,7 @@ from pipeline.generators.base import best_epochs
 from pipeline.io.arrays import load_split, write_csv
 from pipeline.planning import check_before_training
 from pipeline.plots import training_curves
+from pipeline.reporting.figures import GENERATOR_TRAINING
 from pipeline.runtime import compute_device, run_stage, versions
 from pipeline.workers import worker_count
 
@@ -57,7 +58,7 @@ def main() -> None:
         panels["adversarial (weighted)"] = adversarial
     if "train_diffusion" in keys:
         panels["diffusion (noise MSE)"] = ["train_diffusion", "val_diffusion"]
-    training_curves(reports / "figures" / "generator_training.png", history, panels)
+    training_curves(GENERATOR_TRAINING.path(reports), history, panels)
     for name, epoch in best.items():
         row = next(h for h in history if h["model"] == name and h["epoch"] == epoch)
         loss = row.get("val_elbo", row.get("val_diffusion"))  # a kind that logs neither: said so, not a crash

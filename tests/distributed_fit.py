@@ -79,7 +79,7 @@ def trainings() -> dict[str, float]:
     return {
         "classifier_val_balanced_accuracy": scores["val"],
         "classifier_test_balanced_accuracy": scores["test"],
-        "classifier_best_epoch": info["best_epoch"],
+        "classifier_best_epoch": info.best_epoch,
         "vae_best_val_elbo": best,
         "vae_last_train_elbo": history[-1]["train_elbo"],
     }

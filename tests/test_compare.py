@@ -1,4 +1,6 @@
 import csv
+import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -12,9 +14,9 @@ from pipeline.compare import (
     recommend,
     standard_error,
     validation_draws,
-    validation_scores,
     write_confusion,
 )
+from pipeline.io.records import ClassifierRun, StaleRecordError
 from pipeline.metrics import classification_metrics, summarise_runs
 from pipeline.plots import confusion_matrices, roc_pr_curves, strategy_bars
 from pipeline.strategies import REMEDIES
@@ -30,6 +32,10 @@ def _predicted(labels: np.ndarray, accuracy: float, seed: int) -> np.ndarray:
     return np.eye(2)[np.where(right, labels, 1 - labels)] * 0.8 + 0.1
 
 
+def _run(seed: int, val: dict, test: dict) -> ClassifierRun:
+    return ClassifierRun(seed, 0, 1, None, {}, val, test)
+
+
 def _result(
     name: str, accuracy: float, ratio: float = 0.0, seeds=(0, 1, 2), val=(0.5, 0.5, 0.5), labels=LABELS
 ) -> StrategyResult:
@@ -39,10 +45,10 @@ def _result(
     probas = [_predicted(labels, accuracy, seed) for seed in seeds]
     val_probas = [_predicted(VAL_LABELS, v, 100 + seed) for seed, v in zip(seeds, val, strict=True)]
     runs = [
-        {"val": {"balanced_accuracy": v}, "test": classification_metrics(labels, p, CLASSES)}
-        for p, v in zip(probas, val, strict=True)
+        _run(seed, {"balanced_accuracy": v}, classification_metrics(labels, p, CLASSES))
+        for seed, p, v in zip(seeds, probas, val, strict=True)
     ]
-    summary = summarise_runs([r["test"] for r in runs])
+    summary = summarise_runs([r.test for r in runs])
     for key in ("balanced_accuracy", "recall_b"):
         summary |= {f"{key}_ci_low": summary[key] - 0.1, f"{key}_ci_high": summary[key] + 0.1}
     strategy = name.split("_ratio_")[0]
@@ -157,11 +163,13 @@ def test_validation_draws_are_paired_and_the_recommendation_names_the_validation
         validation_draws(results)
 
 
-def test_runs_without_validation_scores_ask_for_train_classifier():
-    results = _remedies()
-    del results["vae"].runs[0]["val"]
-    with pytest.raises(ValueError, match="vae.*re-run the train_classifier stage"):
-        validation_scores(results)
+def test_runs_without_validation_scores_ask_for_train_classifier(tmp_path):
+    """A runs.json of an older train_classifier (no validation scores) is refused when read, naming the stage."""
+    run = dataclasses.asdict(_remedies()["vae"].runs[0])
+    del run["val"]
+    (tmp_path / "runs.json").write_text(json.dumps([run]), encoding="utf-8")
+    with pytest.raises(StaleRecordError, match="runs.json.*dvc repro train_classifier"):
+        ClassifierRun.read_all(tmp_path)
 
 
 def test_results_from_another_test_split_or_seeds_are_refused():
@@ -191,8 +199,8 @@ def test_several_minority_classes_are_compared_on_each_recall(tmp_path):
     for name, noise in (("real_only", 2.5), ("vae", 0.5)):  # noise above 1 makes errors
         probas = [np.eye(3)[labels] + np.random.default_rng(s).uniform(0, noise, (34, 3)) for s in (0, 1)]
         probas = [p / p.sum(1, keepdims=True) for p in probas]
-        runs = [{"test": classification_metrics(labels, p, classes)} for p in probas]
-        summary = summarise_runs([r["test"] for r in runs]) | {"minority_classes": ["b", "c"], "seeds": 2}
+        runs = [_run(seed, {}, classification_metrics(labels, p, classes)) for seed, p in enumerate(probas)]
+        summary = summarise_runs([r.test for r in runs]) | {"minority_classes": ["b", "c"], "seeds": 2}
         predictions = {"labels": labels, "proba": np.stack(probas), "thresholds": np.full(2, np.nan)}
         predictions |= {"seeds": np.array([0, 1]), "positive": np.array(2), "classes": np.array(classes)}
         results[name] = StrategyResult(summary | {"threshold": "argmax"}, runs, predictions)

@@ -70,3 +70,22 @@ def test_no_stage_imports_another_stage(stage, module, deps):
     stage_modules = {m for _, m, _ in _stages()} - {module}
     reached = {str(p.with_suffix("")).replace("/", ".") for p in _closure(module)}
     assert not reached & stage_modules, f"{stage} imports stage module(s) {sorted(reached & stage_modules)}"
+
+
+def _figure_paths(entries) -> set[str]:
+    """The figures/*.png files among a stage's outs or deps (plain paths or ``{path: options}``)."""
+    names = (next(iter(e)) if isinstance(e, dict) else e for e in entries or [])
+    return {n.rsplit("/", 1)[1] for n in names if "/figures/" in n and n.endswith(".png")}
+
+
+def test_every_figure_is_declared_once_and_listed_where_it_is_drawn_and_read():
+    """pipeline.reporting.figures names each picture once; dvc.yaml lists each among its stage's outputs and the
+    report's dependencies, and no other figure."""
+    from pipeline.reporting.figures import FIGURES
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    drawn = {name: _figure_paths(stage.get("outs")) for name, stage in stages.items()}
+    declared = {f.file: f.stage for f in FIGURES if f.stage is not None}
+    assert len({f.file for f in FIGURES}) == len(FIGURES)
+    assert {file: stage for stage, files in drawn.items() for file in files} == declared
+    assert _figure_paths(stages["report"]["deps"]) == set(declared)

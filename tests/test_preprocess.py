@@ -55,7 +55,7 @@ def test_preprocess_tiny_dataset(tiny_dataset):
         assert 0.0 <= data.images.min() and data.images.max() <= 1.0
         assert not raw_ids & set(data.patients)
         total += len(data)
-    assert total == summary["n_images"] == 48  # 24 patients x 2 slices, volumes expanded
+    assert total == summary.n_images == 48  # 24 patients x 2 slices, volumes expanded
     assert not set(splits["test"].patients) & (set(splits["train"].patients) | set(splits["val"].patients))
     assert not raw_ids & {str(v) for row in manifest for v in row.values()}
 
@@ -97,10 +97,10 @@ def test_on_error_skip_records_each_skipped_row(tiny_dataset, tmp_path):
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
     cfg = dataclasses.replace(TINY_PREPROCESS, on_error="skip")
     splits, _, summary = preprocess_dataset(root, cfg)
-    reasons = [s["reason"] for s in summary["skipped"]]
+    reasons = [s["reason"] for s in summary.skipped]
     assert len(reasons) == 2
     assert any("missing.dcm" in r for r in reasons) and any("not a readable DICOM" in r for r in reasons)
-    assert summary["n_images"] == 48 - 1  # one corrupt slice left out
+    assert summary.n_images == 48 - 1  # one corrupt slice left out
     assert before == {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}  # source untouched
 
 
@@ -184,7 +184,7 @@ def test_class_folders_without_manifest_group_by_dicom_patient_id(tiny_dataset, 
         target.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
     splits, _, summary = preprocess_dataset(root, TINY_PREPROCESS)
-    assert summary["n_images"] == 48 and summary["classes"] == ["nodule", "normal"]
+    assert summary.n_images == 48 and summary.classes == ["nodule", "normal"]
     # slices of one DICOM patient (same PatientID, different files) never straddle splits
     by_patient = {}
     for path in root.rglob("*.dcm"):
@@ -225,7 +225,7 @@ def test_3d_run_keeps_volumes_whole_and_refuses_2d_rows(tmp_path, tiny_dataset):
     write_demo_dataset(tmp_path / "vol", DemoDataConfig(**{**TINY_DEMO.__dict__, "layout": "volumes"}))
     cfg = dataclasses.replace(TINY_PREPROCESS, spatial_dims=3, size=16)
     splits, _, summary = preprocess_dataset(tmp_path / "vol", cfg)
-    assert summary["n_images"] == 24 and summary["image_size"] == [1, 16, 16, 16]
+    assert summary.n_images == 24 and summary.image_size == [1, 16, 16, 16]
     assert all(data.images.shape[1:] == (1, 16, 16, 16) for data in splits.values())
     with pytest.raises(UnreadableImageError, match=r"slice_000\.dcm: a 2D image .*spatial_dims: 3"):
         preprocess_dataset(tiny_dataset, cfg)  # the mixed layout lists single DICOM slices
@@ -248,9 +248,9 @@ def test_burned_in_annotation_is_refused_unless_allowed(tmp_path):
     with pytest.raises(BurnedInAnnotationError, match=rf"{flagged.name}: .*burned-in annotation"):
         preprocess_dataset(root, TINY_PREPROCESS)
     _, _, summary = preprocess_dataset(root, dataclasses.replace(TINY_PREPROCESS, on_error="skip"))
-    assert [s["path"] for s in summary["skipped"]] == [flagged.relative_to(root).as_posix()]
+    assert [s["path"] for s in summary.skipped] == [flagged.relative_to(root).as_posix()]
     _, _, summary = preprocess_dataset(root, dataclasses.replace(TINY_PREPROCESS, allow_burned_in=True))
-    assert summary["skipped"] == [] and summary["n_images"] == 48
+    assert summary.skipped == [] and summary.n_images == 48
 
 
 def test_max_image_gib_refuses_larger_images_naming_the_file_and_the_param(tiny_dataset, tmp_path):
@@ -273,7 +273,7 @@ def test_max_image_gib_refuses_larger_images_naming_the_file_and_the_param(tiny_
     with pytest.raises(ImageTooLargeError, match=r"big\.nii\.gz: .*64 x 64 x 8 .*\(preprocess\.max_image_gib\)"):
         preprocess_dataset(root, limit)
     _, _, summary = preprocess_dataset(root, dataclasses.replace(limit, on_error="skip"))
-    assert [s["path"] for s in summary["skipped"]] == ["big.nii.gz"] and summary["n_images"] == 48
+    assert [s["path"] for s in summary.skipped] == ["big.nii.gz"] and summary.n_images == 48
 
 
 def _split(images, labels):
@@ -340,10 +340,10 @@ def test_photographs_keep_their_colours_or_become_grey_by_the_stated_rule(tmp_pa
     root = _photo_dataset(tmp_path, colour_every=3)  # 8 colour files, 16 grey
     cfg = replace(TINY_PREPROCESS, size=16, channels=setting)
     splits, _, summary = preprocess_dataset(root, cfg)
-    assert summary["channels"]["used"] == channels and summary["image_size"] == [channels, 16, 16]
-    assert summary["formats"] == {"image": 24} and summary["modalities"] == {"OT": 24}
+    assert summary.channels["used"] == channels and summary.image_size == [channels, 16, 16]
+    assert summary.formats == {"image": 24} and summary.modalities == {"OT": 24}
     expected = {"auto": {"1 to 3": 16}, 1: {"3 to 1": 8}, 3: {"1 to 3": 16}}[setting]
-    assert summary["channels"]["converted"] == expected
+    assert summary.channels["converted"] == expected
     images = np.concatenate([s.images for s in splits.values()])
     labels = np.concatenate([[s.classes[i] for i in s.labels] for s in splits.values()])
     assert images.shape[1] == channels

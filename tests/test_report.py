@@ -1,13 +1,17 @@
+from dataclasses import replace
+
+from pipeline.io.records import PoolSummary, ProcessedSummary
 from pipeline.report import render_report, verdict
 from pipeline.reporting.sections import imbalance_lines
 
-SUMMARY = {
-    "classes": ["nodule", "normal"],
-    "n_images": 10,
-    "n_files": 8,
-    "modalities": {"CT": 10},
-    "splits": {"train": {"patients": 3, "images": {"nodule": 1, "normal": 5}}},
-}
+SUMMARY = ProcessedSummary(
+    classes=["nodule", "normal"],
+    n_images=10,
+    n_files=8,
+    image_size=[1, 8, 8],
+    modalities={"CT": 10},
+    splits={"train": {"patients": 3, "images": {"nodule": 1, "normal": 5}}},
+)
 
 
 def _difference(delta, half_width):
@@ -70,17 +74,17 @@ def test_report_has_counts_table_and_pictures():
 
 
 def test_report_lists_skipped_rows_without_reasons():
-    summary = {
-        "classes": ["a", "b"],
-        "n_images": 1,
-        "n_files": 3,
-        "modalities": {"CT": 1},
-        "splits": {},
-        "skipped": [
+    summary = ProcessedSummary(
+        classes=["a", "b"],
+        n_images=1,
+        n_files=3,
+        image_size=[1, 8, 8],
+        modalities={"CT": 1},
+        skipped=[
             {"labels_csv_line": 4, "path": "x/1.dcm", "reason": "/home/DOE_JANE/x/1.dcm: corrupt"},
             {"reason": "labels.csv line 9: file 'y.dcm' does not exist"},
         ],
-    }
+    )
     metrics = _metrics(0.7, 0.8)
     for m in ("real_only", "vae"):
         metrics[m].update({"recall_a": 0.5, "recall_a_std": 0.0, "recall_b": 0.5, "recall_b_std": 0.0})
@@ -227,22 +231,22 @@ def test_data_section_warns_of_near_twins_across_splits():
         "different_label": 5,
         "pairs": [{"split": "test"}] * 62,
     }
-    text = render_report(SUMMARY | {"near_twins": twins}, [], _metrics(0.7, 0.8), {})
+    text = render_report(replace(SUMMARY, near_twins=twins), [], _metrics(0.7, 0.8), {})
     assert "**Possible leak across splits: 16 of 78 val, 46 of 156 test images have a near-identical twin" in text
     assert "5 of the pairs carry different labels" in text and "figures/split_twins.png" in text
     none = twins | {"twins": {"val": 0, "test": 0}, "pairs": [], "different_label": 0}
-    text = render_report(SUMMARY | {"near_twins": none}, [], _metrics(0.7, 0.8), {})
+    text = render_report(replace(SUMMARY, near_twins=none), [], _metrics(0.7, 0.8), {})
     assert "Near-duplicates across splits: none" in text and "Possible leak" not in text
 
 
 def test_data_section_warns_of_images_constant_along_an_axis():
     flat = {"rule": "constant along a spatial axis", "images": {"train": 61, "val": 12, "test": 0}}
     flat["labels_csv_lines"] = list(range(2, 22))
-    text = render_report(SUMMARY | {"flat_images": flat}, [], _metrics(0.7, 0.8), {})
+    text = render_report(replace(SUMMARY, flat_images=flat), [], _metrics(0.7, 0.8), {})
     assert "**73 images are constant along an axis** (61 train, 12 val; constant along a spatial axis)" in text
     assert "labels.csv lines 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, ..." in text
     none = flat | {"images": {"train": 0, "val": 0, "test": 0}, "labels_csv_lines": []}
-    assert "constant along an axis" not in render_report(SUMMARY | {"flat_images": none}, [], _metrics(0.7, 0.8), {})
+    assert "constant along an axis" not in render_report(replace(SUMMARY, flat_images=none), [], _metrics(0.7, 0.8), {})
 
 
 def test_generators_section_shows_each_candidate_with_its_paired_differences():
@@ -275,9 +279,7 @@ def test_generators_section_shows_each_candidate_with_its_paired_differences():
 
 
 def _generation(filters, filtering):
-    return {"generator": "vae_gan", "mode": "per_class", "sampler": "posterior", "filter": filters} | {
-        "filtering": filtering
-    }
+    return PoolSummary("vae_gan", "per_class", "posterior", {}, {}, {}, filters, filtering, [])
 
 
 def test_synthetic_images_section_shows_what_each_filter_dropped():
@@ -308,6 +310,6 @@ def test_report_states_the_imbalance_at_the_top():
     """Per-class training counts, the majority, and the majority : minority ratio, before the verdict."""
     text = render_report(SUMMARY, [], _metrics(0.7, 0.8), {})
     assert text.index("**Imbalance.** Training images per class: normal 5, nodule 1.") < text.index("## Verdict")
-    five = {"splits": {"train": {"patients": 9, "images": {"a": 486, "b": 66, "c": 128}}}}
+    five = replace(SUMMARY, splits={"train": {"patients": 9, "images": {"a": 486, "b": 66, "c": 128}}})
     (line, _) = imbalance_lines(five)
     assert "a 486, c 128, b 66" in line and "Majority: a" in line and "c 1:3.8, b 1:7.36" in line

@@ -22,22 +22,23 @@ def test_a_last_batch_of_one_image_trains_where_the_last_level_is_one_pixel():
     normalisation cannot train on a batch of one."""
     cfg = dataclasses.replace(SHORT, stem_stride=2, batch_size=32)
     _, fit = fit_classifier(Recipe(make_split(33, size=32)), make_split(8, size=32, seed=1, prefix="V"), cfg, 0, CPU)
-    assert fit["epochs_run"] == 1
+    assert fit.epochs_run == 1
 
 
 def test_learns_a_visible_difference():
     model, fit = fit_classifier(Recipe(make_split(32)), VAL, CFG, 0, CPU)
     assert (predict_proba(model, TEST.images, CPU).argmax(1) == TEST.labels).mean() >= 0.9
-    assert fit["epochs_run"] == 8 and 0 <= fit["best_epoch"] < 8
+    assert fit.epochs_run == 8 and 0 <= fit.best_epoch < 8
 
 
 def test_early_stopping_stops_after_patience_epochs_without_progress(monkeypatch):
     import pipeline.models.classifier as classifier
 
-    scores = iter([(0.5, -1.0), (0.7, -0.9), (0.7, -0.95), (0.6, -0.5), (0.9, -0.1)])  # (BA, -val loss) per epoch
-    monkeypatch.setattr(classifier, "_validation_score", lambda val, proba: next(scores))
+    scores = iter([(0.5, 1.0), (0.7, 0.9), (0.7, 0.95), (0.6, 0.5), (0.9, 0.1)])  # (BA, val loss) per epoch
+    validate = lambda self: dict(zip(("balanced_accuracy", "loss"), next(scores), strict=True))  # noqa: E731
+    monkeypatch.setattr(classifier._ClassifierTraining, "validate", validate)
     _, fit = fit_classifier(Recipe(make_split(32)), VAL, dataclasses.replace(CFG, epochs=5, patience=2), 0, CPU)
-    assert fit == {"best_epoch": 1, "epochs_run": 4}  # epochs 2 and 3 are no better (a tie loses on loss): stop
+    assert (fit.best_epoch, fit.epochs_run) == (1, 4)  # epochs 2 and 3 are no better (a tie loses on loss): stop
 
 
 def test_same_seed_gives_identical_metrics_and_another_seed_does_not():
@@ -52,11 +53,11 @@ def test_thresholds_come_from_validation_and_intervals_are_reported():
     summary, runs, predictions = run_strategy("real_only", TRAIN, VAL, TEST, None, SHORT, CPU)
     flipped = dataclasses.replace(TEST, labels=1 - TEST.labels)  # other test labels must not move a threshold
     _, runs_flipped, _ = run_strategy("real_only", TRAIN, VAL, flipped, None, SHORT, CPU)
-    assert [r["threshold"] for r in runs] == [r["threshold"] for r in runs_flipped]
-    assert all(r["threshold"] is not None for r in runs)  # two classes: a threshold, not argmax
+    assert [r.threshold for r in runs] == [r.threshold for r in runs_flipped]
+    assert all(r.threshold is not None for r in runs)  # two classes: a threshold, not argmax
     assert summary["balanced_accuracy_ci_low"] <= summary["balanced_accuracy"] <= summary["balanced_accuracy_ci_high"]
     assert predictions["proba"].shape == (1, 12, 2) and np.array_equal(predictions["labels"], TEST.labels)
-    assert runs[0]["train_images"] == {"a": 8, "b": 8} and summary["strategy"] == "real_only"
+    assert runs[0].train_images == {"a": 8, "b": 8} and summary["strategy"] == "real_only"
 
 
 @pytest.mark.parametrize(
@@ -86,9 +87,9 @@ def test_several_minority_classes_work():
     test = make_split(12, classes=classes, seed=2, prefix="T")
     synthetic = make_split(classes=classes, labels=[1] * 6 + [2] * 9, seed=3, prefix="S")
     summary, runs, _ = run_strategy("vae", train, val, test, synthetic, dataclasses.replace(CFG, epochs=4), CPU)
-    assert runs[0]["train_images"] == {"a": 12, "b": 12, "c": 12} and runs[0]["threshold"] is None  # argmax
+    assert runs[0].train_images == {"a": 12, "b": 12, "c": 12} and runs[0].threshold is None  # argmax
     assert summary["minority_classes"] == ["b", "c"] and "recall_c_ci_low" in summary
-    assert 0 <= summary["auroc"] <= 1 and np.array(runs[0]["test"]["confusion_matrix"]).shape == (3, 3)
+    assert 0 <= summary["auroc"] <= 1 and np.array(runs[0].test["confusion_matrix"]).shape == (3, 3)
 
 
 def test_trainings_in_worker_processes_match_this_process_at_the_same_threads():
@@ -109,4 +110,4 @@ def test_trainings_in_worker_processes_match_this_process_at_the_same_threads():
     for a, b in zip(here, there, strict=True):
         assert a["record"] == b["record"] and a["threshold"] == b["threshold"]
         assert np.array_equal(a["proba"], b["proba"])
-    assert [r["record"]["train_images"] for r in here] == [{"a": 12, "b": 6}] + [{"a": 12, "b": 12}] * 2
+    assert [r["record"].train_images for r in here] == [{"a": 12, "b": 6}] + [{"a": 12, "b": 12}] * 2

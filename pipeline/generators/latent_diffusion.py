@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self, cast
 
 import numpy as np
 import torch
@@ -28,21 +28,24 @@ import torch.nn.functional as F
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
-from tqdm import tqdm
 
-from pipeline import distributed
 from pipeline.config import LatentDiffusionConfig
 from pipeline.generators.base import one_class
 from pipeline.generators.vae_gan import VAEGANGenerator
-from pipeline.io.arrays import SplitData
-from pipeline.runtime import adam, seed_everything
+from pipeline.io.arrays import ImageArray, SplitData
+from pipeline.models.training import Schedule, Step, Trainee, amp_enabled, fit
+from pipeline.runtime import seed_everything
 
 __all__ = ["LatentDiffusionGenerator", "KLAutoencoder", "DiffusionPrior"]
 
 logger = logging.getLogger(__name__)
 
 _BATCH = 256
-_SCHEDULE = {"schedule": "scaled_linear_beta", "beta_start": 0.0015, "beta_end": 0.0195}  # as MONAI's LDM tutorials
+_SCHEDULE: dict[str, Any] = {
+    "schedule": "scaled_linear_beta",
+    "beta_start": 0.0015,
+    "beta_end": 0.0195,
+}  # as MONAI's LDM tutorials
 
 
 class KLAutoencoder(nn.Module):
@@ -139,8 +142,8 @@ class DiffusionPrior:
     """The ``prior`` sampler of a latent diffusion generator: DDIM from Gaussian noise (scaled by ``temperature``)
     drawn from the caller's ``rng``, to flat codes the autoencoder decodes."""
 
-    name = "prior"
-    needs_codes = False
+    name: ClassVar[str] = "prior"
+    needs_codes: ClassVar[bool] = False
 
     def __init__(self, generator: LatentDiffusionGenerator, label: int, temperature: float = 1.0) -> None:
         self.generator, self.label, self.temperature = generator, label, temperature
@@ -153,7 +156,7 @@ class DiffusionPrior:
         gen = self.generator
         index, y = (0, self.label) if gen.mode == "conditional" else (self.label, 0)
         unet, stats = gen.unets[index], gen.latent_stats[index]
-        shape = gen._trained().models[index].latent_shape
+        shape = gen.autoencoder(index).latent_shape
         device = next(unet.parameters()).device
         # no clipping of the predicted clean latent to [-1, 1] (meant for images; latents are not bounded there)
         scheduler = DDIMScheduler(num_train_timesteps=gen.cfg.train_timesteps, clip_sample=False, **_SCHEDULE)
@@ -171,6 +174,61 @@ class DiffusionPrior:
         return np.concatenate(out) if out else np.zeros((0, math.prod(shape)))
 
 
+class _DiffusionTraining(Trainee):
+    """A diffusion model on standardised latents for :func:`pipeline.models.training.fit`: the MSE of the noise it
+    predicts at random noise levels; validated at the same noise and noise levels every epoch."""
+
+    monitor = "diffusion"
+
+    def __init__(
+        self,
+        unet: DiffusionModelUNet,
+        name: str,
+        latents: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        cfg: LatentDiffusionConfig,
+        seed: int,
+        device: torch.device,
+    ) -> None:
+        super().__init__(unet, name)
+        self.latents, self.cfg, self.device = latents, cfg, device
+        self.use_amp = amp_enabled(cfg.amp, device)
+        self.scheduler = DDPMScheduler(num_train_timesteps=cfg.train_timesteps, **_SCHEDULE)
+        self.shuffle = torch.Generator().manual_seed(seed)  # the batches, their noise and noise levels
+        fixed = torch.Generator().manual_seed(seed + 1)  # the same noise and noise levels every validation
+        z_val = latents["val"][0]
+        self.val_noise = torch.randn(z_val.shape, generator=fixed).to(device)
+        self.val_steps = torch.randint(0, cfg.train_timesteps, (len(z_val),), generator=fixed).to(device)
+
+    def batches(self, epoch: int):
+        z_train, y_train = self.latents["train"]
+        for idx in torch.randperm(len(z_train), generator=self.shuffle).split(self.cfg.diffusion_batch_size):
+            idx = idx.to(self.device)
+            z = z_train[idx]
+            noise = torch.randn(z.shape, generator=self.shuffle).to(self.device)
+            steps = torch.randint(0, self.cfg.train_timesteps, (len(z),), generator=self.shuffle).to(self.device)
+            yield z, y_train[idx], noise, steps  # the same global batch and noise on every rank
+
+    def loss(self, forward, batch, epoch: int) -> Step:
+        z, y, noise, steps = batch
+        predicted = forward(self.scheduler.add_noise(z, noise, steps), timesteps=steps, class_labels=y)
+        loss = F.mse_loss(predicted.float(), noise)
+        return Step(loss, {"diffusion": loss})
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        z_val, y_val = self.latents["val"]
+        total = 0.0
+        for i in range(0, len(z_val), _BATCH):
+            z, noise, steps = z_val[i : i + _BATCH], self.val_noise[i : i + _BATCH], self.val_steps[i : i + _BATCH]
+            with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                predicted = self.model(
+                    self.scheduler.add_noise(z, noise, steps), timesteps=steps, class_labels=y_val[i : i + _BATCH]
+                )
+            total += F.mse_loss(predicted.float(), noise).item() * len(z)
+        return {"diffusion": total / max(len(z_val), 1)}
+
+
 class LatentDiffusionGenerator(VAEGANGenerator):
     """Autoencoder(s) with a spatial latent plus diffusion model(s) on it (see the module docstring).
 
@@ -183,7 +241,6 @@ class LatentDiffusionGenerator(VAEGANGenerator):
 
     kind: ClassVar[str] = "latent_diffusion"
     config_class: ClassVar[type] = LatentDiffusionConfig
-    cfg: LatentDiffusionConfig
 
     def __init__(self, image_shape, classes, mode, cfg: LatentDiffusionConfig, seed: int = 0) -> None:
         super().__init__(image_shape, classes, mode, cfg, seed)
@@ -206,8 +263,12 @@ class LatentDiffusionGenerator(VAEGANGenerator):
         )
 
     @staticmethod
-    def _model_args(model: KLAutoencoder) -> dict[str, Any]:
+    def _model_args(model: Any) -> dict[str, Any]:
         return dict(model.args)
+
+    def autoencoder(self, index: int) -> KLAutoencoder:
+        """The trained autoencoder ``index`` (the one of ``conditional``, or class ``index``'s)."""
+        return cast(KLAutoencoder, self._trained().models[index])
 
     @property
     def latent_size(self) -> int:
@@ -221,10 +282,10 @@ class LatentDiffusionGenerator(VAEGANGenerator):
         history = super().fit(train, val, device, workers)
         self.unets, self.latent_stats = [], []
         if self.mode == "conditional":
-            parts = [(self.vaes.models[0], train, val, "conditional" if len(self.classes) > 1 else self.classes[0])]
+            parts = [(self.autoencoder(0), train, val, "conditional" if len(self.classes) > 1 else self.classes[0])]
         else:
             parts = [
-                (self.vaes.models[k], one_class(train, k), one_class(val, k), name)
+                (self.autoencoder(k), one_class(train, k), one_class(val, k), name)
                 for k, name in enumerate(self.classes)
             ]
         for autoencoder, tr, va, name in parts:
@@ -236,7 +297,7 @@ class LatentDiffusionGenerator(VAEGANGenerator):
         return history
 
     @torch.no_grad()
-    def _latents(self, autoencoder: KLAutoencoder, images: np.ndarray, device: torch.device) -> torch.Tensor:
+    def _latents(self, autoencoder: KLAutoencoder, images: ImageArray, device: torch.device) -> torch.Tensor:
         autoencoder.eval()
         parts = [
             autoencoder.spatial_encode(torch.from_numpy(np.ascontiguousarray(images[i : i + _BATCH])).to(device))[0]
@@ -254,75 +315,13 @@ class LatentDiffusionGenerator(VAEGANGenerator):
         dims = [0, *range(2, z_train.ndim)]
         stats = {"mean": z_train.mean(dims).tolist(), "std": z_train.std(dims).clamp_min(1e-6).tolist()}
         z_train, z_val = _to_unit(z_train, stats), _to_unit(self._latents(autoencoder, val.images, device), stats)
-        y_train, y_val = torch.from_numpy(train.labels).to(device), torch.from_numpy(val.labels).to(device)
         unet = _unet(autoencoder.latent_shape, autoencoder.num_classes, cfg.diffusion_channels).to(device)
-        net = distributed.wrap(unet)  # DistributedDataParallel on several processes (trains unet's weights)
-        optimizer = adam(unet.parameters(), cfg.diffusion_learning_rate)
-        scheduler = DDPMScheduler(num_train_timesteps=cfg.train_timesteps, **_SCHEDULE)
-        use_amp = cfg.amp and device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        shuffle = torch.Generator().manual_seed(self.seed)
-        fixed = torch.Generator().manual_seed(self.seed + 1)  # the same noise and noise levels every validation
-        val_noise = torch.randn(z_val.shape, generator=fixed).to(device)
-        val_steps = torch.randint(0, cfg.train_timesteps, (len(z_val),), generator=fixed).to(device)
-
-        def noise_loss(z, y, noise, steps, unet=unet):  # training passes net (unet, or unet in DDP)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                predicted = unet(scheduler.add_noise(z, noise, steps), timesteps=steps, class_labels=y)
-            return F.mse_loss(predicted.float(), noise)
-
-        rows, best_state, best_val, best_epoch = [], None, math.inf, -1
-        for epoch in (bar := tqdm(range(cfg.diffusion_epochs), desc=f"{self.kind} {name}", unit="epoch")):
-            unet.train()
-            total = 0.0
-            for idx in torch.randperm(len(z_train), generator=shuffle).split(cfg.diffusion_batch_size):
-                idx = idx.to(device)
-                z = z_train[idx]
-                noise = torch.randn(z.shape, generator=shuffle).to(device)
-                steps = torch.randint(0, cfg.train_timesteps, (len(z),), generator=shuffle).to(device)
-                y, counted, scale = y_train[idx], len(z), None
-                if distributed.active():  # the same global batch and noise on every rank; this rank's shard of it
-                    size = len(z)
-                    z, y, noise, steps = (distributed.shard(t) for t in (z, y, noise, steps))
-                    counted, scale = distributed.tally(size, len(z)), distributed.loss_scale(size, len(z) / size)
-                loss = noise_loss(z, y, noise, steps, net)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{self.kind} {name}: loss {loss.item()} at epoch {epoch}")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss if scale is None else loss * scale).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                total += loss.item() * counted
-            if distributed.active():
-                total = distributed.sum_over_ranks({"total": total})["total"]
-            unet.eval()
-            with torch.no_grad():
-                val_loss = sum(
-                    noise_loss(
-                        z_val[i : i + _BATCH],
-                        y_val[i : i + _BATCH],
-                        val_noise[i : i + _BATCH],
-                        val_steps[i : i + _BATCH],
-                    ).item()
-                    * len(z_val[i : i + _BATCH])
-                    for i in range(0, len(z_val), _BATCH)
-                ) / max(len(z_val), 1)
-            val_loss = distributed.from_main(val_loss)  # the same on every rank (identical weights); rank 0's decides
-            rows.append(
-                {"model": name, "epoch": epoch, "train_diffusion": total / len(z_train), "val_diffusion": val_loss}
-            )
-            bar.set_postfix(train_loss=f"{rows[-1]['train_diffusion']:.4f}", val_loss=f"{val_loss:.4f}")
-            if val_loss < best_val:
-                best_val, best_epoch = val_loss, epoch
-                best_state = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-                rows[-1]["best"] = True
-            if cfg.diffusion_patience and epoch - best_epoch >= cfg.diffusion_patience:
-                logger.info(
-                    "%s: stopped early at epoch %d, no better validation loss since %d", name, epoch, best_epoch
-                )
-                break
-        unet.load_state_dict(best_state)
-        return unet.eval(), stats, rows
+        latents = {"train": (z_train, torch.from_numpy(train.labels).to(device))}
+        latents["val"] = (z_val, torch.from_numpy(val.labels).to(device))
+        trainee = _DiffusionTraining(unet, name, latents, cfg, self.seed, device)
+        schedule = Schedule(cfg.diffusion_epochs, cfg.diffusion_learning_rate, cfg.diffusion_patience, cfg.amp)
+        result = fit(trainee, schedule, device, desc=f"{self.kind} {name}")
+        return unet, stats, result.history
 
     # ---- sampling ---------------------------------------------------------------------------------------------
 
@@ -349,9 +348,10 @@ class LatentDiffusionGenerator(VAEGANGenerator):
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> LatentDiffusionGenerator:
+    def from_state(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> Self:
         gen = super().from_state(state, device)
-        for autoencoder, entry in zip(gen._trained().models, state["diffusion"], strict=True):
+        for index, entry in enumerate(state["diffusion"]):
+            autoencoder = gen.autoencoder(index)
             unet = _unet(autoencoder.latent_shape, autoencoder.num_classes, gen.cfg.diffusion_channels).to(device)
             unet.load_state_dict(entry["state_dict"])
             gen.unets.append(unet.eval())

@@ -19,8 +19,11 @@ so chunking changes no bit of the images, of the codes or of the filters' verdic
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -109,48 +112,63 @@ def stream_images(
         return {"kept": n, "dropped": 0}
     tests, thresholds = _filter_tests(generator, label, cfg, class_images, accept or {})
     counts: dict[str, dict] = {name: {"tested": 0, "dropped": 0, **thresholds.get(name, {})} for name in tests}
-    drawn, kept = 0, 0
     budget = max(CANDIDATES_PER_IMAGE * n, MAX_CANDIDATES) if budget is None else budget
-
-    def rounds() -> Iterator[np.ndarray]:
-        """The kept images of every round, in draw order (each round tests all its candidates, for the counts)."""
-        nonlocal drawn, kept
-        for _ in range(FILTER_ROUNDS):
-            missing = n - kept
-            if missing <= 0 or drawn >= budget:
-                break
-            size = min(_round_size(missing, drawn, kept), budget - drawn)
-            codes = draw.sample(size, rng)
-            drawn += size
-            survivors: Iterable[np.ndarray] = (
-                generator.decode(codes[start : start + CHUNK], label) for start in range(0, size, CHUNK)
-            )
-            for name, test in tests.items():
-                survivors = _tested(test, _rebatched(survivors, CHUNK), counts[name])
-            for chunk in survivors:
-                chunk = chunk[: n - kept]
-                kept += len(chunk)
-                if len(chunk):
-                    yield chunk
-
-    for chunk in _rebatched(rounds(), CHUNK):
+    rounds = _Rounds(generator, label, n, budget, draw, rng, tests, counts)
+    for chunk in _rebatched(iter(rounds), CHUNK):
         out(chunk)
     for c in counts.values():
         c["acceptance_rate"] = _rate(c["tested"], c["dropped"])
     dropped = sum(c["dropped"] for c in counts.values())
-    if kept < n:
+    if rounds.kept < n:
         logger.warning(
             "class %d: only %d of %d samples passed generate.filter %s in %d candidates (%s); %s",
             label,
-            kept,
+            rounds.kept,
             n,
             list(cfg.filter),
-            drawn,
+            rounds.drawn,
             ", ".join(f"{name} dropped {c['dropped']} of {c['tested']}" for name, c in counts.items()),
             _what_to_change(cfg.filter),
         )
-    summary = {"kept": kept, "dropped": dropped, "candidates": drawn, "acceptance_rate": _rate(drawn, dropped)}
-    return summary | {"filters": counts}
+    summary = {"kept": rounds.kept, "dropped": dropped, "candidates": rounds.drawn}
+    return summary | {"acceptance_rate": _rate(rounds.drawn, dropped), "filters": counts}
+
+
+@dataclass
+class _Rounds:
+    """Rounds of candidates of class ``label`` through the filters ``tests`` until ``n`` pass or ``budget``
+    candidates were drawn (:func:`stream_images`); iterating gives the kept images of every round in draw order
+    (each round tests all its candidates, for ``counts``), tallying ``drawn`` and ``kept``."""
+
+    generator: Generator
+    label: int
+    n: int
+    budget: int
+    draw: Any  # the latent sampler
+    rng: np.random.Generator
+    tests: dict[str, Callable[[np.ndarray], np.ndarray]]
+    counts: dict[str, dict]
+    drawn: int = 0
+    kept: int = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for _ in range(FILTER_ROUNDS):
+            missing = self.n - self.kept
+            if missing <= 0 or self.drawn >= self.budget:
+                break
+            size = min(_round_size(missing, self.drawn, self.kept), self.budget - self.drawn)
+            codes = self.draw.sample(size, self.rng)
+            self.drawn += size
+            survivors: Iterable[np.ndarray] = (
+                self.generator.decode(codes[start : start + CHUNK], self.label) for start in range(0, size, CHUNK)
+            )
+            for name, test in self.tests.items():
+                survivors = _tested(test, _rebatched(survivors, CHUNK), self.counts[name])
+            for chunk in survivors:
+                chunk = chunk[: self.n - self.kept]
+                self.kept += len(chunk)
+                if len(chunk):
+                    yield chunk
 
 
 def sample_images(
@@ -211,6 +229,11 @@ def _round_size(missing: int, drawn: int, kept: int) -> int:
     return int(min(max(np.ceil(1.25 * missing / rate), 8), MAX_CANDIDATES))
 
 
+def _consistent(generator: Generator, label: int, threshold: float, images: np.ndarray) -> np.ndarray:
+    """Whether each image's round trip through the generator errs by at most ``threshold`` (the consistency filter)."""
+    return round_trip_error(generator, images, label) <= threshold
+
+
 def _filter_tests(
     generator: Generator,
     label: int,
@@ -225,7 +248,7 @@ def _filter_tests(
         if name == "consistency":
             threshold = float(np.quantile(round_trip_error(generator, class_images, label), cfg.filter_quantile))
             thresholds[name] = {"threshold_mse": threshold}
-            tests[name] = lambda images, t=threshold: round_trip_error(generator, images, label) <= t
+            tests[name] = functools.partial(_consistent, generator, label, threshold)
         elif name in accept:
             tests[name] = accept[name]
         else:

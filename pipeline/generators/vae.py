@@ -16,22 +16,22 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from pipeline import distributed
 from pipeline.config import VAEConfig
 from pipeline.generators.base import one_class
+from pipeline.generators.samplers.base import Sampler
 from pipeline.generators.samplers.prior import PriorSampler
-from pipeline.io.arrays import SplitData
+from pipeline.io.arrays import ImageArray, SplitData
 from pipeline.io.loader import image_loader
+from pipeline.models.training import Schedule, Step, Trainee, amp_enabled, fit
 from pipeline.models.vae import ClassVAEs, ConditionalVAE, kl_divergence, kl_weight, model_args, reconstruction_loss
-from pipeline.runtime import adam, seed_everything
+from pipeline.runtime import seed_everything
 from pipeline.workers import restore_state, run_tasks, state_arrays
 
 __all__ = ["VAEGenerator", "vae_network", "evaluate_vae"]
@@ -77,6 +77,63 @@ def _fit_class(
     return state_arrays(model), history
 
 
+class _VAETraining(Trainee):
+    """One VAE network of a :class:`VAEGenerator` for :func:`pipeline.models.training.fit`: reconstruction +
+    w(epoch) * KL plus the generator's extra terms; the kept epoch has the best validation reconstruction + beta * KL.
+    """
+
+    monitor = "elbo"
+
+    def __init__(
+        self, generator: VAEGenerator, model: ConditionalVAE, train: SplitData, val: SplitData, device, name: str
+    ) -> None:
+        super().__init__(model, name)
+        self.vae, self.generator, self.cfg, self.device = model, generator, generator.cfg, device
+        # batches read from disk as the epoch goes (pipeline.io.loader), in the order of a seeded shuffle
+        cfg = self.cfg
+        self.train_loader = image_loader(train.images, train.labels, cfg.batch_size, device, True, generator.seed)
+        self.val_loader = image_loader(val.images, val.labels, max(cfg.batch_size, _BATCH), device)
+
+    def batches(self, epoch: int):
+        for x, y in self.train_loader:  # the same global batches on every rank (the loader's seeded order)
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def epoch_fields(self, epoch: int) -> dict[str, float]:
+        return {"kl_weight": kl_weight(epoch, self.cfg.beta, self.cfg.kl_warmup_epochs)}
+
+    def loss(self, forward, batch, epoch: int) -> Step:
+        x, y = batch
+        recon, mu, logvar, _ = forward(x, y)
+        # the losses in float32 (binary cross-entropy is not safe in half precision)
+        recon, mu, logvar = recon.float(), mu.float(), logvar.float()
+        rec = reconstruction_loss(recon, x, self.cfg.reconstruction)
+        # (on several processes, free bits > 0 clamp each shard's KL per dimension, not the global batch's)
+        weight = kl_weight(epoch, self.cfg.beta, self.cfg.kl_warmup_epochs)
+        loss = rec + weight * kl_divergence(mu, logvar, self.cfg.free_bits)
+        extra = self.generator._extra_losses(x, y, recon, epoch)
+        for term in extra.values():
+            loss = loss + term
+        kl = kl_divergence(mu.detach(), logvar.detach())  # logged: the true KL, no free bits
+        return Step(loss, {"reconstruction": rec, "kl": kl, **extra}, recon.detach())
+
+    def after_update(self, batch, step: Step, epoch: int, scale: float | None) -> dict[str, float]:
+        x, y = batch
+        return self.generator._after_step(x, y, step.outputs, epoch, scale)
+
+    def validate(self) -> dict[str, float]:
+        return evaluate_vae(self.vae, self.val_loader, self.cfg.reconstruction, self.cfg.beta, self.device)
+
+    def summarize(self, means: dict[str, float]) -> dict[str, float]:
+        # running means over the epoch, as trained (sampled z)
+        return means | {"elbo": means["reconstruction"] + self.cfg.beta * means["kl"]}
+
+    def selectable(self, epoch: int) -> bool:
+        return self.generator._selectable(epoch)
+
+    def warmed_up(self, epoch: int) -> bool:
+        return self.generator._warmed_up(epoch)
+
+
 class VAEGenerator:
     """Class-conditional VAE(s) behind the :class:`~pipeline.generators.base.Generator` interface.
 
@@ -96,9 +153,12 @@ class VAEGenerator:
 
     kind: ClassVar[str] = "vae"
     config_class: ClassVar[type] = VAEConfig
+    # the kind's settings: an instance of config_class (VAEConfig here; a subclass's own, which share the autoencoder
+    # training's fields of pipeline.config.TrainingConfig)
+    cfg: Any
 
     def __init__(
-        self, image_shape: tuple[int, ...], classes: tuple[str, ...], mode: str, cfg: VAEConfig, seed: int = 0
+        self, image_shape: tuple[int, ...], classes: tuple[str, ...], mode: str, cfg: Any, seed: int = 0
     ) -> None:
         if mode not in ("conditional", "per_class"):
             raise ValueError(f"mode must be conditional or per_class, got {mode!r}")
@@ -158,12 +218,12 @@ class VAEGenerator:
         take raises ValueError now, not after other networks have trained (:mod:`pipeline.planning`)."""
         self._network(1 if self.mode == "per_class" else len(self.classes))
 
-    def _network(self, num_classes: int) -> ConditionalVAE:
+    def _network(self, num_classes: int) -> Any:
         """An untrained network for ``num_classes`` labels (a subclass builds another autoencoder here)."""
         return vae_network(self.image_shape, num_classes, self.cfg)
 
     @staticmethod
-    def _rebuild(entry: dict[str, Any]) -> ConditionalVAE:
+    def _rebuild(entry: dict[str, Any]) -> Any:
         """The untrained network of a checkpoint's ``models`` entry (its weights are loaded after)."""
         return ConditionalVAE(**entry["model_args"])
 
@@ -183,8 +243,11 @@ class VAEGenerator:
         """Weighted loss terms added to the VAE's loss (none for the plain VAE)."""
         return {}
 
-    def _after_step(self, x: torch.Tensor, y: torch.Tensor, recon: torch.Tensor, epoch: int) -> dict[str, float]:
-        """Called after each VAE step with the batch's detached reconstructions (a subclass's own updates)."""
+    def _after_step(  # noqa: B027 (a hook: empty on purpose)
+        self, x: torch.Tensor, y: torch.Tensor, recon: torch.Tensor, epoch: int, scale: float | None
+    ) -> dict[str, float]:
+        """Called after each VAE step with the batch's detached reconstructions (a subclass's own updates);
+        ``scale``: the factor on this rank's mean losses on several processes (else None)."""
         return {}
 
     def fit_network(
@@ -192,85 +255,11 @@ class VAEGenerator:
     ) -> list[dict]:
         """Train one network in place (ending with its best validation epoch's weights); return its history."""
         cfg = self.cfg
-        model.to(device)
-        net = distributed.wrap(model)  # DistributedDataParallel on several processes (trains model's weights)
-        optimizer = adam(model.parameters(), cfg.learning_rate)
-        use_amp = cfg.amp and device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-        # batches read from disk as the epoch goes (pipeline.io.loader), in the order of a seeded shuffle
-        train_loader = image_loader(train.images, train.labels, cfg.batch_size, device, shuffle=True, seed=self.seed)
-        val_loader = image_loader(val.images, val.labels, max(cfg.batch_size, _BATCH), device)
-        self._begin(model, device, use_amp)
+        trainee = _VAETraining(self, model.to(device), train, val, device, name)
+        self._begin(model, device, amp_enabled(cfg.amp, device))
         distributed.seed_rank(self.seed)  # the reparameterisation noise: each rank draws its own images' noise
-        self._shard_scale: float | None = None  # on several processes: the factor on this rank's mean losses
-        history, best_state, best_val, best_epoch = [], None, math.inf, -1
-        for epoch in (bar := tqdm(range(cfg.epochs), desc=f"{self.kind} {name}", unit="epoch")):
-            weight = kl_weight(epoch, cfg.beta, cfg.kl_warmup_epochs)
-            model.train()
-            sums, n = {"reconstruction": 0.0, "kl": 0.0}, 0
-            for x, y in train_loader:  # the same global batches on every rank (the loader's seeded order)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                counted = len(x)
-                if distributed.active():  # this rank's shard of the global batch (pipeline.distributed)
-                    size, x, y = len(x), distributed.shard(x), distributed.shard(y)
-                    self._shard_scale = distributed.loss_scale(size, len(x) / size)
-                    counted = distributed.tally(size, len(x))
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                    recon, mu, logvar, _ = net(x, y)
-                # the losses in float32 (binary cross-entropy is not safe in half precision)
-                recon, mu, logvar = recon.float(), mu.float(), logvar.float()
-                rec = reconstruction_loss(recon, x, cfg.reconstruction)
-                # (on several processes, free bits > 0 clamp each shard's KL per dimension, not the global batch's)
-                loss = rec + weight * kl_divergence(mu, logvar, cfg.free_bits)
-                extra = self._extra_losses(x, y, recon, epoch)
-                for term in extra.values():
-                    loss = loss + term
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"{self.kind} loss is {loss.item()} at epoch {epoch} ({name}): lower the learning rate "
-                        "or check the inputs"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss if self._shard_scale is None else loss * self._shard_scale).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                logged = {k: v.item() for k, v in extra.items()} | self._after_step(x, y, recon.detach(), epoch)
-                sums["reconstruction"] += rec.item() * counted
-                sums["kl"] += kl_divergence(mu.detach(), logvar.detach()).item() * counted  # the true KL, no free bits
-                for key, value in logged.items():
-                    sums[key] = sums.get(key, 0.0) + value * counted
-                n += counted
-            if distributed.active():  # the epoch's totals over every rank's shards
-                sums = distributed.sum_over_ranks(sums | {"images": n})
-                n = sums.pop("images")
-            tr = {k: v / n for k, v in sums.items()}  # running means over the epoch, as trained (sampled z)
-            tr["elbo"] = tr["reconstruction"] + cfg.beta * tr["kl"]
-            distributed.sync_buffers(model)  # rank 0's batch-norm statistics everywhere: the same validation
-            va = distributed.from_main(evaluate_vae(model, val_loader, cfg.reconstruction, cfg.beta, device))
-            history.append(
-                {
-                    "model": name,
-                    "epoch": epoch,
-                    "kl_weight": weight,
-                    **{f"train_{k}": v for k, v in tr.items()},
-                    **{f"val_{k}": v for k, v in va.items()},
-                }
-            )
-            bar.set_postfix(train_loss=f"{tr['elbo']:.1f}", val_loss=f"{va['elbo']:.1f}")
-            if self._selectable(epoch) and va["elbo"] < best_val:
-                best_val, best_epoch = va["elbo"], epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                history[-1]["best"] = True
-            if cfg.patience and self._warmed_up(epoch) and best_epoch >= 0 and epoch - best_epoch >= cfg.patience:
-                logger.info(
-                    "%s: stopped early at epoch %d, no better validation loss since epoch %d", name, epoch, best_epoch
-                )
-                break
-        if best_state is None:
-            raise ValueError(f"{self.kind} {name}: no epoch after the warm-up to keep; raise the number of epochs")
-        model.load_state_dict(best_state)
-        model.eval()
-        return history
+        schedule = Schedule(cfg.epochs, cfg.learning_rate, cfg.patience, cfg.amp)
+        return fit(trainee, schedule, device, desc=f"{self.kind} {name}").history
 
     # ---- the trained generator --------------------------------------------------------------------------------
 
@@ -287,7 +276,7 @@ class VAEGenerator:
         return next(self._trained().parameters()).device
 
     @torch.no_grad()
-    def encode(self, images: np.ndarray, label: int) -> np.ndarray:
+    def encode(self, images: ImageArray, label: int) -> np.ndarray:
         """Posterior means (float64, ``(n, latent_size)``) of ``images`` of class ``label``."""
         vaes, device = self._trained(), self._device()
         out = [
@@ -310,11 +299,11 @@ class VAEGenerator:
         ]
         return np.concatenate(parts).astype(np.float32)
 
-    def reconstruct(self, images: np.ndarray, label: int) -> np.ndarray:
+    def reconstruct(self, images: ImageArray, label: int) -> np.ndarray:
         """Each image decoded from its posterior mean."""
         return self.decode(self.encode(images, label), label)
 
-    def prior(self, label: int, temperature: float = 1.0) -> PriorSampler:
+    def prior(self, label: int, temperature: float = 1.0) -> Sampler:
         """The generator's own distribution of codes, as a latent sampler: N(0, temperature^2 I)."""
         return PriorSampler(temperature).fit(np.zeros((1, self.latent_size)))
 
@@ -336,11 +325,11 @@ class VAEGenerator:
         }
 
     @staticmethod
-    def _model_args(model: ConditionalVAE) -> dict[str, Any]:
+    def _model_args(model: Any) -> dict[str, Any]:
         return model_args(model)
 
     @classmethod
-    def from_state(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> VAEGenerator:
+    def from_state(cls, state: dict[str, Any], device: torch.device | str = "cpu") -> Self:
         fields = {f.name: f for f in dataclasses.fields(cls.config_class)}
         config = {k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items() if k in fields}
         gen = cls(tuple(state["image_shape"]), tuple(state["classes"]), state["mode"], cls.config_class(**config))

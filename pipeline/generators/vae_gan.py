@@ -24,7 +24,7 @@ from monai.losses import PatchAdversarialLoss
 from monai.networks.nets import PatchDiscriminator
 
 from pipeline import distributed
-from pipeline.config import VAEGANConfig
+from pipeline.config import AdversarialConfig, VAEGANConfig
 from pipeline.generators.vae import VAEGenerator
 from pipeline.models.vae import ConditionalVAE
 from pipeline.runtime import adam
@@ -49,9 +49,8 @@ class VAEGANGenerator(VAEGenerator):
 
     kind: ClassVar[str] = "vae_gan"
     config_class: ClassVar[type] = VAEGANConfig
-    cfg: VAEGANConfig
 
-    def __init__(self, image_shape, classes, mode, cfg: VAEGANConfig, seed: int = 0) -> None:
+    def __init__(self, image_shape, classes, mode, cfg: AdversarialConfig, seed: int = 0) -> None:
         super().__init__(image_shape, classes, mode, cfg, seed)
         smallest = min(self.image_shape[1:])
         if smallest // 2**cfg.discriminator_layers < 3:  # MONAI's patch discriminator ends with two 4-wide kernels
@@ -106,14 +105,16 @@ class VAEGANGenerator(VAEGenerator):
             "feature_matching": self.cfg.feature_matching_weight * matching,
         }
 
-    def _after_step(self, x: torch.Tensor, y: torch.Tensor, recon: torch.Tensor, epoch: int) -> dict[str, float]:
+    def _after_step(
+        self, x: torch.Tensor, y: torch.Tensor, recon: torch.Tensor, epoch: int, scale: float | None
+    ) -> dict[str, float]:
         if epoch < self.cfg.adversarial_warmup_epochs:
             return {}
         fake = self.adversarial(self._judge(recon, y, self.d_net)[-1], target_is_real=False, for_discriminator=True)
         real = self.adversarial(self._judge(x, y, self.d_net)[-1], target_is_real=True, for_discriminator=True)
         loss = 0.5 * (fake + real)
         self.d_optimizer.zero_grad(set_to_none=True)
-        self.d_scaler.scale(loss if self._shard_scale is None else loss * self._shard_scale).backward()
+        self.d_scaler.scale(loss if scale is None else loss * scale).backward()
         self.d_scaler.step(self.d_optimizer)
         self.d_scaler.update()
         return {"discriminator": loss.item()}

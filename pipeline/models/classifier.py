@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -18,12 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.networks.nets import DenseNet121, ResNet, resnet18
-from tqdm import tqdm
 
 from pipeline import distributed
 from pipeline.augment import BalancedMixUp, classical_augmentation
 from pipeline.config import TrainClassifierConfig
-from pipeline.io.arrays import SplitData
+from pipeline.io.arrays import ImageArray, SplitData
 from pipeline.io.loader import ImageDataset, batch_loader
 from pipeline.metrics import balanced_accuracy
 from pipeline.models.losses import (
@@ -37,7 +35,8 @@ from pipeline.models.losses import (
     weighted_cross_entropy,
 )
 from pipeline.models.recipe import Recipe
-from pipeline.runtime import adam, seed_everything
+from pipeline.models.training import Fit, Schedule, Step, Trainee, fit
+from pipeline.runtime import seed_everything
 
 __all__ = [
     "NETWORKS",
@@ -73,7 +72,8 @@ def memory_format(spatial_dims: int, device: torch.device | str) -> torch.memory
 
 def on_device(model: torch.nn.Module, spatial_dims: int, device: torch.device) -> torch.nn.Module:
     """``model`` moved to ``device`` in :func:`memory_format`'s layout."""
-    return model.to(device, memory_format=memory_format(spatial_dims, device))
+    # (Module.to takes memory_format; torch's type stubs omit it)
+    return model.to(device, memory_format=memory_format(spatial_dims, device))  # type: ignore[call-overload]
 
 
 def as_input(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -146,19 +146,13 @@ def _network(in_shape, num_classes, network, channels, blocks_per_level, stem_st
 
 
 @torch.no_grad()
-def predict_proba(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch: int = 256) -> np.ndarray:
+def predict_proba(model: torch.nn.Module, images: ImageArray, device: torch.device, batch: int = 256) -> np.ndarray:
     model.eval()
     out = [
         torch.softmax(model(as_input(images[i : i + batch], device)).float(), 1).cpu()
         for i in range(0, len(images), batch)
     ]
     return torch.cat(out).numpy()
-
-
-def _validation_score(val: SplitData, proba: np.ndarray) -> tuple[float, float]:
-    """(balanced accuracy, minus the cross-entropy): compared as a tuple, so the loss breaks ties."""
-    loss = -np.log(np.clip(proba[np.arange(len(val)), val.labels], 1e-12, None)).mean()
-    return balanced_accuracy(val.labels, proba.argmax(1)), -float(loss)
 
 
 def _batches(order: torch.Tensor, size: int) -> list[torch.Tensor]:
@@ -192,7 +186,7 @@ def _sample_weights(recipe: Recipe, cfg: TrainClassifierConfig, device: torch.de
 
 
 @dataclass(frozen=True)
-class _Step:
+class _Batch:
     """One training step's images and targets: a global batch, or on several processes this rank's shard of it."""
 
     x: torch.Tensor  # augmented (and mixed) images
@@ -200,106 +194,105 @@ class _Step:
     other: torch.Tensor | None = None  # Balanced-MixUp: the labels of the images mixed in, weighing 1 - lam
     lam: float = 1.0
     weights: torch.Tensor | None = None  # per-image loss weights (synthetic images)
-    scale: float | None = None  # on a shard: the factor on its mean loss (pipeline.distributed.loss_scale)
 
     def loss(self, loss_fn: Loss, logits: torch.Tensor) -> torch.Tensor:
         if self.weights is not None:
-            loss = weighted_cross_entropy(logits, self.target, self.weights)
-        elif self.other is None:
-            loss = loss_fn(logits, self.target)
-        else:
-            loss = mixed_loss(loss_fn, logits, self.target, self.other, self.lam)
-        return loss if self.scale is None else loss * self.scale
+            return weighted_cross_entropy(logits, self.target, self.weights)
+        if self.other is None:
+            return loss_fn(logits, self.target)
+        return mixed_loss(loss_fn, logits, self.target, self.other, self.lam)
 
-    def shard(self, loss_fn: Loss) -> _Step:
-        """This rank's part, scaled so that the ranks' averaged gradients are the global batch's: the mean loss's
-        denominator is the images, or their weights (per image, or per class for the weighted cross-entropy)."""
-        size, part = len(self.target), distributed.shard
+    def shard(self, loss_fn: Loss) -> tuple[_Batch, float]:
+        """This rank's part and its share of the mean loss's denominator: the images, or their weights (per image,
+        or per class for the weighted cross-entropy)."""
+        part = distributed.shard
         if self.weights is not None:
             share = part(self.weights).sum() / self.weights.sum()
         elif isinstance(loss_fn, partial) and loss_fn.keywords.get("weight") is not None:
             class_weight = loss_fn.keywords["weight"]
             share = class_weight[part(self.target)].sum() / class_weight[self.target].sum()
         else:
-            share = len(part(self.target)) / size
-        return _Step(
-            part(self.x),
-            part(self.target),
-            None if self.other is None else part(self.other),
-            self.lam,
-            None if self.weights is None else part(self.weights),
-            distributed.loss_scale(size, float(share)),
+            share = len(part(self.target)) / len(self.target)
+        other, weights = (None if t is None else part(t) for t in (self.other, self.weights))
+        return _Batch(part(self.x), part(self.target), other, self.lam, weights), float(share)
+
+
+class _ClassifierTraining(Trainee):
+    """A classifier on a recipe for :func:`pipeline.models.training.fit`: the recipe's loss on each (augmented,
+    mixed) batch; the kept epoch has the best validation balanced accuracy, the cross-entropy breaking ties."""
+
+    monitor = "balanced_accuracy"
+    maximize = True
+
+    def __init__(self, recipe: Recipe, val: SplitData, cfg: TrainClassifierConfig, seed: int, device, name: str):
+        train = recipe.data
+        self.loss_fn = _training_loss(recipe, cfg, device)
+        self.transform = classical_augmentation(train.images.ndim - 2, seed) if recipe.augment else None
+        self.mixup = BalancedMixUp(train.labels, cfg.mixup_alpha, seed) if recipe.mixup else None
+        self.weights = _sample_weights(recipe, cfg, device)  # None unless synthetic images weigh other than real
+        self.real = None  # two-phase: the indices of the real images, for the last cfg.real_epochs epochs
+        if recipe.synthetic is not None and cfg.real_epochs:
+            self.real = torch.from_numpy(np.flatnonzero(~recipe.synthetic))
+        model = build_classifier(
+            train.images.shape[1:], len(train.classes), cfg.network, cfg.channels, cfg.blocks_per_level, cfg.stem_stride
         )
+        super().__init__(on_device(model, train.images.ndim - 2, device), name)
+        self.train, self.val, self.cfg, self.device = train, val, cfg, device
+        self.labels = torch.from_numpy(train.labels).to(device)
+        self.images = ImageDataset(train.images)  # a batch at a time (from disk for a processed split), never all
+        self.order = torch.Generator().manual_seed(seed)
+
+    def batches(self, epoch: int):
+        cfg, device = self.cfg, self.device
+        if self.real is not None and epoch >= max(cfg.epochs - cfg.real_epochs, 1):  # the first epoch is always mixed
+            shuffled = self.real[torch.randperm(len(self.real), generator=self.order)]
+        else:
+            shuffled = torch.randperm(len(self.labels), generator=self.order)
+        # every rank draws the same order and the same augmentation and mixup numbers for the whole global batch,
+        # then trains on its shard of it (pipeline.distributed): the random streams do not depend on the processes
+        batches = _batches(shuffled, cfg.batch_size)
+        for batch, (x,) in zip(batches, batch_loader(self.images, [b.tolist() for b in batches], device), strict=True):
+            batch, x, lam = batch.to(device), x.to(device, non_blocking=True), 1.0
+            mixed: torch.Tensor | None = None
+            if self.mixup is not None:  # Balanced-MixUp: a class-balanced batch of the same size mixed in
+                lam, other = self.mixup.draw(len(batch))
+                x = self.mixup.mix(x, torch.from_numpy(np.asarray(self.train.images[other])).to(device), lam)
+                mixed = self.labels[torch.from_numpy(other).to(device)]
+            x = x if self.transform is None else self.transform(x)
+            weights = None if self.weights is None else self.weights[batch]
+            yield _Batch(x, self.labels[batch], mixed, lam, weights)
+
+    def size(self, batch: _Batch) -> int:
+        return len(batch.target)
+
+    def shard(self, batch: _Batch) -> tuple[_Batch, float]:
+        return batch.shard(self.loss_fn)
+
+    def loss(self, forward, batch: _Batch, epoch: int) -> Step:
+        loss = batch.loss(self.loss_fn, forward(as_input(batch.x, self.device)))
+        return Step(loss, {"loss": loss})
+
+    def validate(self) -> dict[str, float]:
+        proba = predict_proba(self.model, self.val.images, self.device)
+        loss = -np.log(np.clip(proba[np.arange(len(self.val)), self.val.labels], 1e-12, None)).mean()
+        return {"balanced_accuracy": balanced_accuracy(self.val.labels, proba.argmax(1)), "loss": float(loss)}
+
+    def score(self, values: dict[str, float]) -> tuple[float, float]:
+        return values["balanced_accuracy"], -values["loss"]  # compared as a tuple: the loss breaks ties
 
 
 def fit_classifier(
     recipe: Recipe, val: SplitData, cfg: TrainClassifierConfig, seed: int, device: torch.device, desc: str = "fit"
-) -> tuple[torch.nn.Module, dict]:
+) -> tuple[torch.nn.Module, Fit]:
     """Train on ``recipe`` for at most ``cfg.epochs``; return the model of the epoch with the best validation
-    score and ``{"best_epoch", "epochs_run"}``. The recipe's loss trains the network; prediction uses its raw
-    logits. With synthetic images in the recipe, each weighs ``cfg.synthetic_weight`` in the loss, and the last
-    ``cfg.real_epochs`` epochs (two-phase training; at most all but the first) see the real images only; the best
-    epoch is chosen over all."""
+    score and what :func:`pipeline.models.training.fit` did. The recipe's loss trains the network; prediction uses
+    its raw logits. With synthetic images in the recipe, each weighs ``cfg.synthetic_weight`` in the loss, and the
+    last ``cfg.real_epochs`` epochs (two-phase training; at most all but the first) see the real images only; the
+    best epoch is chosen over all."""
     seed_everything(seed)
-    train = recipe.data
-    loss_fn = _training_loss(recipe, cfg, device)
-    transform = classical_augmentation(train.images.ndim - 2, seed) if recipe.augment else None
-    mixup = BalancedMixUp(train.labels, cfg.mixup_alpha, seed) if recipe.mixup else None
-    weights = _sample_weights(recipe, cfg, device)  # None unless synthetic images weigh other than real ones
-    real = None  # two-phase: the indices of the real images, for the last cfg.real_epochs epochs
-    if recipe.synthetic is not None and cfg.real_epochs:
-        real = torch.from_numpy(np.flatnonzero(~recipe.synthetic))
-    model = build_classifier(
-        train.images.shape[1:], len(train.classes), cfg.network, cfg.channels, cfg.blocks_per_level, cfg.stem_stride
-    )
-    model = on_device(model, train.images.ndim - 2, device)
-    net = distributed.wrap(model)  # DistributedDataParallel on several processes (trains model's weights), else model
-    optimizer = adam(model.parameters(), cfg.learning_rate)
-    labels = torch.from_numpy(train.labels).to(device)
-    images = ImageDataset(train.images)  # read a batch at a time (from disk for a processed split), never all at once
-    order = torch.Generator().manual_seed(seed)
-    use_amp = cfg.amp and device.type == "cuda"  # float16 autocast and a loss scaler on CUDA; nothing changes on a CPU
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    best, best_epoch, best_state, stale, epoch = (-1.0, -np.inf), -1, None, 0, -1
-    for epoch in tqdm(range(cfg.epochs), desc=desc, unit="epoch", leave=False):
-        model.train()
-        if real is not None and epoch >= max(cfg.epochs - cfg.real_epochs, 1):  # the first epoch is always mixed
-            shuffled = real[torch.randperm(len(real), generator=order)]
-        else:
-            shuffled = torch.randperm(len(labels), generator=order)
-        # every rank draws the same order and the same augmentation and mixup numbers for the whole global batch,
-        # then trains on its shard of it (pipeline.distributed): the random streams do not depend on the processes
-        batches = _batches(shuffled, cfg.batch_size)
-        for batch, (x,) in zip(batches, batch_loader(images, [b.tolist() for b in batches], device), strict=True):
-            batch, x, other, lam = batch.to(device), x.to(device, non_blocking=True), None, 1.0
-            if mixup is not None:  # Balanced-MixUp: a class-balanced batch of the same size mixed in
-                lam, other = mixup.draw(len(batch))
-                x = mixup.mix(x, torch.from_numpy(np.asarray(train.images[other])).to(device), lam)
-                other = torch.from_numpy(other).to(device)
-            x = x if transform is None else transform(x)
-            step = _Step(x, labels[batch], None if other is None else labels[other], lam)
-            step = step if weights is None else dataclasses.replace(step, weights=weights[batch])
-            if distributed.active():
-                step = step.shard(loss_fn)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                logits = net(as_input(step.x, device))
-            loss = step.loss(loss_fn, logits)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        distributed.sync_buffers(model)  # rank 0's batch-norm statistics everywhere: the same validation scores
-        score = distributed.from_main(_validation_score(val, predict_proba(model, val.images, device)))
-        if score > best:
-            best, best_epoch, stale = score, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-        if cfg.patience and stale >= cfg.patience:
-            break
-    assert best_state is not None
-    model.load_state_dict(best_state)
-    return model, {"best_epoch": best_epoch, "epochs_run": epoch + 1}
+    trainee = _ClassifierTraining(recipe, val, cfg, seed, device, desc)
+    result = fit(trainee, Schedule(cfg.epochs, cfg.learning_rate, cfg.patience, cfg.amp), device, desc, leave=False)
+    return trainee.model, result
 
 
 def load_real_classifier(

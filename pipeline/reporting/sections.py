@@ -4,6 +4,30 @@ lines (empty when the stage's results are absent)."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
+
+from pipeline.reporting.figures import (
+    ANOMALY_MAPS,
+    ANOMALY_SCORES,
+    CLOSEST_PAIRS,
+    CONFUSION_MATRICES,
+    GENERATORS,
+    LATENT_DENOISING,
+    LATENT_INTERPOLATION,
+    LATENT_PROJECTION,
+    LATENT_REDUCTION,
+    LATENT_TRAVERSAL,
+    MEMORISATION,
+    ROC_PR,
+    SPECTRA,
+    SPLIT_TWINS,
+    STRATEGY_BARS,
+    SYNTHETIC_RATIO,
+    Figure,
+)
+
+if TYPE_CHECKING:
+    from pipeline.io.records import PoolSummary, ProcessedSummary
 
 __all__ = [
     "METRICS",
@@ -31,6 +55,11 @@ METRICS = ("balanced_accuracy", "macro_f1", "auroc", "worst_recall", "accuracy")
 def picture(caption: str, path: str) -> list[str]:
     """A captioned picture; ``path`` relative to the report."""
     return [f"**{caption}**", "", f"![{caption}]({path})", ""]
+
+
+def _image(figure: Figure) -> str:
+    """A figure of :mod:`pipeline.reporting.figures` as a Markdown image, its caption as the alternative text."""
+    return f"![{figure.caption}]({figure.link})"
 
 
 def fmt(summary: dict, key: str) -> str:
@@ -96,7 +125,7 @@ def ratio_lines(rows: list[dict], minorities: list[str]) -> list[str]:
             f"{float(row[k]):.3f} [{float(row[k + '_ci_low']):.3f}, {float(row[k + '_ci_high']):.3f}]" for k in keys
         ]
         lines.append(f"| {float(row['ratio']):g} | " + " | ".join(cells) + " |")
-    return lines + ["", "![synthetic-ratio curve](figures/synthetic_ratio.png)", ""]
+    return lines + ["", _image(SYNTHETIC_RATIO), ""]
 
 
 def skipped_lines(skipped: list[dict], shown: int = 20) -> list[str]:
@@ -117,15 +146,15 @@ def skipped_lines(skipped: list[dict], shown: int = 20) -> list[str]:
     ]
 
 
-def generation_lines(generation: dict) -> list[str]:
-    if not generation:
+def generation_lines(generation: PoolSummary | None) -> list[str]:
+    if generation is None:
         return []
-    kind, filters = generation.get("generator", "vae"), generation["filter"]
+    kind, filters = generation.generator, generation.filter
     lines = [
-        f"Generator: {kind} ({generation['mode']}); sampler: {generation['sampler']}; "
+        f"Generator: {kind} ({generation.mode}); sampler: {generation.sampler}; "
         f"filters: {', '.join(filters) or 'none'}."
     ]
-    shown = {c: f for c, f in generation["filtering"].items() if f.get("candidates")}
+    shown = {c: f for c, f in generation.filtering.items() if f.get("candidates")}
     if filters and shown:
         applied = list(next(iter(shown.values()))["filters"])  # in the order they were applied
         lines += [
@@ -241,7 +270,7 @@ def _spectrum_lines(per_class: dict) -> list[str]:
         + ". A checkerboard from up-convolutions shows as a synthetic curve above the real one at the highest "
         "frequencies, blur as one below.",
         "",
-        "![power spectra](figures/spectra.png)",
+        _image(SPECTRA),
     ]
 
 
@@ -292,11 +321,11 @@ def quality_lines(quality: dict, metrics: dict) -> list[str]:
         )
         + ".",
         "",
-        "![memorisation audit](figures/memorisation.png)",
+        _image(MEMORISATION),
         "",
         "**The synthetic images closest to a training image, above their nearest training images**",
         "",
-        "![closest pairs](figures/closest_pairs.png)",
+        _image(CLOSEST_PAIRS),
         "",
     ]
     return lines
@@ -337,7 +366,7 @@ def generators_lines(comparison: dict) -> list[str]:
                 f"{_interval(v['vs_real_only'])} | {_interval(v['vs_oversample'])} | "
                 f"{'–' if seconds is None else f'{seconds:.0f} s'} |"
             )
-    lines += ["", "![generators side by side](figures/generators.png)", ""]
+    lines += ["", _image(GENERATORS), ""]
     return lines
 
 
@@ -360,11 +389,11 @@ def anomaly_lines(anomaly: dict) -> list[str]:
         + ", ".join(f"{name} {v['auroc']:.3f}" for name, v in by_score.items())
         + ".",
         "",
-        "![anomaly scores](figures/anomaly_scores.png)",
+        _image(ANOMALY_SCORES),
         "",
         "Highest-scoring test images, what the normal-class VAE makes of them, and where they differ:",
         "",
-        "![anomaly maps](figures/anomaly_maps.png)",
+        _image(ANOMALY_MAPS),
         "",
     ]
 
@@ -393,14 +422,8 @@ def latent_lines(latent: dict) -> list[str]:
             f"| {float(level):g} | {r['psnr_noisy']:.2f} | {r['psnr_denoised']:.2f} | {r['ssim_noisy']:.3f} | "
             f"{r['ssim_denoised']:.3f} |"
         )
-    pictures = {
-        "reconstruction error against components": "latent_reduction.png",
-        "test latents in 2D, by class": "latent_projection.png",
-        "interpolation between real test images, within and across classes": "latent_interpolation.png",
-        "traversal of the latent dimensions with the highest KL": "latent_traversal.png",
-        "denoising: noisy test images and the VAE's reconstructions": "latent_denoising.png",
-    }
-    lines += [""] + [f"**{caption}**\n\n![{caption}](figures/{name})\n" for caption, name in pictures.items()]
+    pictures = (LATENT_REDUCTION, LATENT_PROJECTION, LATENT_INTERPOLATION, LATENT_TRAVERSAL, LATENT_DENOISING)
+    lines += [""] + [f"**{f.caption}**\n\n{_image(f)}\n" for f in pictures]
     return lines
 
 
@@ -424,7 +447,7 @@ def twin_lines(twins: dict) -> list[str]:
         "labels.csv, pass a patient-level split; if these are such, every test score here is optimistic. Their "
         "labels.csv lines are in data/processed/summary.json (near_twins).",
         "",
-        "![validation/test images closest to a training image](figures/split_twins.png)",
+        _image(SPLIT_TWINS),
         "",
     ]
 
@@ -460,10 +483,10 @@ def _channel_text(channels: dict | None) -> str:
     return text + (f" preprocess.channels {channels['setting']}: " + "; ".join(done) + "." if done else "")
 
 
-def imbalance_lines(summary: dict) -> list[str]:
+def imbalance_lines(summary: ProcessedSummary) -> list[str]:
     """The imbalance in one sentence, for the top of the report: each class's training images, largest first, and
     the majority's images per image of each smaller class."""
-    train = summary.get("splits", {}).get("train", {}).get("images")
+    train = summary.splits.get("train", {}).get("images")
     if not train:
         return []
     order = sorted(train, key=lambda c: (-train[c], c))
@@ -476,26 +499,26 @@ def imbalance_lines(summary: dict) -> list[str]:
     ]
 
 
-def data_lines(summary: dict, synthetic_rows: list[dict], generation: dict) -> list[str]:
+def data_lines(summary: ProcessedSummary, synthetic_rows: list[dict], generation: PoolSummary | None) -> list[str]:
     """Counts per class and split (patients are counted, never named), modalities, skipped rows, and the
     synthetic pool."""
-    classes = summary["classes"]
+    classes = summary.classes
     lines = [
         "## Data",
         "",
-        f"{summary['n_images']} images from {summary['n_files']} files; modalities: "
-        + ", ".join(f"{m} ({n})" for m, n in summary["modalities"].items())
+        f"{summary.n_images} images from {summary.n_files} files; modalities: "
+        + ", ".join(f"{m} ({n})" for m, n in summary.modalities.items())
         + "."
-        + _channel_text(summary.get("channels")),
+        + _channel_text(summary.channels),
         "",
         "| split | patients | " + " | ".join(classes) + " |",
         "|---|---|" + "---|" * len(classes),
     ]
-    for split, info in summary["splits"].items():
+    for split, info in summary.splits.items():
         lines.append(f"| {split} | {info['patients']} | " + " | ".join(str(info["images"][c]) for c in classes) + " |")
-    lines += ["", f"Splits: {summary.get('split_source', 'patient-level stratified split')}.", ""]
-    lines += twin_lines(summary.get("near_twins", {})) + flat_lines(summary.get("flat_images", {}))
-    lines += skipped_lines(summary.get("skipped", []))
+    lines += ["", f"Splits: {summary.split_source}.", ""]
+    lines += twin_lines(summary.near_twins) + flat_lines(summary.flat_images)
+    lines += skipped_lines(summary.skipped)
     generated = Counter(r["label"] for r in synthetic_rows)
     samplers = sorted({r["sampler"] for r in synthetic_rows}) or ["none"]
     lines += [
@@ -530,19 +553,14 @@ def classifier_lines(metrics: dict, classes: list[str], figures: set[str]) -> li
         cells = [fmt(metrics[strategy], k) for k in shown] + [fmt(metrics[strategy], f"recall_{c}") for c in classes]
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     lines += [""]
-    if "strategy_bars.png" in figures:
-        lines += picture(
-            "Balanced accuracy and minority recall per strategy (95% bootstrap intervals; dashed: real_only)",
-            "figures/strategy_bars.png",
-        )
+    if STRATEGY_BARS.file in figures:
+        lines += picture(STRATEGY_BARS.caption, STRATEGY_BARS.link)
     lines += difference_lines(metrics)
     target = metrics.get("curves_class", "the smallest class")
-    if "roc_pr.png" in figures:
-        lines += picture(
-            f"ROC and precision-recall curves, {target} against the rest (mean over seeds)", "figures/roc_pr.png"
-        )
-    if "confusion_matrices.png" in figures:
-        lines += picture("Confusion matrices (test split, rows: true class)", "figures/confusion_matrices.png")
+    if ROC_PR.file in figures:
+        lines += picture(ROC_PR.caption.format(target=target), ROC_PR.link)
+    if CONFUSION_MATRICES.file in figures:
+        lines += picture(CONFUSION_MATRICES.caption, CONFUSION_MATRICES.link)
     return lines
 
 

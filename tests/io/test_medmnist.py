@@ -61,7 +61,7 @@ def test_preprocess_honours_the_manifest_split(tmp_path):
     cfg = PreprocessConfig(**{**TINY_PREPROCESS.__dict__, "size": 16, "modality_default": "US"})
     splits, _, summary = preprocess_dataset(tmp_path / "out", cfg)
     assert {k: len(v) for k, v in splits.items()} == {"train": 12, "val": 6, "test": 6}
-    assert summary["split_source"] == "labels.csv"
+    assert summary.split_source == "labels.csv"
 
 
 @pytest.mark.skipif(not BREAST.is_file(), reason="../shared/data/breastmnist is not present")

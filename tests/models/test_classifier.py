@@ -61,7 +61,7 @@ def test_every_new_remedy_trains_end_to_end_and_reproducibly(strategy):
     runs = [fit_classifier(training_recipe(strategy, TRAIN, None, 1.0, seed=0), VAL, CFG, 0, CPU) for _ in range(2)]
     (model, fit), (again, _) = runs
     proba = predict_proba(model, VAL.images, CPU)
-    assert fit["epochs_run"] == 2 and proba.shape == (8, 2) and np.allclose(proba.sum(1), 1)
+    assert fit.epochs_run == 2 and proba.shape == (8, 2) and np.allclose(proba.sum(1), 1)
     weights, again = model.state_dict(), again.state_dict()
     assert weights.keys() == again.keys() and all(torch.equal(weights[k], again[k]) for k in weights)
     assert not all(torch.equal(weights[k], w) for k, w in _real_only_weights().items())  # the remedy changed training

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 __all__ = ["PriorSampler"]
 
 
 class PriorSampler:
-    name = "prior"
-    needs_codes = False
+    name: ClassVar[str] = "prior"
+    needs_codes: ClassVar[bool] = False
 
     def __init__(self, temperature: float = 1.0, **_: object) -> None:
         self.temperature = temperature
