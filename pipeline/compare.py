@@ -25,15 +25,32 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from pipeline.config import TrainClassifierConfig, load_section
 from pipeline.io.arrays import read_json, write_csv, write_json
 from pipeline.io.atomic import atomic_dir
 from pipeline.io.records import ClassifierRun
-from pipeline.metrics import bootstrap_draws, mean_curves, paired_difference, predict_labels
-from pipeline.plots import confusion_matrices, ratio_curve, roc_pr_curves, strategy_bars
-from pipeline.reporting.figures import CONFUSION_MATRICES, ROC_PR, STRATEGY_BARS, SYNTHETIC_RATIO
+from pipeline.metrics import bootstrap_draws, crossfit_balanced_accuracy, mean_curves, paired_difference, predict_labels
+from pipeline.plots import (
+    confusion_matrices,
+    ratio_curve,
+    reliability_diagram,
+    roc_pr_curves,
+    shift_curves,
+    strategy_bars,
+)
+from pipeline.reporting.figures import (
+    CONFUSION_MATRICES,
+    RELIABILITY,
+    ROC_PR,
+    SHIFT_STRESS,
+    STRATEGY_BARS,
+    SYNTHETIC_RATIO,
+)
+from pipeline.robustness import calibration, shift_stress
 from pipeline.runtime import run_stage
+from pipeline.shifts import SHIFTS
 from pipeline.strategies import remedy
 
 __all__ = [
@@ -206,27 +223,75 @@ def _classical(strategy: str) -> bool:
     return strategy != "real_only" and remedy(strategy).pool == "none"
 
 
-def recommend(results: dict[str, StrategyResult], combined: dict, draws: dict | None = None) -> dict:
+# what each selection rule (params: recommend.rule) recommends by; a test ties these to config.RULE_NAMES
+RULES = {
+    "one_se": "highest mean validation balanced accuracy over seeds; the simplest remedy within one standard error "
+    "of it (over seeds and validation images)",
+    "best": "highest mean validation balanced accuracy over seeds",
+    "crossfit_one_se": "validation balanced accuracy with the threshold chosen on one half of the validation images "
+    "and scored on the other (both ways); the simplest remedy within one standard error of the highest mean over "
+    "seeds (over seeds)",
+    "crossfit_best": "highest mean validation balanced accuracy over seeds with the threshold chosen on one half of "
+    "the validation images and scored on the other (both ways)",
+    "auroc_best": "highest mean validation AUROC over seeds (no threshold)",
+}
+
+
+def selection_scores(results: dict[str, StrategyResult], rule: str) -> tuple[dict[str, np.ndarray], dict | None]:
+    """Per remedy, one validation score per seed by ``rule``'s criterion (higher is better), and the paired
+    validation draws its standard error counts (None: over seeds only). Reads validation predictions only."""
+    if rule in ("one_se", "best"):
+        return validation_scores(results), validation_draws(results) if rule == "one_se" else None
+    scores = {}
+    for name, result in results.items():
+        p = result.predictions
+        labels, positive = p["val_labels"], int(p["positive"])
+        if rule.startswith("crossfit"):
+            scores[name] = np.array([crossfit_balanced_accuracy(labels, q, positive) for q in p["val_proba"]])
+        else:
+            scores[name] = np.array([_auroc(labels, q) for q in p["val_proba"]])
+    return scores, None
+
+
+def _auroc(labels: np.ndarray, proba: np.ndarray) -> float:
+    if proba.shape[1] == 2:
+        return float(roc_auc_score(labels, proba[:, 1]))
+    return float(roc_auc_score(labels, proba, multi_class="ovr", average="macro", labels=range(proba.shape[1])))
+
+
+def choose(rule: str, results: dict[str, StrategyResult], candidates: list[str]) -> str:
+    """The remedy ``rule`` recommends among ``candidates`` (:data:`RULES`)."""
+    scores, noise = selection_scores(results, rule)
+    if rule.endswith("one_se"):
+        return pick(scores, {name: results[name].summary for name in candidates}, candidates, noise)
+    return max(candidates, key=lambda name: (float(scores[name].mean()), name))
+
+
+def recommend(
+    results: dict[str, StrategyResult], combined: dict, draws: dict | None = None, rule: str = "one_se"
+) -> dict:
     """The remedy to use, chosen on the validation split only (:func:`pick` among every strategy and ratio that
     ran), and the best classical remedy (no synthetic images, not real_only) picked the same way; then the
     recommended remedy's test metrics from ``combined`` and its paired differences, over the same bootstrap
     resamples of the test split (``draws`` from :func:`paired_draws`, computed here when not given), to real_only
     and to that classical remedy."""
     scores, noise = validation_scores(results), validation_draws(results)
-    summaries = {name: result.summary for name, result in results.items()}
-    remedy = pick(scores, summaries, list(results), noise)
+    remedy = choose(rule, results, list(results))
     classical = [n for n, r in results.items() if _classical(r.summary["strategy"])]
-    best_classical = pick(scores, summaries, classical, noise) if classical else None
+    best_classical = choose(rule, results, classical) if classical else None
+    top = max(results, key=lambda name: float(scores[name].mean()))
     keys = ["balanced_accuracy", "worst_recall"] + [f"recall_{c}" for c in combined["minority_classes"]]
     draws = paired_draws(results) if draws is None else draws
     out: dict = {
         "remedy": remedy,
         "chosen_on": "validation",
-        "rule": "highest mean validation balanced accuracy over seeds; the simplest remedy within one standard "
-        "error of it (over seeds and validation images)",
+        "rule": RULES[rule],
         "validation_balanced_accuracy": {name: round(float(v.mean()), 6) for name, v in scores.items()},
-        "validation_best": (top := max(results, key=lambda name: float(scores[name].mean()))),
+        "validation_best": top,
         "validation_standard_error": round(standard_error(scores, top, remedy, noise), 6),
+        # real_only within one standard error of the best on validation: the split cannot show that any remedy helps
+        "validation_separates": "real_only" not in results
+        or float(scores[top].mean() - scores["real_only"].mean()) > standard_error(scores, top, "real_only", noise),
         "best_classical": best_classical,
         "test": {
             k: combined[remedy][k]
@@ -290,6 +355,19 @@ def write_confusion(folder: Path, results: dict[str, StrategyResult]) -> dict[st
     return matrices
 
 
+def _robustness(results: dict[str, StrategyResult], combined: dict, reports: Path) -> None:
+    """Each remedy's test results under acquisition shifts and its calibration (pipeline.robustness), into
+    ``combined`` and their figures."""
+    predictions = {name: r.predictions for name, r in results.items()}
+    per_seed = {name: {s: [run.shift[s] for run in r.runs] for s in SHIFTS} for name, r in results.items()}
+    combined["shift_stress"] = shift_stress(predictions, per_seed)
+    shift_curves(SHIFT_STRESS.path(reports), combined["shift_stress"], combined, SHIFTS)
+    ece, curves = calibration(predictions)
+    for name, entry in ece.items():
+        combined[name] |= entry
+    reliability_diagram(RELIABILITY.path(reports), curves, len(results["real_only"].predictions["classes"]))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg: TrainClassifierConfig = load_section("train_classifier")
@@ -304,7 +382,8 @@ def main() -> None:
             results[ablation[ratio]] = load_result(path.parent)
     draws = paired_draws(results)
     combined = compare(results, draws)
-    combined["recommendation"] = recommend(results, combined, draws)
+    rule = load_section("recommend").rule
+    combined["recommendation"] = recommend(results, combined, draws, rule)
     logger.info("recommended (on validation): %s", combined["recommendation"]["remedy"])
     rows = ratio_table(combined, ablation)
     write_csv(reports / "synthetic_ratio.csv", rows)
@@ -321,6 +400,7 @@ def main() -> None:
     roc_pr_curves(ROC_PR.path(reports), curves, combined)
     matrices = write_confusion(reports / "curves" / "confusion", chosen)
     confusion_matrices(CONFUSION_MATRICES.path(reports), matrices, classes, combined["seeds"])
+    _robustness(chosen, combined, reports)
     write_json(reports / "metrics.json", combined)
     logger.info("compared %d strategies and %d ablation ratios", len(cfg.strategies), len(ablation))
 

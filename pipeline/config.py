@@ -22,6 +22,8 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 import yaml
 
 __all__ = [
+    "RecommendConfig",
+    "RULE_NAMES",
     "ConfigError",
     "DataConfig",
     "PathsConfig",
@@ -408,6 +410,15 @@ class QualityConfig:
         _check(0 < self.copy_quantile < 0.5, "quality.copy_quantile", "between 0 and 0.5")
 
 
+# how the compare stage recommends a remedy on the validation split (pipeline.compare.RULES describes each)
+RULE_NAMES = ("one_se", "best", "crossfit_one_se", "crossfit_best", "auroc_best")
+
+
+@dataclass(frozen=True)
+class RecommendConfig:
+    rule: Literal[RULE_NAMES]  # type: ignore[valid-type]  # the selection rule (docs/report.md#the-recommendation)
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "compute": ComputeConfig,
@@ -423,6 +434,7 @@ SECTIONS: dict[str, type] = {
     "anomaly": AnomalyConfig,
     "latent": LatentConfig,
     "quality": QualityConfig,
+    "recommend": RecommendConfig,
 }
 
 T = TypeVar("T")

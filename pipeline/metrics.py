@@ -34,6 +34,10 @@ __all__ = [
     "balanced_accuracy",
     "bootstrap_draws",
     "bootstrap_ci",
+    "resample_counts",
+    "calibration_bins",
+    "expected_calibration_error",
+    "crossfit_balanced_accuracy",
     "paired_difference",
     "summarise_runs",
     "minority_classes",
@@ -183,15 +187,8 @@ def bootstrap_draws(
     resamples depend only on ``labels``, ``n_resamples`` and ``seed``, so the draws of two strategies evaluated on
     the same test split are paired element by element. Resamples missing a class are left out. A resample is
     the number of times it draws each image (:func:`_weighted_metrics`), a block of resamples at a time."""
-    rng = np.random.default_rng(seed)
-    n, k = len(labels), len(classes)
     preds = [predict_labels(p, t, positive) for p, t in zip(proba_per_run, thresholds, strict=True)]
-    counts = []
-    for _ in range(n_resamples):
-        idx = rng.integers(n, size=n)
-        if len(np.unique(labels[idx])) < k:
-            continue  # a resample without some class has no balanced accuracy or AUROC
-        counts.append(np.bincount(idx, minlength=n))
+    n, counts = len(labels), resample_counts(labels, len(classes), n_resamples, seed)
     draws: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     block = max(1, 2**22 // max(n, 1))  # resamples per block: at most about 4 M counts (32 MB) at a time
     for first in range(0, len(counts), block):
@@ -201,6 +198,20 @@ def bootstrap_draws(
         for key in keys:
             draws[key].append(np.mean([r[key] for r in runs], axis=0))
     return {key: np.concatenate(v) if v else np.zeros(0) for key, v in draws.items()}
+
+
+def resample_counts(labels: np.ndarray, k: int, n_resamples: int = 1000, seed: int = 0) -> list[np.ndarray]:
+    """``n_resamples`` resamples of the images with replacement, each as how many times it draws each image;
+    resamples missing one of the ``k`` classes are left out (no balanced accuracy or AUROC there). They depend
+    only on ``labels``, ``n_resamples`` and ``seed``: two remedies on the same test split get the same ones."""
+    rng = np.random.default_rng(seed)
+    n, counts = len(labels), []
+    for _ in range(n_resamples):
+        idx = rng.integers(n, size=n)
+        if len(np.unique(labels[idx])) < k:
+            continue
+        counts.append(np.bincount(idx, minlength=n))
+    return counts
 
 
 def bootstrap_ci(
@@ -329,3 +340,49 @@ def knn_radii(points: np.ndarray, k: int, rows: int | None = None) -> np.ndarray
         if r.stop == n:
             radii[q] = np.partition(nearest.pop(q.start), k, axis=1)[:, k]
     return radii
+
+
+def calibration_bins(
+    labels: np.ndarray, proba: np.ndarray, bins: int = 15, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Top-label calibration: the predictions grouped by their confidence (the largest probability) into ``bins``
+    equal-width bins; per bin the images, the summed confidence and the summed correctness (arg-max right). With
+    ``weights`` ``(B, N)`` (each image's count in B resamples) every output gains a leading axis of B."""
+    confidence = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == labels).astype(float)
+    index = np.minimum((confidence * bins).astype(int), bins - 1)
+    onehot = np.zeros((len(labels), bins))
+    onehot[np.arange(len(labels)), index] = 1.0
+    w = np.ones((1, len(labels))) if weights is None else np.atleast_2d(weights)
+    counts, conf, acc = w @ onehot, w @ (onehot * confidence[:, None]), w @ (onehot * correct[:, None])
+    return (counts[0], conf[0], acc[0]) if weights is None else (counts, conf, acc)
+
+
+def expected_calibration_error(
+    labels: np.ndarray, proba: np.ndarray, bins: int = 15, weights: np.ndarray | None = None
+) -> float | np.ndarray:
+    """Expected calibration error (Guo et al. 2017): the image-weighted mean, over confidence bins, of |accuracy -
+    mean confidence| (:func:`calibration_bins`); 0 for a calibrated classifier. One value, or one per resample of
+    ``weights``."""
+    counts, conf, acc = calibration_bins(labels, proba, bins, weights)
+    ece = np.abs(acc - conf).sum(axis=-1) / counts.sum(axis=-1)
+    return float(ece) if weights is None else ece
+
+
+def crossfit_balanced_accuracy(labels: np.ndarray, proba: np.ndarray, positive: int, seed: int = 0) -> float:
+    """Balanced accuracy with the decision threshold chosen on one half of these (validation) images and scored on
+    the other half, both ways round, averaged: not scored on the images that tuned it. Halves stratified by class,
+    seeded; arg-max (no threshold) for more than two classes."""
+    rng = np.random.default_rng(seed)
+    first = np.zeros(len(labels), dtype=bool)
+    for k in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == k))
+        first[members[: len(members) // 2]] = True
+    scores = []
+    for tuned in (first, ~first):
+        scored = ~tuned
+        if not scored.any():
+            continue
+        threshold = choose_threshold(labels[tuned], proba[tuned], positive)
+        scores.append(balanced_accuracy(labels[scored], predict_labels(proba[scored], threshold, positive)))
+    return float(np.mean(scores))

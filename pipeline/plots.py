@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -344,4 +345,51 @@ def spectrum_curves(path: str | Path, per_class: dict[str, dict[str, np.ndarray]
         ax.set_ylabel("log10 power", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
+    _save(fig, path)
+
+
+def shift_curves(path: str | Path, stress: dict, combined: dict, labels: Mapping[str, str]) -> None:
+    """Each remedy's test balanced accuracy without a shift and under each acquisition shift (the compare stage's
+    ``shift_stress``; ``labels``: shift name -> its description), one line per remedy, with 95% bootstrap
+    intervals; real_only dashed."""
+    shifts = list(stress)
+    names = list(stress[shifts[0]]) if shifts else []
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * (len(shifts) + 1)), 4.0))
+    x = np.arange(len(shifts) + 1)
+    for k, name in enumerate(names):
+        mean = np.array([combined[name]["balanced_accuracy"]] + [stress[s][name]["balanced_accuracy"] for s in shifts])
+        low = np.array([combined[name]["balanced_accuracy_ci_low"]] + [stress[s][name]["ci_low"] for s in shifts])
+        high = np.array([combined[name]["balanced_accuracy_ci_high"]] + [stress[s][name]["ci_high"] for s in shifts])
+        offset = (k - (len(names) - 1) / 2) * 0.04
+        style: dict[str, Any] = {"linestyle": "--", "color": "black"} if name == "real_only" else {}
+        ax.errorbar(x + offset, mean, yerr=[mean - low, high - mean], marker="o", ms=3, capsize=2, label=name, **style)
+    ax.set_xticks(x, ["no shift"] + [labels.get(s, s) for s in shifts], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("test balanced accuracy (95% CI)")
+    ax.set_title("remedies under acquisition shifts of the test images")
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+
+
+def reliability_diagram(
+    path: str | Path,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    num_classes: int,
+    least: int = 10,
+) -> None:
+    """Per remedy (``curves``: name -> per-bin images, mean confidence, accuracy, pooled over seeds), accuracy
+    against confidence of the bins holding at least ``least`` images (fewer make noise, not a curve); the diagonal
+    is a calibrated classifier. The confidence axis starts at 1 / ``num_classes``, the least a top label has."""
+    fig, ax = plt.subplots(figsize=(5.0, 4.5))
+    lowest = 1.0 / num_classes
+    ax.plot([lowest, 1], [lowest, 1], color="grey", linestyle=":", label="calibrated")
+    for name, (counts, confidence, accuracy) in curves.items():
+        used = counts >= least
+        style: dict[str, Any] = {"linestyle": "--", "color": "black"} if name == "real_only" else {}
+        ax.plot(confidence[used], accuracy[used], marker="o", ms=3, label=name, **style)
+    ax.set_xlabel("confidence (largest predicted probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(lowest, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"reliability on the test split (bins of 1/15 with {least}+ images)")
+    ax.legend(fontsize=7, ncol=2)
     _save(fig, path)

@@ -34,6 +34,7 @@ from pipeline.reporting.html import markdown_to_html
 from pipeline.reporting.provenance import provenance
 from pipeline.reporting.sections import (
     anomaly_lines,
+    calibration_lines,
     classifier_lines,
     data_lines,
     generators_lines,
@@ -44,6 +45,7 @@ from pipeline.reporting.sections import (
     provenance_lines,
     quality_lines,
     ratio_lines,
+    shift_lines,
     strategies,
 )
 from pipeline.runtime import run_stage
@@ -130,6 +132,12 @@ def recommendation(metrics: dict) -> str | None:
         text += (
             f"; against the best classical remedy, {rec['best_classical']} (picked the same way), "
             f"{d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] ({_gain(d)})"
+        )
+    if rec.get("validation_separates") is False:
+        text += (
+            ". **Validation cannot separate the remedies**: real_only is within one standard error of the best "
+            "remedy there, so this split cannot show that any remedy helps and the choice rests on noise; weigh the "
+            "test differences below, and add validation patients before relying on it"
         )
     return f"- {text}."
 
@@ -223,6 +231,7 @@ def render_report(
     lines += data_lines(summary, synthetic_rows, generation)
     lines += classifier_lines(metrics, summary.classes, names)
     lines += ratio_lines(ratio_rows or [], metrics["minority_classes"])
+    lines += shift_lines(metrics) + calibration_lines(metrics)
     lines += quality_lines(quality or {}, metrics)
     lines += generators_lines(generators or {})
     if LATENT_SYNTHETIC.file in names:

@@ -19,7 +19,9 @@ compare stage's recommendation, which is chosen on the validation split).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -28,20 +30,23 @@ import numpy as np
 import torch
 
 from pipeline.config import TrainClassifierConfig, load_section
-from pipeline.io.arrays import SplitData, load_split, write_json, write_npz
+from pipeline.io.arrays import ImageArray, SplitData, load_split, write_json, write_npz
 from pipeline.io.atomic import atomic_dir
 from pipeline.io.records import ClassifierRun, PoolSummary
 from pipeline.io.synthetic import read_synthetic
 from pipeline.metrics import (
+    balanced_accuracy,
     bootstrap_ci,
     choose_threshold,
     classification_metrics,
     minority_classes,
+    predict_labels,
     summarise_runs,
 )
 from pipeline.models.classifier import fit_classifier, predict_proba
 from pipeline.planning import check_before_training
 from pipeline.runtime import compute_device, run_stage
+from pipeline.shifts import SHIFTS, shift_images
 from pipeline.strategies import check_no_test_patients, classifier_runs, needs_synthetic, remedy, training_recipe
 from pipeline.workers import run_tasks, worker_count
 
@@ -87,8 +92,29 @@ def train_seed(
     val_metrics = {k: val_metrics[k] for k in validation_keys(val.classes)}
     proba = predict_proba(model, test.images, device)  # the one look at the test split
     metrics = classification_metrics(test.labels, proba, test.classes, threshold, positive)
+    # the same look under each acquisition shift of the test images (pipeline.shifts; the same for every remedy)
+    shifted = np.stack([predict_proba(model, images, device) for images in shifted_test(test.images).values()])
+    shift_ba = {
+        name: balanced_accuracy(test.labels, predict_labels(p, threshold, positive))
+        for name, p in zip(SHIFTS, shifted, strict=True)
+    }
     record = ClassifierRun(seed, fit.best_epoch, fit.epochs_run, threshold, recipe.data.counts(), val_metrics, metrics)
-    return {"record": record, "proba": proba, "val_proba": val_proba, "threshold": threshold}
+    record = dataclasses.replace(record, shift=shift_ba)
+    return {"record": record, "proba": proba, "val_proba": val_proba, "threshold": threshold, "shifted": shifted}
+
+
+_SHIFTED: dict[str, dict[str, np.ndarray]] = {}  # per process: the shifted test images, by the images' digest
+
+
+def shifted_test(images: ImageArray) -> dict[str, np.ndarray]:
+    """The test images under each of :data:`pipeline.shifts.SHIFTS` (seeded, so every remedy sees the same),
+    computed once per process."""
+    images = np.asarray(images)
+    key = hashlib.sha256(images.tobytes()).hexdigest() + str(images.shape)
+    if key not in _SHIFTED:
+        _SHIFTED.clear()
+        _SHIFTED[key] = {name: shift_images(images, name, seed=0) for name in SHIFTS}
+    return _SHIFTED[key]
 
 
 def summarise_strategy(
@@ -129,6 +155,8 @@ def summarise_strategy(
         "classes": np.array(test.classes),
         "val_labels": val.labels,
         "val_proba": np.stack([s["val_proba"] for s in seeds]),
+        "shifts": np.array(list(SHIFTS)),
+        "shift_proba": np.stack([s["shifted"] for s in seeds]),  # (seeds, shifts, test images, classes)
     }
     return summary, runs, predictions
 

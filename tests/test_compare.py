@@ -6,16 +6,19 @@ import numpy as np
 import pytest
 
 from pipeline.compare import (
+    RULES,
     StrategyResult,
     compare,
     curve_tables,
     pick,
     ratio_table,
     recommend,
+    selection_scores,
     standard_error,
     validation_draws,
     write_confusion,
 )
+from pipeline.config import RULE_NAMES
 from pipeline.io.records import ClassifierRun, StaleRecordError
 from pipeline.metrics import classification_metrics, summarise_runs
 from pipeline.plots import confusion_matrices, roc_pr_curves, strategy_bars
@@ -105,15 +108,36 @@ def test_the_recommendation_is_chosen_on_validation_and_reported_on_test():
     assert rec["validation_balanced_accuracy"]["oversample"] == pytest.approx(0.91)
 
 
-def test_changing_the_test_labels_does_not_change_the_recommendation():
+@pytest.mark.parametrize("rule", list(RULES))
+def test_changing_the_test_labels_does_not_change_the_recommendation(rule):
     flipped = LABELS.copy()
     flipped[:12] = 1  # other test labels: every test number changes
     chosen = []
     for labels in (LABELS, flipped, 1 - LABELS):
         results = _remedies(labels)
-        chosen.append(recommend(results, compare(results)))
-    assert {c["remedy"] for c in chosen} == {"oversample"}
+        chosen.append(recommend(results, compare(results), rule=rule))
+    assert {c["remedy"] for c in chosen} == {"oversample"}  # the validation leader by every criterion here
     assert chosen[0]["test"] != chosen[1]["test"]  # the test numbers did change
+    assert chosen[0]["rule"] == RULES[rule]
+
+
+def test_every_rule_is_a_setting_and_says_whether_validation_separates_the_remedies():
+    assert tuple(RULES) == RULE_NAMES
+    results = _remedies()
+    assert recommend(results, compare(results))["validation_separates"]  # oversample 0.91 against real_only 0.71
+    results["real_only"] = _result("real_only", 0.6, val=(0.90, 0.92, 0.91))  # now level with oversample
+    assert recommend(results, compare(results))["validation_separates"] is False
+
+
+def test_the_threshold_free_and_cross_fitted_rules_score_what_they_say():
+    results = _remedies()
+    for rule in ("crossfit_best", "auroc_best"):
+        scores, noise = selection_scores(results, rule)
+        assert noise is None and set(scores) == set(results) and all(len(v) == 3 for v in scores.values())
+        assert max(scores, key=lambda n: scores[n].mean()) == "oversample"
+    crossfit, _ = selection_scores(results, "crossfit_best")
+    plain, _ = selection_scores(results, "best")
+    assert all(abs(crossfit[n].mean() - plain[n].mean()) < 0.1 for n in results)  # held-out halves: close here
 
 
 def test_within_one_standard_error_of_the_best_the_simplest_remedy_wins():

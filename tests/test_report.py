@@ -74,12 +74,10 @@ def test_report_has_counts_table_and_pictures():
 
 
 def test_report_lists_skipped_rows_without_reasons():
-    summary = ProcessedSummary(
+    summary = replace(
+        SUMMARY,
         classes=["a", "b"],
-        n_images=1,
-        n_files=3,
-        image_size=[1, 8, 8],
-        modalities={"CT": 1},
+        splits={},
         skipped=[
             {"labels_csv_line": 4, "path": "x/1.dcm", "reason": "/home/DOE_JANE/x/1.dcm: corrupt"},
             {"reason": "labels.csv line 9: file 'y.dcm' does not exist"},
@@ -313,3 +311,24 @@ def test_report_states_the_imbalance_at_the_top():
     five = replace(SUMMARY, splits={"train": {"patients": 9, "images": {"a": 486, "b": 66, "c": 128}}})
     (line, _) = imbalance_lines(five)
     assert "a 486, c 128, b 66" in line and "Majority: a" in line and "c 1:3.8, b 1:7.36" in line
+
+
+def test_report_shows_the_shift_stress_test_and_calibration_and_says_what_is_clearly_worse():
+    metrics = _metrics(0.7, 0.8)
+    vs = _difference(-0.1, 0.05)  # clearly below real_only
+    metrics["shift_stress"] = {
+        "noise_0_05": {
+            "real_only": {"balanced_accuracy": 0.65, "ci_low": 0.6, "ci_high": 0.7},
+            "vae": {"balanced_accuracy": 0.55, "ci_low": 0.5, "ci_high": 0.6, "vs_real_only": vs},
+        }
+    }
+    metrics["real_only"] |= {"ece": 0.05, "ece_ci_low": 0.03, "ece_ci_high": 0.07}
+    metrics["vae"] |= {"ece": 0.2, "ece_ci_low": 0.15, "ece_ci_high": 0.25, "ece_vs_real_only": _difference(0.15, 0.05)}
+    text = render_report(SUMMARY, [], metrics, {})
+    assert "## Under acquisition shifts" in text and "| remedy | no shift | noise SD 0.05 |" in text
+    assert "| vae | 0.800 | 0.550 (-0.100-) |" in text and "**vae** under noise SD 0.05" in text
+    assert "| vae | 0.200 [0.150, 0.250] | +0.150 [+0.100, +0.200] |" in text
+    assert "Clearly less calibrated than real_only: **vae**." in text
+    assert "![" in text.split("## Calibration")[1] and "figures/reliability.png" in text
+    plain = render_report(SUMMARY, [], _metrics(0.7, 0.8), {})  # an older compare stage: no sections, no crash
+    assert "## Under acquisition shifts" not in plain and "## Calibration" not in plain

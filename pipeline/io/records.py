@@ -113,6 +113,7 @@ class ClassifierRun:
     train_images: dict[str, int]  # training images per class (real and synthetic)
     val: dict[str, Any]  # validation scores at the threshold (what compare recommends by)
     test: dict[str, Any]  # test metrics with the confusion matrix
+    shift: dict[str, float] = field(default_factory=dict)  # test balanced accuracy under each acquisition shift
 
     @classmethod
     def write_all(cls, folder: str | Path, runs: list[ClassifierRun]) -> None:

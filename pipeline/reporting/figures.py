@@ -32,6 +32,8 @@ __all__ = [
     "CLOSEST_PAIRS",
     "SPECTRA",
     "GENERATORS",
+    "SHIFT_STRESS",
+    "RELIABILITY",
 ]
 
 
@@ -80,6 +82,14 @@ LATENT_TRAVERSAL = Figure("latent_traversal.png", "latent", "traversal of the la
 LATENT_DENOISING = Figure(
     "latent_denoising.png", "latent", "denoising: noisy test images and the VAE's reconstructions"
 )
+SHIFT_STRESS = Figure(
+    "shift_stress.png",
+    "compare",
+    "Test balanced accuracy under acquisition shifts (95% bootstrap intervals; dashed: real_only)",
+)
+RELIABILITY = Figure(
+    "reliability.png", "compare", "Reliability: accuracy against confidence on the test split (diagonal: calibrated)"
+)
 MEMORISATION = Figure("memorisation.png", "quality", "memorisation audit")
 CLOSEST_PAIRS = Figure("closest_pairs.png", "quality", "closest pairs")
 SPECTRA = Figure("spectra.png", "quality", "power spectra")
@@ -96,6 +106,8 @@ FIGURES: tuple[Figure, ...] = (
     STRATEGY_BARS,
     ROC_PR,
     CONFUSION_MATRICES,
+    SHIFT_STRESS,
+    RELIABILITY,
     ANOMALY_SCORES,
     ANOMALY_MAPS,
     LATENT_REDUCTION,
