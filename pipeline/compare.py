@@ -267,6 +267,18 @@ def choose(rule: str, results: dict[str, StrategyResult], candidates: list[str])
     return max(candidates, key=lambda name: (float(scores[name].mean()), name))
 
 
+def _separation(scores: dict[str, np.ndarray], noise: dict | None) -> dict:
+    others = [name for name in scores if name != "real_only"]
+    if "real_only" not in scores or not others:
+        return {"validation_separates": True}
+    other = max(others, key=lambda name: float(scores[name].mean()))
+    gap = abs(float(scores[other].mean() - scores["real_only"].mean()))
+    return {
+        "validation_best_other": other,
+        "validation_separates": gap > standard_error(scores, other, "real_only", noise),
+    }
+
+
 def recommend(
     results: dict[str, StrategyResult], combined: dict, draws: dict | None = None, rule: str = "one_se"
 ) -> dict:
@@ -289,9 +301,9 @@ def recommend(
         "validation_balanced_accuracy": {name: round(float(v.mean()), 6) for name, v in scores.items()},
         "validation_best": top,
         "validation_standard_error": round(standard_error(scores, top, remedy, noise), 6),
-        # real_only within one standard error of the best on validation: the split cannot show that any remedy helps
-        "validation_separates": "real_only" not in results
-        or float(scores[top].mean() - scores["real_only"].mean()) > standard_error(scores, top, "real_only", noise),
+        # the best other remedy on validation, and whether validation tells it from real_only (beyond one standard
+        # error); when not, the split cannot show whether any remedy helps
+        **_separation(scores, noise),
         "best_classical": best_classical,
         "test": {
             k: combined[remedy][k]

@@ -135,9 +135,10 @@ def recommendation(metrics: dict) -> str | None:
         )
     if rec.get("validation_separates") is False:
         text += (
-            ". **Validation cannot separate the remedies**: real_only is within one standard error of the best "
-            "remedy there, so this split cannot show that any remedy helps and the choice rests on noise; weigh the "
-            "test differences below, and add validation patients before relying on it"
+            f". **Validation cannot separate the remedies from real_only**: the best other remedy there, "
+            f"{rec.get('validation_best_other')}, is within one standard error of real_only, so this split cannot show "
+            "whether any remedy helps and the choice between them rests on noise; weigh the test differences below, "
+            "and add validation patients before relying on it"
         )
     return f"- {text}."
 

@@ -126,7 +126,10 @@ def test_every_rule_is_a_setting_and_says_whether_validation_separates_the_remed
     results = _remedies()
     assert recommend(results, compare(results))["validation_separates"]  # oversample 0.91 against real_only 0.71
     results["real_only"] = _result("real_only", 0.6, val=(0.90, 0.92, 0.91))  # now level with oversample
-    assert recommend(results, compare(results))["validation_separates"] is False
+    rec = recommend(results, compare(results))
+    assert rec["validation_separates"] is False and rec["validation_best_other"] == "oversample"
+    results["real_only"] = _result("real_only", 0.6, val=(0.99, 0.99, 0.99))  # real_only best, clearly
+    assert recommend(results, compare(results))["validation_separates"]
 
 
 def test_the_threshold_free_and_cross_fitted_rules_score_what_they_say():
