@@ -55,7 +55,7 @@ TRAINING = {
     "vae_gan": (_VAE_TRAINING, SAMPLING),
     "latent_diffusion": (
         {"epochs": 30, "batch_size": 16, "diffusion_channels": (32, 64), "diffusion_learning_rate": 0.002}
-        | {"diffusion_epochs": 100, "diffusion_batch_size": 16, "sampling_steps": 50},
+        | {"diffusion_epochs": 60, "diffusion_batch_size": 16, "sampling_steps": 50},
         dataclasses.replace(SAMPLING, sampler="prior"),
     ),
 }
