@@ -168,7 +168,7 @@ def fit(trainee: Trainee, schedule: Schedule, device: torch.device, desc: str | 
     best, best_state, best_epoch = None, None, -1
     for epoch in (bar := tqdm(range(schedule.epochs), desc=label, unit="epoch", leave=leave)):
         model.train()
-        means = _train_epoch(trainee, forward, optimizer, scaler, epoch)
+        means = _train_epoch(trainee, forward, optimizer, scaler, epoch, label)
         distributed.sync_buffers(model)  # rank 0's batch-norm statistics everywhere: the same validation
         values = distributed.from_main(trainee.validate())  # rank 0's decides (identical weights on every rank)
         row = {"model": trainee.name, "epoch": epoch, **trainee.epoch_fields(epoch)}
@@ -195,8 +195,9 @@ def fit(trainee: Trainee, schedule: Schedule, device: torch.device, desc: str | 
     return Fit(history, best_epoch, len(history))
 
 
-def _train_epoch(trainee: Trainee, forward: Forward, optimizer, scaler, epoch: int) -> dict[str, float]:
-    """One pass over the trainee's batches; the means of what its steps logged, over the epoch's images."""
+def _train_epoch(trainee: Trainee, forward: Forward, optimizer, scaler, epoch: int, label: str) -> dict[str, float]:
+    """One pass over the trainee's batches; the means of what its steps logged, over the epoch's images. A
+    non-finite loss stops training with ``label`` (what is being trained) named."""
     sums: dict[str, float] = {}
     n = 0
     for batch in trainee.batches(epoch):
@@ -208,7 +209,7 @@ def _train_epoch(trainee: Trainee, forward: Forward, optimizer, scaler, epoch: i
         step = trainee.loss(forward, batch, epoch)
         if not torch.isfinite(step.loss):
             raise FloatingPointError(
-                f"{trainee.name}: loss {step.loss.item()} at epoch {epoch}; lower the learning rate or check the inputs"
+                f"{label}: loss {step.loss.item()} at epoch {epoch}; lower the learning rate or check the inputs"
             )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(step.loss if scale is None else step.loss * scale).backward()

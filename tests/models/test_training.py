@@ -68,8 +68,8 @@ def test_a_warm_up_is_never_kept_nor_stopped_in():
 
 
 def test_a_non_finite_loss_stops_with_the_trainee_named():
-    with pytest.raises(FloatingPointError, match="toy: loss nan at epoch 0"):
-        fit(Toy([0.1], loss_scale=math.nan), Schedule(epochs=1, learning_rate=0.01), CPU)
+    with pytest.raises(FloatingPointError, match="vae toy: loss nan at epoch 0"):
+        fit(Toy([0.1], loss_scale=math.nan), Schedule(epochs=1, learning_rate=0.01), CPU, desc="vae toy")
 
 
 def test_no_finite_validation_says_what_to_change():
