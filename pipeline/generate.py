@@ -99,8 +99,8 @@ def main() -> None:
             for f, judge in judges.items():
                 filtering[name]["filters"][f] |= judge.describe(label)
             # pictures: eight samples of every sampler (a separate stream, so the files above do not depend on it),
-            # from at most CANDIDATES_PER_IMAGE candidates each: a sampler whose samples the filters drop (the
-            # prior's nodules under manifold on the demo) shows fewer instead of decoding thousands in vain
+            # from at most CANDIDATES_PER_IMAGE candidates each: a sampler whose samples the filters mostly drop
+            # shows fewer instead of decoding thousands in vain
             shown = {
                 s: sample_images(generator, label, 8, seed + 500, cfg, real, s, accept, 8 * CANDIDATES_PER_IMAGE)[0]
                 for s in SAMPLERS

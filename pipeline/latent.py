@@ -53,7 +53,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FIT_IMAGES = 4096  # at most this many training images fit PCA and ICA (all of them in the demo's 432)
+FIT_IMAGES = 4096  # at most this many training images fit PCA and ICA (a seeded sample beyond)
 
 
 def _unlabelled(data: SplitData) -> SplitData:

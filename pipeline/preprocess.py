@@ -290,9 +290,9 @@ FLAT_CHUNK = 256  # flat_images: images examined at once
 def flat_images(splits: dict[str, SplitData], lines: dict[str, list[int]], shown: int = 20) -> dict:
     """Images that are constant along a spatial axis: every row, or every column (or every line along Z), holds one
     value to within :data:`FLAT_STD` (standard deviation, intensities in [0, 1]) in every channel. Such stripes or
-    blank images come from broken exports and resizes (about a fifth of ISIC UDA-1's squashed JPEGs are vertical
-    stripes); they carry their label into training and testing without showing anything. They are counted per
-    split, with the first ``shown`` labels.csv lines, and kept: the user decides."""
+    blank images come from broken exports and resizes (squashed JPEGs, for one); they carry their label into
+    training and testing without showing anything. They are counted per split, with the first ``shown`` labels.csv
+    lines, and kept: the user decides."""
     found: dict[str, list[int]] = {}
     for name, data in splits.items():
         flat = np.zeros(len(data), dtype=bool)

@@ -81,7 +81,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MIN_IMAGES = 3  # FD and PRDC of a class need this many of its images in each set compared
-JUDGED_MAX = 5000  # synthetic and held-out images judged at most (a seeded sample beyond; the demo has 1,026 and 276)
+JUDGED_MAX = 5000  # synthetic and held-out images judged at most (a seeded sample beyond)
 PER_SAMPLER_MAX = 500  # fresh samples per sampler and class at most (FD and PRDC settle well before this)
 FEATURE_ROWS = 16 * 256  # images per call of features(): a multiple of its batch (256), so the same batches
 

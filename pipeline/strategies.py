@@ -21,7 +21,7 @@ same network with the same epochs and seeds:
 - ``vae``: real + ``ratio`` x each minority class's gap to the majority in synthetic images, and with
   ``all_classes`` (``train_classifier.synthetic_all_classes``) > 0 every class, the majority included,
   ``all_classes`` x ``ratio`` x the largest gap more: a classifier shown synthetic images of the minority only can
-  learn that the generator's look (on the demo: lungs without the small vessel dots of real scans) means
+  learn that the generator's look (e.g. missing fine detail of real scans) means
   "minority" and call real minority images, which have that detail, the majority;
 - ``vae_classical``: as ``vae``, with classical augmentation;
 - ``synthetic_only``: synthetic images only, as many per class as the real split has (train on synthetic,
@@ -30,8 +30,7 @@ same network with the same epochs and seeds:
 Each classifier seed draws its own share of the generate stage's pool (a random order of each class's images,
 fixed by the seed; a smaller ratio takes a prefix of the order a larger one takes, so it uses a subset of the
 same seed's images). Which synthetic images a classifier sees is then part of what varies between seeds, and
-the intervals over seeds include it: on the demo, two pools drawn by different generate seeds moved the vae
-strategy's difference to real_only from -0.035 to +0.006, more than its interval from one fixed draw showed.
+the intervals over seeds include it (how much the pool's draw moves a result: docs/measurements.md).
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ F = TypeVar("F", bound=Callable[..., np.ndarray])
 @contextmanager
 def plain_tensors():
     """Run MONAI transforms on plain tensors, without MetaTensor bookkeeping: for arrays that carry no
-    metadata worth keeping it made resizing and windowing a small image four times slower
-    (bench/bench_preprocess.py)."""
+    metadata worth keeping it slows resizing and windowing a small image several-fold
+    (bench/bench_preprocess.py measures it)."""
     previous = get_track_meta()
     set_track_meta(False)
     try:

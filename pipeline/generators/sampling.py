@@ -221,8 +221,8 @@ def _tested(
 
 def _round_size(missing: int, drawn: int, kept: int) -> int:
     """Candidates to draw for ``missing`` images: twice as many in the first round; then as many as the acceptance
-    rate so far says are needed, with a quarter more, between 8 and :data:`MAX_CANDIDATES` (a strict filter, such as
-    manifold's 5 % on the demo's nodules, fills the pool in a few rounds instead of running out of them)."""
+    rate so far says are needed, with a quarter more, between 8 and :data:`MAX_CANDIDATES` (a strict filter that
+    keeps a few percent fills the pool in a few rounds instead of running out of them)."""
     if drawn == 0:
         return max(2 * missing, 8)
     rate = max(kept, 1) / drawn

@@ -59,12 +59,9 @@ NETWORKS = ("resnet_small", "resnet18", "densenet121")
 
 def memory_format(spatial_dims: int, device: torch.device | str) -> torch.memory_format:
     """The classifier's memory layout on ``device``: channels last on a GPU (cuDNN's layout for tensor cores); the
-    default layout on a CPU. On a CPU, channels last runs oneDNN's channels-last convolutions, about 15 % faster for
-    ``resnet_small`` at 64 px on 2 cores, but on an AMD EPYC machine of the 2-core kind (torch 2.13.0, oneDNN 3.12)
-    they gave another model from the same seed on the second training in a process (up to 4e-4 in a probability)
-    and, at one torch thread (a worker's share of 2 cores), corrupted the heap ("free(): invalid next size",
-    "corrupted double-linked list") within a few trainings; the default layout is deterministic and never crashed
-    there."""
+    default layout on a CPU: there oneDNN's channels-last convolutions, though faster, were not deterministic for
+    a seed and corrupted the heap at one torch thread (torch 2.13.0; docs/measurements.md), and the default
+    layout is deterministic."""
     if torch.device(device).type != "cuda":
         return torch.contiguous_format
     return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
@@ -99,7 +96,7 @@ def build_classifier(
         channels: ``resnet_small`` only: channels of its four levels.
         blocks_per_level: ``resnet_small`` only: residual blocks in each level.
         stem_stride: ``resnet_small`` only: stride of the first 3x3 convolution, 1 or 2. With 2 (ResNet's usual
-            downsampling) the network runs about 2.5x faster on a CPU; the kernel still sees every pixel.
+            downsampling) the network runs several times faster on a CPU; the kernel still sees every pixel.
 
     The network is in the default layout on the CPU; :func:`on_device` moves it to a device in that device's
     layout (:func:`memory_format`).
