@@ -298,6 +298,7 @@ def recommend(
         "remedy": remedy,
         "chosen_on": "validation",
         "rule": RULES[rule],
+        "rule_name": rule,
         "validation_balanced_accuracy": {name: round(float(v.mean()), 6) for name, v in scores.items()},
         "validation_best": top,
         "validation_standard_error": round(standard_error(scores, top, remedy, noise), 6),
@@ -371,9 +372,11 @@ def _robustness(results: dict[str, StrategyResult], combined: dict, reports: Pat
     """Each remedy's test results under acquisition shifts and its calibration (pipeline.robustness), into
     ``combined`` and their figures."""
     predictions = {name: r.predictions for name, r in results.items()}
-    per_seed = {name: {s: [run.shift[s] for run in r.runs] for s in SHIFTS} for name, r in results.items()}
-    combined["shift_stress"] = shift_stress(predictions, per_seed)
-    shift_curves(SHIFT_STRESS.path(reports), combined["shift_stress"], combined, SHIFTS)
+    shifts = [str(s) for s in predictions["real_only"].get("shifts", [])]  # none: train_classifier.shift_stress off
+    per_seed = {name: {s: [run.shift[s] for run in r.runs] for s in shifts} for name, r in results.items()}
+    if shifts:
+        combined["shift_stress"] = shift_stress(predictions, per_seed)
+    shift_curves(SHIFT_STRESS.path(reports), combined.get("shift_stress", {}), combined, SHIFTS)
     ece, curves = calibration(predictions)
     for name, entry in ece.items():
         combined[name] |= entry

@@ -337,6 +337,7 @@ class TrainClassifierConfig:
     learning_rate: float  # Adam learning rate
     seeds: tuple[int, ...]  # one training run per seed and strategy
     amp: bool = True  # mixed precision when a CUDA GPU is used (no effect on CPU)
+    shift_stress: bool = True  # also score every classifier on the test split under acquisition shifts
     logit_adjust_tau: float = 1.0  # logit_adjust: training loss CE(logits + tau * log(class prior)); 0 = plain CE
     focal_gamma: float = 2.0  # focal: loss -(1 - p)^gamma log p of the true class; 0 = plain CE
     mixup_alpha: float = 0.2  # mixup (Balanced-MixUp): weight of the instance batch ~ Beta(alpha, 1)

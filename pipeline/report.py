@@ -116,10 +116,16 @@ def recommendation(metrics: dict) -> str | None:
     top = rec.get("validation_best", name)
     if top != name:
         val = rec["validation_balanced_accuracy"]
-        text += (
-            f" (on validation {top} scored highest, {val[top]:.3f} against {val[name]:.3f}, within one standard "
-            f"error, {rec['validation_standard_error']:.3f}: validation could not tell them apart)"
-        )
+        if rec.get("rule_name", "one_se").endswith("one_se"):
+            text += (
+                f" (on validation {top} scored highest, {val[top]:.3f} against {val[name]:.3f}, within one standard "
+                f"error, {rec['validation_standard_error']:.3f}: validation could not tell them apart)"
+            )
+        else:
+            text += (
+                f" (the highest validation balanced accuracy was {top}'s, {val[top]:.3f} against {val[name]:.3f}; "
+                "the rule ranks by its own criterion)"
+            )
     if "vs_real_only" in rec:
         d = rec["vs_real_only"]["balanced_accuracy"]
         text += f"; against real_only {d['difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] ({_gain(d)})"

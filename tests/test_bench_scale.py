@@ -25,7 +25,7 @@ def test_a_tiny_case_measures_every_stage(bench, tmp_path):
     project = bench.scratch_project(tmp_path / "project")
     demo = {"n_patients": 24, "slices_per_patient": 2, "minority_fraction": 0.25, "image_size": 64}
     preprocess = {"size": 32, "val_fraction": 0.2, "test_fraction": 0.25}
-    row = bench.run_case(project, tmp_path / "dataset", demo, preprocess, epochs=2)
+    row = bench.run_case(project, tmp_path / "dataset", demo, preprocess, epochs=1)
     assert row["images"] == 48 and row["processed MiB"] > 0
     for stage in bench.STAGES:
         seconds, peak = row[stage]

@@ -332,3 +332,16 @@ def test_report_shows_the_shift_stress_test_and_calibration_and_says_what_is_cle
     assert "![" in text.split("## Calibration")[1] and "figures/reliability.png" in text
     plain = render_report(SUMMARY, [], _metrics(0.7, 0.8), {})  # an older compare stage: no sections, no crash
     assert "## Under acquisition shifts" not in plain and "## Calibration" not in plain
+
+
+def test_a_recommendation_by_another_criterion_does_not_claim_the_one_standard_error_rule():
+    metrics = _metrics(0.7, 0.8)
+    test = metrics["vae"] | {"balanced_accuracy_ci_low": 0.75, "balanced_accuracy_ci_high": 0.85}
+    rec = {"remedy": "vae", "rule": "highest mean validation AUROC over seeds (no threshold)", "test": test}
+    rec |= {"validation_best": "real_only", "validation_balanced_accuracy": {"real_only": 0.9, "vae": 0.85}}
+    metrics["recommendation"] = rec | {"rule_name": "auroc_best", "validation_standard_error": 0.01}
+    text = render_report(SUMMARY, [], metrics, {})
+    assert "the highest validation balanced accuracy was real_only's, 0.900 against 0.850" in text
+    assert "within one standard error" not in text.split("## Verdict")[1].split("\n- ")[1]
+    metrics["recommendation"] |= {"rule_name": "one_se"}
+    assert "within one standard error, 0.010" in render_report(SUMMARY, [], metrics, {})

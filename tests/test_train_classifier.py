@@ -111,3 +111,12 @@ def test_trainings_in_worker_processes_match_this_process_at_the_same_threads():
         assert a["record"] == b["record"] and a["threshold"] == b["threshold"]
         assert np.array_equal(a["proba"], b["proba"])
     assert [r["record"].train_images for r in here] == [{"a": 12, "b": 6}] + [{"a": 12, "b": 12}] * 2
+
+
+def test_the_shift_stress_test_scores_every_shift_and_can_be_switched_off():
+    _, runs, predictions = run_strategy("real_only", TRAIN, VAL, TEST, None, SHORT, CPU)
+    assert list(runs[0].shift) == list(predictions["shifts"]) and predictions["shift_proba"].shape == (1, 6, 12, 2)
+    _, runs, predictions = run_strategy(
+        "real_only", TRAIN, VAL, TEST, None, dataclasses.replace(SHORT, shift_stress=False), CPU
+    )
+    assert runs[0].shift == {} and len(predictions["shifts"]) == 0 and predictions["shift_proba"].shape[1] == 0
