@@ -25,13 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from pipeline.config import TrainClassifierConfig, load_section
 from pipeline.io.arrays import read_json, write_csv, write_json
 from pipeline.io.atomic import atomic_dir
 from pipeline.io.records import ClassifierRun
-from pipeline.metrics import bootstrap_draws, crossfit_balanced_accuracy, mean_curves, paired_difference, predict_labels
+from pipeline.metrics import (
+    auroc,
+    bootstrap_draws,
+    crossfit_balanced_accuracy,
+    mean_curves,
+    paired_difference,
+    predict_labels,
+)
 from pipeline.plots import (
     confusion_matrices,
     ratio_curve,
@@ -249,14 +255,8 @@ def selection_scores(results: dict[str, StrategyResult], rule: str) -> tuple[dic
         if rule.startswith("crossfit"):
             scores[name] = np.array([crossfit_balanced_accuracy(labels, q, positive) for q in p["val_proba"]])
         else:
-            scores[name] = np.array([_auroc(labels, q) for q in p["val_proba"]])
+            scores[name] = np.array([auroc(labels, q) for q in p["val_proba"]])
     return scores, None
-
-
-def _auroc(labels: np.ndarray, proba: np.ndarray) -> float:
-    if proba.shape[1] == 2:
-        return float(roc_auc_score(labels, proba[:, 1]))
-    return float(roc_auc_score(labels, proba, multi_class="ovr", average="macro", labels=range(proba.shape[1])))
 
 
 def choose(rule: str, results: dict[str, StrategyResult], candidates: list[str]) -> str:

@@ -29,6 +29,7 @@ from sklearn.metrics import (
 
 __all__ = [
     "classification_metrics",
+    "auroc",
     "choose_threshold",
     "predict_labels",
     "balanced_accuracy",
@@ -92,6 +93,17 @@ def balanced_accuracy(labels: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean([(pred[labels == k] == k).mean() for k in present]))
 
 
+def auroc(labels: np.ndarray, proba: np.ndarray) -> float:
+    """AUROC of ``proba`` (N, K) against integer ``labels``: of class 1's probability for two classes, one-vs-rest
+    macro for more; NaN when some class has no image (it is undefined)."""
+    k = proba.shape[1]
+    if len(np.unique(labels)) != k:
+        return float("nan")
+    if k == 2:
+        return float(roc_auc_score(labels, proba[:, 1]))
+    return float(roc_auc_score(labels, proba, multi_class="ovr", average="macro", labels=list(range(k))))
+
+
 def classification_metrics(
     labels: np.ndarray, proba: np.ndarray, classes: Sequence[str], threshold: float | None = None, positive: int = 1
 ) -> dict:
@@ -106,13 +118,7 @@ def classification_metrics(
         "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
         "macro_f1": float(f1_score(labels, pred, labels=ks, average="macro", zero_division=0)),
     }
-    every_class = len(np.unique(labels)) == len(classes)
-    if every_class and len(classes) == 2:
-        out["auroc"] = float(roc_auc_score(labels, proba[:, 1]))
-    elif every_class:
-        out["auroc"] = float(roc_auc_score(labels, proba, multi_class="ovr", average="macro", labels=ks))
-    else:
-        out["auroc"] = float("nan")
+    out["auroc"] = auroc(labels, proba)
     precision, recall, f1, _ = precision_recall_fscore_support(labels, pred, labels=ks, zero_division=0)
     out["worst_recall"] = float(min(recall[k] for k in ks if (labels == k).any()))
     for k, name in enumerate(classes):
