@@ -19,7 +19,7 @@ from pipeline.io.medmnist import FORMATS, import_medmnist
 from pipeline.io.reader import load_image
 from pipeline.planning import dataset_plan, load_settings
 from pipeline.preparation import pseudonymise, target_channels
-from pipeline.preprocess import check_given_split, split_by_patient
+from pipeline.preprocess import SPLIT_BY_PATIENT, assign_splits
 from pipeline.transforms import extract_slices
 
 __all__ = ["main", "check_data", "import_folder"]
@@ -83,18 +83,19 @@ def _print_plan(
     labels = np.array([row.label for row, made, _ in images for _ in range(made)])
     patients = np.array([patient for _, made, patient in images for _ in range(made)])
     given = [row.split for row, made, _ in images for _ in range(made)]
+    site_of = {row.site: pseudonymise(row.site, cfg.id_salt, "S") for row, _, _ in images if row.site}
+    sites = [site_of.get(row.site or "", "") for row, made, _ in images for _ in range(made)]
     try:
-        if all(given):
-            split = check_given_split(labels, patients, np.array(given))
-        else:
-            split = split_by_patient(labels, patients, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        split, source = assign_splits(labels, patients, given, sites, cfg)
     except MedaugInputError as err:
         return [f"preprocess will refuse this dataset: {err}"]
     classes = sorted(set(labels))
     splits = {s: {c: int(((split == s) & (labels == c)).sum()) for c in classes} for s in SPLITS}
     shape = (target_channels(cfg.channels, channels), *[cfg.size] * cfg.spatial_dims)  # what preprocess will make
     plan = dataset_plan(splits, load_settings(params_file), shape)
-    source = "labels.csv's split column" if all(given) else f"a patient-level split, preprocess.seed {cfg.seed}"
+    source = {"labels.csv": "labels.csv's split column", SPLIT_BY_PATIENT: f"{source}, preprocess.seed {cfg.seed}"}.get(
+        source, source
+    )
     print(f"plan with {params_file} ({source}):")
     for line in plan.describe():
         print(f"  {line}")

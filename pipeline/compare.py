@@ -54,7 +54,7 @@ from pipeline.reporting.figures import (
     STRATEGY_BARS,
     SYNTHETIC_RATIO,
 )
-from pipeline.robustness import calibration, shift_stress
+from pipeline.robustness import by_site, calibration, shift_stress
 from pipeline.runtime import run_stage
 from pipeline.shifts import SHIFTS
 from pipeline.strategies import remedy
@@ -369,7 +369,7 @@ def write_confusion(folder: Path, results: dict[str, StrategyResult]) -> dict[st
 
 
 def _robustness(results: dict[str, StrategyResult], combined: dict, reports: Path) -> None:
-    """Each remedy's test results under acquisition shifts and its calibration (pipeline.robustness), into
+    """Each remedy's test results under acquisition shifts, per site and its calibration (pipeline.robustness), into
     ``combined`` and their figures."""
     predictions = {name: r.predictions for name, r in results.items()}
     shifts = [str(s) for s in predictions["real_only"].get("shifts", [])]  # none: train_classifier.shift_stress off
@@ -377,6 +377,9 @@ def _robustness(results: dict[str, StrategyResult], combined: dict, reports: Pat
     if shifts:
         combined["shift_stress"] = shift_stress(predictions, per_seed)
     shift_curves(SHIFT_STRESS.path(reports), combined.get("shift_stress", {}), combined, SHIFTS)
+    sites = by_site(predictions)
+    if sites:
+        combined["sites"] = sites
     ece, curves = calibration(predictions)
     for name, entry in ece.items():
         combined[name] |= entry

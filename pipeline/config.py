@@ -103,6 +103,7 @@ class DemoDataConfig:
     layout: Literal["mixed", "volumes"]  # mixed: also single DICOM slices; volumes: every patient one volume
     image_size: int  # in-plane matrix of the generated slices
     seed: int  # generator seed
+    sites: int = 1  # simulated scanners (pipeline.demo_data.SCANNERS), each patient scanned on one
 
     def __post_init__(self) -> None:
         _check(self.n_patients >= 6, "demo_data.n_patients", "at least 6")
@@ -110,6 +111,7 @@ class DemoDataConfig:
         _check(0 < self.minority_fraction < 0.5, "demo_data.minority_fraction", "between 0 and 0.5")
         _check(0 <= self.nifti_fraction <= 1, "demo_data.nifti_fraction", "between 0 and 1")
         _check(self.image_size >= 32, "demo_data.image_size", "at least 32")
+        _check(1 <= self.sites <= 3, "demo_data.sites", "between 1 and 3 (the simulated scanners)")
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,9 @@ class PreprocessConfig:
     # output channels: auto (3 when any image is colour, else 1) | 1 (colour to grey, ITU-R BT.601 luma) | 3 (grey
     # repeated); a default, so checkpoints written before colour support still load
     channels: Literal["auto", 1, 3] = "auto"
+    # patient: patients drawn into train/val/test (stratified) | site: one site of labels.csv's site column held out
+    # as the test split, the other sites' patients split into train and val
+    split_by: Literal["patient", "site"] = "patient"
 
     def __post_init__(self) -> None:
         # the VAE checks that its strides divide the size (28 for MedMNIST works with strides [2, 2])

@@ -6,6 +6,10 @@ on all their slices with a size that follows a sphere's cross-section; vessels o
 the task more than an intensity threshold. Most patients are written as DICOM slices (uint16 pixels,
 RescaleSlope/Intercept to HU, realistic but fake patient names, IDs and dates so de-identification is
 exercised), some as a DICOM series folder row, the rest as one NIfTI volume each.
+
+With ``demo_data.sites`` above 1, each patient is scanned on one of :data:`SCANNERS`, which differ in noise,
+reconstruction sharpness and contrast as two hospitals' CT scanners do; labels.csv then has a ``site`` column with
+the scanner's (fake, identifying-looking) name, and the DICOM headers its institution.
 """
 
 from __future__ import annotations
@@ -28,7 +32,16 @@ from pipeline.config import DemoDataConfig, load_section
 from pipeline.io.atomic import atomic_dir
 from pipeline.runtime import run_stage
 
-__all__ = ["CLASSES", "PatientPlan", "plan_patients", "phantom_volume", "write_demo_dataset", "main"]
+__all__ = [
+    "CLASSES",
+    "SCANNERS",
+    "Scanner",
+    "PatientPlan",
+    "plan_patients",
+    "phantom_volume",
+    "write_demo_dataset",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,17 +53,43 @@ _LAST = ("DOE", "SMITH", "GARCIA", "MUELLER", "NGUYEN", "KOWALSKI", "OKAFOR", "R
 
 
 @dataclass(frozen=True)
+class Scanner:
+    """A simulated CT scanner: what differs between the images of two sites."""
+
+    name: str  # the site column's value in labels.csv (identifying-looking on purpose: it must never be output)
+    institution: str  # DICOM InstitutionName
+    noise_hu: float  # standard deviation of the image noise, HU
+    blur: float  # Gaussian sigma of the reconstruction kernel, pixels (larger: softer)
+    contrast: float  # HU multiplied by this ...
+    offset_hu: float  # ... plus this (calibration drift)
+
+
+SCANNERS = (
+    Scanner("St. Example General Hospital CT-1", "St. Example General Hospital", 15.0, 0.8, 1.0, 0.0),
+    Scanner("Northfield Community Clinic CT-2", "Northfield Community Clinic", 40.0, 1.3, 0.85, -40.0),
+    Scanner("Harbour View Imaging CT-3", "Harbour View Imaging", 8.0, 0.5, 1.1, 25.0),
+)
+
+
+@dataclass(frozen=True)
 class PatientPlan:
     index: int  # 0-based case number
     label: str  # one of CLASSES
     storage: str  # "dicom_slices", "dicom_series" or "nifti"
+    site: int = 0  # index into SCANNERS
 
 
 def plan_patients(
-    n_patients: int, minority_fraction: float, nifti_fraction: float, seed: int, volumes_only: bool = False
+    n_patients: int,
+    minority_fraction: float,
+    nifti_fraction: float,
+    seed: int,
+    volumes_only: bool = False,
+    sites: int = 1,
 ) -> list[PatientPlan]:
-    """Decide each patient's class and file format, deterministically from ``seed``. With ``volumes_only``
-    every patient is one volume (a DICOM series folder or a NIfTI file), as 3D runs need."""
+    """Decide each patient's class, file format and (``sites`` > 1) scanner, deterministically from ``seed``. With
+    ``volumes_only`` every patient is one volume (a DICOM series folder or a NIfTI file), as 3D runs need. Scanners
+    are drawn last, so the classes and formats do not depend on ``sites``."""
     rng = np.random.default_rng(seed)
     n_minority = max(2, round(n_patients * minority_fraction))
     labels = np.array([CLASSES[1]] * n_minority + [CLASSES[0]] * (n_patients - n_minority))
@@ -61,15 +100,19 @@ def plan_patients(
         "nifti",
         np.where(volumes_only | (draws < nifti_fraction + 0.15), "dicom_series", "dicom_slices"),
     )
-    return [PatientPlan(i, str(lab), str(st)) for i, (lab, st) in enumerate(zip(labels, storage, strict=True))]
+    site = rng.integers(0, sites, n_patients) if sites > 1 else np.zeros(n_patients, dtype=int)
+    rows = zip(labels, storage, site, strict=True)
+    return [PatientPlan(i, str(lab), str(st), int(k)) for i, (lab, st, k) in enumerate(rows)]
 
 
 def _ellipse(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, ax: float, ay: float) -> np.ndarray:
     return ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2 <= 1.0
 
 
-def phantom_volume(rng: np.random.Generator, size: int, n_slices: int, nodule: bool) -> np.ndarray:
-    """Return HU slices of shape (n_slices, size, size), rows first (DICOM pixel order)."""
+def phantom_volume(
+    rng: np.random.Generator, size: int, n_slices: int, nodule: bool, scanner: Scanner = SCANNERS[0]
+) -> np.ndarray:
+    """Return HU slices of shape (n_slices, size, size), rows first (DICOM pixel order), as ``scanner`` images them."""
     yy, xx = np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j]
     body_ax, body_ay = rng.uniform(0.78, 0.92), rng.uniform(0.58, 0.72)
     lung_ax, lung_ay, lung_dx = rng.uniform(0.22, 0.3), rng.uniform(0.36, 0.46), rng.uniform(0.33, 0.42)
@@ -100,12 +143,13 @@ def phantom_volume(rng: np.random.Generator, size: int, n_slices: int, nodule: b
             theta = np.arctan2(yy - nodule_c[1], xx - nodule_c[0])
             rad = np.hypot(xx - nodule_c[0], yy - nodule_c[1])
             img[rad <= r * (1 + 0.18 * np.sin(lobes * theta + phase))] = tissue + rng.uniform(-15, 15)
-        img = gaussian_filter(img, sigma=0.8) + rng.normal(0, 15, img.shape)
+        img = gaussian_filter(img, sigma=scanner.blur) * scanner.contrast + scanner.offset_hu
+        img += rng.normal(0, scanner.noise_hu, img.shape)
         slices.append(np.clip(img, -1024, 3071))
     return np.stack(slices)
 
 
-def _patient_identity(rng: np.random.Generator) -> dict[str, str]:
+def _patient_identity(rng: np.random.Generator, scanner: Scanner) -> dict[str, str]:
     birth = date(1940, 1, 1) + timedelta(days=int(rng.integers(0, 18000)))
     study = date(2019, 1, 1) + timedelta(days=int(rng.integers(0, 2000)))
     return {
@@ -115,7 +159,7 @@ def _patient_identity(rng: np.random.Generator) -> dict[str, str]:
         "PatientSex": str(rng.choice(["F", "M"])),
         "StudyDate": study.strftime("%Y%m%d"),
         "AccessionNumber": f"ACC{rng.integers(100_000, 999_999)}",
-        "InstitutionName": "St. Example General Hospital",
+        "InstitutionName": scanner.institution,
         "ReferringPhysicianName": f"{rng.choice(_LAST)}^{rng.choice(_FIRST)}^DR",
     }
 
@@ -181,19 +225,22 @@ def write_patient(
 def write_demo_dataset(out_dir: Path, cfg: DemoDataConfig) -> dict[str, int]:
     """Generate the demo dataset into ``out_dir``, replacing it: the folder is built beside it and renamed into
     place when complete, so a killed run leaves no partial dataset there. Return image counts per class."""
-    plans = plan_patients(cfg.n_patients, cfg.minority_fraction, cfg.nifti_fraction, cfg.seed, cfg.layout == "volumes")
+    plans = plan_patients(
+        cfg.n_patients, cfg.minority_fraction, cfg.nifti_fraction, cfg.seed, cfg.layout == "volumes", cfg.sites
+    )
     rows, counts = [], dict.fromkeys(CLASSES, 0)
     with atomic_dir(out_dir) as staging:
         for plan in tqdm(plans, desc="demo patients", unit="patient"):
             rng = np.random.default_rng([cfg.seed, plan.index])
-            volume = phantom_volume(rng, cfg.image_size, cfg.slices_per_patient, plan.label == CLASSES[1])
-            identity = _patient_identity(rng)
+            scanner = SCANNERS[plan.site]
+            volume = phantom_volume(rng, cfg.image_size, cfg.slices_per_patient, plan.label == CLASSES[1], scanner)
+            identity = _patient_identity(rng, scanner)
             for rel in write_patient(staging, plan, volume, identity, cfg.seed):
-                rows.append((rel, plan.label, identity["PatientID"]))
+                rows.append((rel, plan.label, identity["PatientID"], *([scanner.name] if cfg.sites > 1 else [])))
             counts[plan.label] += cfg.slices_per_patient
         with open(staging / "labels.csv", "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["path", "label", "patient_id"])
+            writer.writerow(["path", "label", "patient_id", *(["site"] if cfg.sites > 1 else [])])
             writer.writerows(rows)
     return counts
 

@@ -38,12 +38,16 @@ class Sample:
     modality: str
     split: str | None  # split fixed by the manifest, if any
     source: str = "dicom"  # the file's kind: dicom | nifti | image (PNG, JPEG, TIFF, ...)
+    site: str = ""  # pseudonymous site (scanner, hospital) ID; "" when labels.csv has no site column
 
 
-def pseudonymise(patient_id: str, salt: str) -> str:
-    """A stable pseudonym: HMAC-SHA256 of the identifier keyed by ``salt``, shortened."""
-    digest = hmac.new(salt.encode("utf-8"), patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
-    return f"P{digest[:12]}"
+def pseudonymise(patient_id: str, salt: str, prefix: str = "P") -> str:
+    """A stable pseudonym: HMAC-SHA256 of the identifier keyed by ``salt``, shortened, after ``prefix`` (``P`` for
+    patients, ``S`` for sites; a site's message carries its prefix, so one name as a patient and as a site gets two
+    unrelated pseudonyms)."""
+    message = patient_id if prefix == "P" else f"{prefix}:{patient_id}"
+    digest = hmac.new(salt.encode("utf-8"), message.encode("utf-8"), hashlib.sha256).hexdigest()
+    return f"{prefix}{digest[:12]}"
 
 
 def target_channels(setting: str | int, channels: Iterable[int]) -> int:
@@ -117,6 +121,7 @@ def row_samples(row: ManifestRow, cfg: PreprocessConfig) -> list[Sample]:
             modality,
             row.split,
             loaded.source,
+            pseudonymise(row.site, cfg.id_salt, "S") if row.site is not None else "",
         )
         for k in range(len(parts))
     ]

@@ -67,6 +67,9 @@ __all__ = [
     "Sample",
     "pseudonymise",
     "split_by_patient",
+    "split_by_site",
+    "assign_splits",
+    "check_site_columns",
     "check_given_split",
     "iter_samples",
     "load_samples",
@@ -82,14 +85,13 @@ logger = logging.getLogger(__name__)
 TWIN_FRACTION = 0.25  # near_twins: a held-out image this much closer to a training image than is typical is a twin
 TWIN_CHUNK_BYTES = 32 * 2**20  # near_twins: about this many bytes of held-out and of training images at once
 WRITE_CHUNK_BYTES = 16 * 2**20  # pass 2: about this many bytes of images gathered before each write
+SPLIT_BY_PATIENT = "patient-level stratified split"
 SCRATCH_NAME = "samples.scratch"  # pass 1's pixels, in reading order; deleted before the output folder is complete
 
 
-def split_by_patient(
-    labels: np.ndarray, patients: np.ndarray, val_fraction: float, test_fraction: float, seed: int
-) -> np.ndarray:
-    """Assign every sample to 'train', 'val' or 'test' so that no patient spans two splits, each split
-    holds every class, and class proportions are kept as far as patient groups allow."""
+def _checked_classes(labels: np.ndarray, patients: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The classes and each sample's class index; refuses a dataset of one class, or with a class of fewer than 3
+    patients (one each for train, val and test)."""
     classes, class_index = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise DatasetTooSmallError(
@@ -103,15 +105,16 @@ def split_by_patient(
                 f"class '{name}' has {n} patient(s); at least 3 are needed (one each for train, val and test). "
                 "Add images of this class or merge it with another."
             )
-    split = np.full(len(labels), "train", dtype=object)
-    test_folds = StratifiedGroupKFold(n_splits=max(2, round(1 / test_fraction)), shuffle=True, random_state=seed)
-    rest, test = next(test_folds.split(np.zeros(len(labels)), class_index, patients))
-    split[test] = "test"
-    val_splits = max(2, round((1 - test_fraction) / val_fraction))
-    val_folds = StratifiedGroupKFold(n_splits=val_splits, shuffle=True, random_state=seed)
-    _, val = next(val_folds.split(np.zeros(len(rest)), class_index[rest], patients[rest]))
-    split[rest[val]] = "val"
-    _give_every_split_every_class(split, labels, patients)
+    return classes, class_index
+
+
+def _fold(class_index: np.ndarray, patients: np.ndarray, n_splits: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first of ``n_splits`` (at least 2) class-stratified folds of whole patients: (the rest, the fold)."""
+    folds = StratifiedGroupKFold(n_splits=max(2, n_splits), shuffle=True, random_state=seed)
+    return next(folds.split(np.zeros(len(class_index)), class_index, patients))
+
+
+def _check_every_split(split: np.ndarray, labels: np.ndarray, classes: np.ndarray) -> None:
     for name in SPLITS:
         missing = set(classes) - set(labels[split == name])
         if missing:
@@ -119,20 +122,82 @@ def split_by_patient(
                 f"the {name} split has no patient of class(es) {', '.join(sorted(missing))}; "
                 "add patients of that class or change preprocess.seed / the split fractions"
             )
+
+
+def split_by_patient(
+    labels: np.ndarray, patients: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> np.ndarray:
+    """Assign every sample to 'train', 'val' or 'test' so that no patient spans two splits, each split
+    holds every class, and class proportions are kept as far as patient groups allow."""
+    classes, class_index = _checked_classes(labels, patients)
+    split = np.full(len(labels), "train", dtype=object)
+    rest, test = _fold(class_index, patients, round(1 / test_fraction), seed)
+    split[test] = "test"
+    _, val = _fold(class_index[rest], patients[rest], round((1 - test_fraction) / val_fraction), seed)
+    split[rest[val]] = "val"
+    _give_every_split_every_class(split, labels, patients, SPLITS)
+    _check_every_split(split, labels, classes)
     return split.astype(str)
 
 
-def _give_every_split_every_class(split: np.ndarray, labels: np.ndarray, patients: np.ndarray) -> None:
-    """Move patients (in place) so that every split holds every class that has a patient to spare: the stratified
-    folds can leave a class of 3-4 patients out of a split when many classes compete (7 classes, one of 3 patients:
-    its 3 landed in test, train, train). For each split missing a class, one patient of the class moves there from
-    the split holding most of the class's patients (at least 2): a patient with images of that class only if there
-    is one, the fewest images first, then the first pseudonym."""
-    for name in SPLITS:
+def split_by_site(
+    labels: np.ndarray, patients: np.ndarray, sites: np.ndarray, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, str]:
+    """One site held out as the test split, as the next scanner or hospital would be, and the other sites' patients
+    split into train and val as :func:`split_by_patient` does; the splits and the held-out site. The held-out site
+    must have every class, and the others two patients of every class; of those that qualify, the one whose share of
+    the images is closest to ``test_fraction`` (ties: the first pseudonym). ``sites`` are pseudonyms."""
+    classes, class_index = _checked_classes(labels, patients)
+    names = sorted(set(sites.tolist()))
+    if len(names) < 2:
+        raise DatasetTooSmallError(
+            f"preprocess.split_by: site holds one site out as the test split, but labels.csv's site column has "
+            f"{len(names)} site; add a site or set preprocess.split_by: patient"
+        )
+    if len(set(zip(patients.tolist(), sites.tolist(), strict=True))) > len(set(patients.tolist())):
+        raise DatasetTooSmallError(
+            "a patient has images from more than one site in labels.csv's site column; with preprocess.split_by: "
+            "site each patient belongs to one site (fix the column, or set split_by: patient)"
+        )
+    qualify = [
+        s
+        for s in names
+        if set(labels[sites == s]) == set(classes)
+        and all(len(set(patients[(sites != s) & (labels == c)])) >= 2 for c in classes)
+    ]
+    if not qualify:
+        table = "; ".join(
+            f"{s}: " + ", ".join(f"{c} {int(((sites == s) & (labels == c)).sum())}" for c in classes) for s in names
+        )
+        raise DatasetTooSmallError(
+            "preprocess.split_by: site found no site to hold out as the test split: that site needs an image of "
+            f"every class and the other sites two patients of every class. Images per site (pseudonym): {table}. "
+            "Add images, or set preprocess.split_by: patient"
+        )
+    held = min(qualify, key=lambda s: (abs(float(np.mean(sites == s)) - test_fraction), s))
+    split = np.where(sites == held, "test", "train").astype(object)
+    rest = np.flatnonzero(split == "train")
+    # the rest split into train and val as in split_by_patient, whatever share of the images the held-out site has
+    _, val = _fold(class_index[rest], patients[rest], round((1 - test_fraction) / val_fraction), seed)
+    split[rest[val]] = "val"
+    _give_every_split_every_class(split, labels, patients, ("train", "val"))
+    _check_every_split(split, labels, classes)
+    return split.astype(str), held
+
+
+def _give_every_split_every_class(
+    split: np.ndarray, labels: np.ndarray, patients: np.ndarray, names: tuple[str, ...]
+) -> None:
+    """Move patients (in place) between the splits ``names`` so that each holds every class that has a patient to
+    spare: the stratified folds can leave a class of 3-4 patients out of a split when many classes compete (7
+    classes, one of 3 patients: its 3 landed in test, train, train). For each split missing a class, one patient of
+    the class moves there from the split of ``names`` holding most of the class's patients (at least 2): a patient
+    with images of that class only if there is one, the fewest images first, then the first pseudonym."""
+    for name in names:
         for label in np.unique(labels):
             if (labels[split == name] == label).any():
                 continue
-            held = {s: sorted(set(patients[(split == s) & (labels == label)])) for s in SPLITS if s != name}
+            held = {s: sorted(set(patients[(split == s) & (labels == label)])) for s in names if s != name}
             donor = max(held, key=lambda s: len(held[s]))
             if len(held[donor]) < 2:
                 continue  # nothing to spare: the caller names the class
@@ -319,6 +384,7 @@ class _Record:
     modality: str
     split: str | None
     source: str
+    site: str  # pseudonym, "" without a site column
     shape: tuple[int, ...]  # (C, *spatial) with the file's own channels
     dtype: str
     offset: int  # bytes from the start of the scratch file
@@ -348,6 +414,7 @@ def _read_to_scratch(rows: list[ManifestRow], cfg: PreprocessConfig, scratch: Pa
                         s.modality,
                         s.split,
                         s.source,
+                        s.site,
                         pixels.shape,
                         pixels.dtype.str,
                         offset,
@@ -413,11 +480,21 @@ def preprocess_dataset(
     least_channels = 3 if cfg.channels == 3 else 1
     least = len(rows) * (1 + least_channels) * cfg.size**cfg.spatial_dims * 4
     check_free_space(named, least, free, space_of=folder, at_least=True)
+    if cfg.split_by == "site":  # before any image is read
+        check_site_columns(all(r.site is not None for r in rows), any(r.split for r in rows))
     scratch = folder / SCRATCH_NAME
     try:
         records, skipped = _read_to_scratch(rows, cfg, scratch)
         channels = target_channels(cfg.channels, (r.shape[0] for r in records))
-        split = _assign_splits(records, cfg)
+        if not records:
+            raise DatasetTooSmallError("no image was read from labels.csv's rows")
+        split, split_source = assign_splits(
+            np.array([r.label for r in records]),
+            np.array([r.patient for r in records]),
+            [r.split for r in records],
+            [r.site for r in records],
+            cfg,
+        )
         spatial = {r.shape[1:] for r in records}
         if len(spatial) > 1:
             raise ValueError(f"images of several sizes after resizing: {sorted(spatial)}")
@@ -435,7 +512,7 @@ def preprocess_dataset(
     finally:
         scratch.unlink(missing_ok=True)
     skipped = [{"reason": p} for p in problems] + skipped
-    summary = _summary(cfg, len(rows), records, channels, splits, lines, skipped)
+    summary = _summary(cfg, len(rows), records, channels, splits, lines, skipped, split_source)
     return splits, manifest, summary
 
 
@@ -447,6 +524,7 @@ def _summary(
     splits: dict[str, SplitData],
     lines: dict[str, list[int]],
     skipped: list[dict],
+    split_source: str,
 ) -> ProcessedSummary:
     """The stage's record of what it made (no patient data: counts, settings, labels.csv line numbers)."""
     return ProcessedSummary(
@@ -467,21 +545,40 @@ def _summary(
             name: {"images": splits[name].counts(), "patients": len(set(splits[name].patients))} for name in SPLITS
         },
         skipped=skipped,
-        split_source="labels.csv" if all(r.split for r in records) else "patient-level stratified split",
+        split_source=split_source,
+        sites={name: dict(Counter(data.sites.tolist())) for name, data in splits.items() if data.sites is not None},
         near_twins=near_twins(splits, lines),
         flat_images=flat_images(splits, lines),
     )
 
 
-def _assign_splits(records: list, cfg: PreprocessConfig) -> np.ndarray:
-    """Each record's split: the one labels.csv gives every row (checked), else a patient-level stratified split."""
-    if not records:
-        raise DatasetTooSmallError("no image was read from labels.csv's rows")
-    labels = np.array([r.label for r in records])
-    patients = np.array([r.patient for r in records])
-    if all(r.split for r in records):
-        return check_given_split(labels, patients, np.array([r.split for r in records]))
-    return split_by_patient(labels, patients, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+def check_site_columns(has_sites: bool, has_split: bool) -> None:
+    """``preprocess.split_by: site`` needs labels.csv's site column on every row, and no split column."""
+    if not has_sites:
+        raise DatasetTooSmallError(
+            "preprocess.split_by: site needs a site column in labels.csv (each row's scanner or hospital); "
+            "add it or set preprocess.split_by: patient"
+        )
+    if has_split:
+        raise DatasetTooSmallError(
+            "labels.csv has a split column and preprocess.split_by is site: only one can choose the test split; "
+            "drop the column or set preprocess.split_by: patient"
+        )
+
+
+def assign_splits(
+    labels: np.ndarray, patients: np.ndarray, given: list[str | None], sites: list[str], cfg: PreprocessConfig
+) -> tuple[np.ndarray, str]:
+    """Each sample's split and where it came from: labels.csv's split column when every row gives one (checked),
+    one site held out (``preprocess.split_by: site``; ``sites`` are pseudonyms, "" without a site column), else a
+    patient-level stratified split."""
+    if cfg.split_by == "site":
+        check_site_columns(all(sites), any(given))
+        split, held = split_by_site(labels, patients, np.array(sites), cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        return split, f"site {held} held out as the test split"
+    if all(given):
+        return check_given_split(labels, patients, np.array(given)), "labels.csv"
+    return split_by_patient(labels, patients, cfg.val_fraction, cfg.test_fraction, cfg.seed), SPLIT_BY_PATIENT
 
 
 def _write_splits(
@@ -502,7 +599,8 @@ def _write_splits(
         for name, idx in index.items():
             chosen = [records[i] for i in idx]
             images = _write_images(split_paths(folder, name)[0], fd, chosen, image_shape)
-            splits[name] = SplitData(images, labels[name], patients[idx], classes)
+            sites = np.array([r.site for r in chosen]) if all(r.site for r in records) else None
+            splits[name] = SplitData(images, labels[name], patients[idx], classes, sites)
             save_split(folder, name, splits[name], images_written=True)
             manifest += [
                 {"split": name, "index": j, "patient": patients[i], "label": r.label, "labels_csv_line": r.line}

@@ -46,6 +46,7 @@ from pipeline.reporting.sections import (
     quality_lines,
     ratio_lines,
     shift_lines,
+    site_lines,
     strategies,
 )
 from pipeline.runtime import run_stage
@@ -238,7 +239,7 @@ def render_report(
     lines += data_lines(summary, synthetic_rows, generation)
     lines += classifier_lines(metrics, summary.classes, names)
     lines += ratio_lines(ratio_rows or [], metrics["minority_classes"])
-    lines += shift_lines(metrics) + calibration_lines(metrics)
+    lines += shift_lines(metrics) + site_lines(metrics) + calibration_lines(metrics)
     lines += quality_lines(quality or {}, metrics)
     lines += generators_lines(generators or {})
     if LATENT_SYNTHETIC.file in names:

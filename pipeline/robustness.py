@@ -5,6 +5,8 @@ classifiers' saved predictions; nothing here trains or looks at the validation s
 - :func:`shift_stress`: per shift and remedy, the test balanced accuracy under the shift (mean over seeds, each at
   its validation threshold), its 95% bootstrap interval over test images and its paired difference to real_only
   (the same resamples and seeds: :func:`pipeline.metrics.paired_difference`).
+- :func:`by_site`: per site of the test images (labels.csv's site column, as pseudonyms) and remedy, the same
+  balanced accuracy, interval and paired difference to real_only on that site's images alone.
 - :func:`calibration`: per remedy, the expected calibration error of its test probabilities (top label, bins of
   1/15; mean over seeds) with its 95% bootstrap interval and its paired difference to real_only, and the
   reliability curve pooled over seeds.
@@ -17,14 +19,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from pipeline.metrics import (
+    balanced_accuracy,
     bootstrap_draws,
     calibration_bins,
     expected_calibration_error,
     paired_difference,
+    predict_labels,
     resample_counts,
 )
 
-__all__ = ["shift_stress", "calibration", "BINS"]
+__all__ = ["shift_stress", "by_site", "calibration", "BINS"]
 
 BINS = 15  # confidence bins of the calibration error and the reliability diagram
 
@@ -39,6 +43,24 @@ def _interval(draws: np.ndarray) -> dict[str, float]:
     return {"ci_low": float(np.percentile(draws, 2.5)), "ci_high": float(np.percentile(draws, 97.5))}
 
 
+def _against(draws: Mapping[str, np.ndarray], per_seed: Mapping[str, np.ndarray], base: str) -> dict[str, dict]:
+    """Per remedy: the seed-mean balanced accuracy, its interval over ``draws`` and, but for ``base``, the paired
+    difference to ``base``."""
+    out: dict[str, dict] = {}
+    for name, seeds in per_seed.items():
+        out[name] = {"balanced_accuracy": float(np.mean(seeds)), **_interval(draws[name])}
+        if name != base:
+            out[name]["vs_real_only"] = paired_difference(draws[name], draws[base], seeds, per_seed[base])
+    return out
+
+
+def _draws(labels: np.ndarray, probas: np.ndarray, p: Predictions, classes: list[str]) -> np.ndarray:
+    thresholds = _thresholds(p)
+    return bootstrap_draws(
+        labels, list(probas), thresholds, classes, ["balanced_accuracy"], positive=int(p["positive"])
+    )["balanced_accuracy"]
+
+
 def shift_stress(
     predictions: Mapping[str, Predictions],
     per_seed: Mapping[str, Mapping[str, Sequence[float]]],
@@ -48,24 +70,43 @@ def shift_stress(
     predictions (``shift_proba``: seeds x shifts x images x classes) and ``per_seed`` (remedy -> shift -> each
     seed's balanced accuracy, as train_classifier recorded it)."""
     first = predictions[base]
-    labels, positive = first["labels"], int(first["positive"])
-    classes = [str(c) for c in first["classes"]]
+    labels, classes = first["labels"], [str(c) for c in first["classes"]]
     out: dict[str, dict[str, dict]] = {}
     for k, shift in enumerate(str(s) for s in first["shifts"]):
-        draws = {
-            name: bootstrap_draws(
-                labels, list(p["shift_proba"][:, k]), _thresholds(p), classes, ["balanced_accuracy"], positive=positive
-            )["balanced_accuracy"]
-            for name, p in predictions.items()
-        }
-        out[shift] = {}
-        for name in predictions:
-            seeds = np.asarray(per_seed[name][shift], dtype=float)
-            entry: dict = {"balanced_accuracy": float(seeds.mean()), **_interval(draws[name])}
-            if name != base:
-                base_seeds = np.asarray(per_seed[base][shift], dtype=float)
-                entry["vs_real_only"] = paired_difference(draws[name], draws[base], seeds, base_seeds)
-            out[shift][name] = entry
+        draws = {name: _draws(labels, p["shift_proba"][:, k], p, classes) for name, p in predictions.items()}
+        seeds = {name: np.asarray(per_seed[name][shift], dtype=float) for name in predictions}
+        out[shift] = _against(draws, seeds, base)
+    return out
+
+
+def by_site(predictions: Mapping[str, Predictions], base: str = "real_only") -> dict[str, dict]:
+    """``{site: {"images": {class: n}, "remedies": {remedy: as shift_stress's}}}`` on each site's test images
+    (``sites`` in the predictions: pseudonyms); {} when the predictions have no sites. A site without an image of
+    every class gets ``"remedies": {}`` and a ``"note"``: its balanced accuracy would average fewer classes."""
+    first = predictions[base]
+    if "sites" not in first:
+        return {}
+    labels, sites, classes = first["labels"], first["sites"].astype(str), [str(c) for c in first["classes"]]
+    out: dict[str, dict] = {}
+    for site in sorted(set(sites.tolist())):
+        mask = sites == site
+        held = labels[mask]
+        entry: dict = {"images": {c: int((held == k).sum()) for k, c in enumerate(classes)}, "remedies": {}}
+        if len(np.unique(held)) < len(classes):
+            entry["note"] = "not every class has a test image from this site: no balanced accuracy"
+        else:
+            draws = {name: _draws(held, p["proba"][:, mask], p, classes) for name, p in predictions.items()}
+            seeds = {
+                name: np.array(
+                    [
+                        balanced_accuracy(held, predict_labels(q[mask], t, int(p["positive"])))
+                        for q, t in zip(p["proba"], _thresholds(p), strict=True)
+                    ]
+                )
+                for name, p in predictions.items()
+            }
+            entry["remedies"] = _against(draws, seeds, base)
+        out[site] = entry
     return out
 
 

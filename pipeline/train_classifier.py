@@ -14,7 +14,8 @@ Outputs in ``reports/classifier/<strategy>`` and ``reports/classifier/ablation_<
 images), ``runs.json`` (per seed: epochs, threshold, training counts, test metrics with the confusion matrix) and
 ``predictions.npz`` (test labels, every seed's test probabilities and threshold: for the compare stage's paired
 tests and the report's curves; validation labels and every seed's validation probabilities: for the noise of the
-compare stage's recommendation, which is chosen on the validation split).
+compare stage's recommendation, which is chosen on the validation split; the test images' site pseudonyms when
+labels.csv has a site column).
 """
 
 from __future__ import annotations
@@ -160,6 +161,8 @@ def summarise_strategy(
         "shifts": np.array(list(SHIFTS) if cfg.shift_stress else [], dtype=str),
         "shift_proba": np.stack([s["shifted"] for s in seeds]),  # (seeds, shifts, test images, classes)
     }
+    if test.sites is not None:  # pseudonyms: the compare stage's metrics per site
+        predictions["sites"] = test.sites
     return summary, runs, predictions
 
 

@@ -356,7 +356,7 @@ def private_values(markers: Markers) -> dict[int, tuple[str, object]]:
 
 def build_marker_dataset(root: Path) -> tuple[Markers, int]:
     """Write the demo dataset to ``root`` and put a marker into every fillable attribute of every DICOM file
-    and into labels.csv's patient_id column; return the markers and the number of attributes filled."""
+    and into labels.csv's patient_id and site columns; return the markers and the number of attributes filled."""
     write_demo_dataset(root, DEMO)
     markers = Markers()
     attributes = fillable_attributes()
@@ -390,7 +390,14 @@ def build_marker_dataset(root: Path) -> tuple[Markers, int]:
     for row in _labels(root):  # NIfTI volumes have no header to mark: their patient ID in labels.csv is one
         case = Path(row["path"]).parts[1]
         patient_ids.setdefault(case, markers.new("LO", f"patient_id of {case}"))
-    rewrite_labels(root, lambda row: {**row, "patient_id": patient_ids[Path(row["path"]).parts[1]]})
+    sites = [markers.new("LO", f"site column value {k}") for k in range(2)]  # two scanners, patients alternating
+    cases = sorted(patient_ids)
+
+    def marked(row: dict) -> dict:
+        case = Path(row["path"]).parts[1]
+        return {**row, "patient_id": patient_ids[case], "site": sites[cases.index(case) % 2]}
+
+    rewrite_labels(root, marked)
     return markers, len(attributes)
 
 

@@ -163,7 +163,8 @@ def shared_pipeline_run(folder: Path, marked_dataset: Path, markers) -> SharedRu
     (source / CORRUPT).parent.mkdir(parents=True)
     (source / CORRUPT).write_bytes(first.read_bytes()[:400])  # cut inside the header, its markers kept
     with open(source / "labels.csv", "a", encoding="utf-8") as fh:
-        fh.write(f"{CORRUPT},normal,{markers.new('LO', 'patient_id of the truncated file')}\n")
+        patient, site = (markers.new("LO", f"{column} of the truncated file") for column in ("patient_id", "site"))
+        fh.write(f"{CORRUPT},normal,{patient},{site}\n")
     before = snapshot(source)
     overrides = {"data": {"root": str(source)}, "preprocess": {"on_error": "skip"}}
     project = scratch_project(folder / "project", SHARED, overrides)

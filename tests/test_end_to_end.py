@@ -65,6 +65,14 @@ def test_dvc_metrics_show_lists_every_strategy(project):
     strategies = metrics["reports/metrics.json"]["data"]
     for strategy in ("real_only", "oversample", "vae", "synthetic_only", "vae_ratio_0.5"):
         assert 0 <= strategies[strategy]["balanced_accuracy"] <= 1
+    # the source's site column (two marked scanners): per-site test metrics, by pseudonym, in metrics and the report
+    sites = strategies["sites"]
+    assert len(sites) == 2 and all(site.startswith("S") and len(site) == 13 for site in sites)
+    assert sum(sum(entry["images"].values()) for entry in sites.values()) == len(
+        load_split(project / "data/processed", "test")
+    )
+    report = (project / "reports/augmentation_report.md").read_text()
+    assert "## Per site" in report and all(site in report for site in sites)
     assert {"reports/anomaly/metrics.json", "reports/latent/metrics.json", "reports/quality/metrics.json"} <= set(
         metrics
     )

@@ -39,6 +39,71 @@ def test_single_class_is_refused():
         split_by_patient(np.array(["a"] * 6), np.array(list("abcdef")), 0.15, 0.2, seed=0)
 
 
+def test_split_by_site_holds_one_whole_site_out_as_test_and_splits_the_rest_by_patient():
+    from pipeline.preprocess import split_by_site
+
+    labels, patients = _labels(n_patients=60)
+    sites = np.where(np.char.str_len(patients) == 2, "Sx", np.where(np.char.endswith(patients, "1"), "Sy", "Sz"))
+    split, held = split_by_site(labels, patients, sites, 0.25, 0.35, seed=0)
+    assert set(sites[split == "test"]) == {held} and held not in set(sites[split != "test"])
+    assert (split[sites == held] == "test").all()
+    for p in np.unique(patients):
+        assert len(set(split[patients == p])) == 1
+    for name in ("train", "val", "test"):
+        assert set(labels[split == name]) == {"rare", "common"}
+    share = float(np.mean(sites == held))
+    assert all(abs(share - 0.35) <= abs(float(np.mean(sites == s)) - 0.35) for s in ("Sx", "Sy", "Sz"))
+
+
+@pytest.mark.parametrize(
+    ("sites", "message"),
+    [
+        (lambda patients: np.full(len(patients), "Sa"), "has 1 site"),
+        (lambda patients: np.where(np.arange(len(patients)) % 2 == 0, "Sa", "Sb"), "more than one site"),
+        (lambda patients: np.where(np.isin(patients, ["p0", "p5", "p10", "p15"]), "Sa", "Sb"), "no site to hold out"),
+    ],
+)
+def test_split_by_site_refuses_what_cannot_be_held_out_and_says_what_to_change(sites, message):
+    from pipeline.preprocess import split_by_site
+
+    labels, patients = _labels(n_patients=40)  # rare: p0, p5, ... (8 patients)
+    with pytest.raises(DatasetTooSmallError, match=message) as err:
+        split_by_site(labels, patients, sites(patients), 0.25, 0.35, seed=0)
+    assert "split_by" in str(err.value)
+
+
+def test_split_by_site_is_refused_before_any_image_is_read(tiny_dataset, monkeypatch):
+    from dataclasses import replace
+
+    import pipeline.preparation
+
+    def unread(*args, **kwargs):
+        raise AssertionError("an image was read")
+
+    monkeypatch.setattr(pipeline.preparation, "load_image", unread)
+    with pytest.raises(DatasetTooSmallError, match="needs a site column"):
+        preprocess_dataset(tiny_dataset, replace(TINY_PREPROCESS, split_by="site"))
+
+
+def test_sites_reach_the_splits_as_pseudonyms_and_split_by_site_tests_on_one(tmp_path):
+    from dataclasses import replace
+
+    from pipeline.demo_data import SCANNERS, write_demo_dataset
+
+    root = tmp_path / "demo"
+    write_demo_dataset(root, replace(TINY_DEMO, n_patients=40, sites=2))
+    names = {s.name for s in SCANNERS[:2]}
+    splits, _, summary = preprocess_dataset(root, TINY_PREPROCESS)
+    pseudonyms = {pseudonymise(n, TINY_PREPROCESS.id_salt, "S") for n in names}
+    assert set(np.concatenate([s.sites for s in splits.values()])) == pseudonyms
+    assert set(summary.sites["test"]) == pseudonyms  # a patient-level split tests on both scanners
+    assert not any(n in repr(summary) or n in repr(splits) for n in names)
+    splits, _, summary = preprocess_dataset(root, replace(TINY_PREPROCESS, split_by="site"))
+    (held,) = set(splits["test"].sites)
+    assert held in summary.split_source and held not in set(splits["train"].sites) | set(splits["val"].sites)
+    assert pseudonymise("x", "salt", "S") != "S" + pseudonymise("x", "salt")[1:]
+
+
 def test_pseudonyms_are_stable_salted_and_not_the_id():
     assert pseudonymise("MRN123", "s1") == pseudonymise("MRN123", "s1")
     assert pseudonymise("MRN123", "s1") != pseudonymise("MRN123", "s2")

@@ -154,7 +154,7 @@ def test_image_file_metadata_never_reaches_what_the_reader_returns(tmp_path):
 
 def test_preprocess_outputs_hold_no_phi_from_image_file_metadata(marker_dataset, tmp_path):
     """The marker dataset plus grey PNG, JPEG and TIFF files whose metadata blocks hold markers (and whose patient IDs
-    in labels.csv are markers): nothing the stage writes or prints holds any of them."""
+    and sites in labels.csv are markers): nothing the stage writes or prints holds any of them."""
     root, markers, _ = marker_dataset
     markers = copy.deepcopy(markers)  # the session's markers stay as the shared run knows them
     dataset = tmp_path / "dataset"
@@ -162,8 +162,9 @@ def test_preprocess_outputs_hold_no_phi_from_image_file_metadata(marker_dataset,
     planted = write_marked_images(dataset / "images", markers)
     with open(dataset / "labels.csv", "a", newline="", encoding="utf-8") as fh:
         for k, path in enumerate(sorted(planted)):
-            patient = markers.new("LO", f"patient_id of {path.name}")
-            csv.writer(fh).writerow([path.relative_to(dataset).as_posix(), ("normal", "nodule")[k % 2], patient])
+            patient, site = (markers.new("LO", f"{column} of {path.name}") for column in ("patient_id", "site"))
+            row = [path.relative_to(dataset).as_posix(), ("normal", "nodule")[k % 2], patient, site]
+            csv.writer(fh).writerow(row)
     project, done = run_preprocess(tmp_path, dataset, on_error="fail")
     summary = read_summary(project)
     assert summary["n_files"] == n_rows(dataset) and not summary["skipped"]

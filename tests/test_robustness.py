@@ -60,3 +60,24 @@ def test_calibration_error_is_the_gap_between_confidence_and_accuracy():
         and np.isclose(confidence[counts > 0], 0.99).all()
         and acc[counts > 0].max() < 0.8
     )
+
+
+def test_a_remedy_that_fails_at_one_site_is_seen_there_and_not_at_the_other():
+    from pipeline.robustness import by_site
+
+    sites = np.where(np.arange(len(LABELS)) % 2 == 0, "Sa", "Sb")
+    good, poor = _proba(0.95, 0.9, 0), _proba(0.5, 0.9, 1)
+    mixed = np.where((sites == "Sa")[:, None], good, poor)  # right at site Sa, a coin at Sb
+
+    def preds(proba):
+        return {**_predictions(0.9, 0.9), "proba": np.stack([proba, proba]), "sites": sites}
+
+    scored = by_site({"real_only": preds(good), "fragile": preds(mixed)})
+    assert set(scored) == {"Sa", "Sb"} and scored["Sa"]["images"] == {"a": 30, "b": 20}
+    at_a, at_b = (scored[s]["remedies"]["fragile"] for s in ("Sa", "Sb"))
+    assert abs(at_a["vs_real_only"]["difference"]) < 1e-9 and at_b["vs_real_only"]["ci_high"] < 0
+    assert at_b["balanced_accuracy"] < 0.7 < 0.8 < scored["Sb"]["remedies"]["real_only"]["balanced_accuracy"]
+    one_class = {**preds(good), "sites": np.where(LABELS == 0, "Sa", "Sb")}
+    alone = by_site({"real_only": one_class})["Sa"]
+    assert alone["remedies"] == {} and "note" in alone
+    assert by_site({"real_only": _predictions(0.9, 0.9)}) == {}

@@ -334,6 +334,7 @@ class SplitData:
     labels: np.ndarray  # int64 (N,), indices into classes
     patients: np.ndarray  # str (N,), pseudonymous patient IDs
     classes: tuple[str, ...]  # class names, index = label
+    sites: np.ndarray | None = None  # str (N,), pseudonymous site IDs; None when labels.csv has no site column
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -346,7 +347,8 @@ class SplitData:
         when they are on disk."""
         index = row_index(index, len(self))
         images = self.images[index] if isinstance(self.images, np.ndarray) else Rows([self.images], index)
-        return SplitData(images, self.labels[index], self.patients[index], self.classes)
+        sites = None if self.sites is None else self.sites[index]
+        return SplitData(images, self.labels[index], self.patients[index], self.classes, sites)
 
 
 def split_paths(folder: str | Path, split: str) -> tuple[Path, Path]:
@@ -365,9 +367,11 @@ def save_split(folder: str | Path, split: str, data: SplitData, images_written: 
     with open(labels_path, "wb") as fh:
         np.savez(
             fh,
+            allow_pickle=False,
             labels=data.labels.astype(np.int64, copy=False),
             patients=data.patients.astype(str),
             classes=np.array(data.classes, dtype=str),
+            **({} if data.sites is None else {"sites": data.sites.astype(str)}),
         )
 
 
@@ -379,10 +383,11 @@ def load_split(processed_dir: str | Path, split: str) -> SplitData:
             raise FileNotFoundError(f"{path} is missing: run the preprocess stage (dvc repro preprocess)")
     with np.load(labels_path) as npz:
         labels, patients, classes = npz["labels"], npz["patients"], tuple(str(c) for c in npz["classes"])
+        sites = npz["sites"] if "sites" in npz.files else None
     images = DiskArray(images_path)
     if len(images) != len(labels):
         raise ValueError(f"{images_path}: {len(images)} images, {labels_path}: {len(labels)} labels; re-run preprocess")
-    return SplitData(images=images, labels=labels, patients=patients, classes=classes)
+    return SplitData(images=images, labels=labels, patients=patients, classes=classes, sites=sites)
 
 
 def write_json(path: str | Path, obj: Any) -> None:

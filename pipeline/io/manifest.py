@@ -1,9 +1,11 @@
-"""Dataset manifests: ``labels.csv`` with columns ``path,label`` and optional ``patient_id`` and ``split``,
+"""Dataset manifests: ``labels.csv`` with columns ``path,label`` and optional ``patient_id``, ``split`` and ``site``,
 or, without ``labels.csv``, one sub-folder per class.
 
 ``path`` is relative to the dataset folder and may name a DICOM file, a DICOM series folder, a NIfTI file or
 an image file (PNG, JPEG, TIFF, BMP). ``split`` (train, val or test), when present, fixes each row's split, so
-that a published test split stays the test split. Rows are checked before any image is read: every problem is
+that a published test split stays the test split. ``site`` (scanner, hospital) is treated like ``patient_id``: it
+may identify, so only its pseudonym leaves preprocess; it gives per-site test metrics and ``preprocess.split_by:
+site``. Rows are checked before any image is read: every problem is
 reported at once, with its line. :func:`write_class_folder_manifest` writes the ``labels.csv`` of a folder of
 class sub-folders (``medaug import-folder``).
 """
@@ -48,6 +50,7 @@ class ManifestRow:
     label: str
     patient_id: str | None
     split: str | None = None  # train, val or test when the manifest fixes it
+    site: str | None = None  # raw scanner / hospital name (never write it anywhere); None without a site column
 
 
 def resolve_inside(root: Path, relpath: str) -> Path:
@@ -120,6 +123,9 @@ def _check_rows(root: Path, manifest: Path, text: str) -> tuple[list[ManifestRow
         if not relpath or not label:
             problems.append(f"{where}: empty {'path' if not relpath else 'label'}; fill it in or delete the row")
             continue
+        if "site" in columns and not raw["site"]:
+            problems.append(f"{where}: empty site; give every row its scanner or hospital, or drop the site column")
+            continue
         if "split" in columns and split not in SPLIT_VALUES:
             problems.append(f"{where}: split is {split!r}; use one of {', '.join(SPLIT_VALUES)} on every row")
             continue
@@ -141,7 +147,7 @@ def _check_rows(root: Path, manifest: Path, text: str) -> tuple[list[ManifestRow
             problems.append(f"{where}: '{relpath}' is listed again (first on line {seen[path]}); delete one row")
             continue
         seen[path] = line
-        rows.append(ManifestRow(line, relpath, path, label, raw.get("patient_id") or None, split))
+        rows.append(ManifestRow(line, relpath, path, label, raw.get("patient_id") or None, split, raw.get("site")))
     if not rows and not problems:
         problems.append(f"{manifest}: no rows")
     return rows, problems

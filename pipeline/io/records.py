@@ -72,9 +72,10 @@ class ProcessedSummary(Record):
     formats: dict[str, int] = field(default_factory=dict)  # files per source format (dicom, nifti, image)
     splits: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> {"images": per class, "patients"}
     skipped: list[dict[str, Any]] = field(default_factory=list)  # rows left out (preprocess.on_error: skip), why
-    split_source: str = "patient-level stratified split"  # or "labels.csv"
+    split_source: str = "patient-level stratified split"  # or "labels.csv", or "site S... held out as the test split"
     near_twins: dict[str, Any] = field(default_factory=dict)  # held-out images with a near-identical training one
     flat_images: dict[str, Any] = field(default_factory=dict)  # images constant along an axis (stripes, blanks)
+    sites: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> {site pseudonym: images}; {}: no sites
 
     def split_counts(self, split: str) -> dict[str, int]:
         """Images per class in ``split``."""

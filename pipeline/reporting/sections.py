@@ -520,6 +520,12 @@ def data_lines(summary: ProcessedSummary, synthetic_rows: list[dict], generation
     for split, info in summary.splits.items():
         lines.append(f"| {split} | {info['patients']} | " + " | ".join(str(info["images"][c]) for c in classes) + " |")
     lines += ["", f"Splits: {summary.split_source}.", ""]
+    if summary.sites:  # labels.csv's site column, by pseudonym
+        per_split = "; ".join(
+            f"{split} " + ", ".join(f"{site} {n}" for site, n in sorted(found.items()))
+            for split, found in summary.sites.items()
+        )
+        lines += [f"Images per site (pseudonyms): {per_split}.", ""]
     lines += twin_lines(summary.near_twins) + flat_lines(summary.flat_images)
     lines += skipped_lines(summary.skipped)
     generated = Counter(r["label"] for r in synthetic_rows)
@@ -628,6 +634,12 @@ def _clear(d: dict) -> str:
     return "+" if d["ci_low"] > 0 else "-" if d["ci_high"] < 0 else ""
 
 
+def _scored_cell(entry: dict) -> str:
+    """A balanced accuracy and, in brackets, its paired difference to real_only marked by :func:`_clear`."""
+    vs = entry.get("vs_real_only")
+    return f"{entry['balanced_accuracy']:.3f}" + ("" if vs is None else f" ({vs['difference']:+.3f}{_clear(vs)})")
+
+
 def shift_lines(metrics: dict) -> list[str]:
     """The shift stress test (compare's ``shift_stress``): each remedy's test balanced accuracy without and under
     each acquisition shift, the difference to real_only marked where it is clear, and what that says."""
@@ -655,8 +667,7 @@ def shift_lines(metrics: dict) -> list[str]:
                 cells.append("–")
                 continue
             vs = entry.get("vs_real_only")
-            mark = "" if vs is None else f" ({vs['difference']:+.3f}{_clear(vs)})"
-            cells.append(f"{entry['balanced_accuracy']:.3f}{mark}")
+            cells.append(_scored_cell(entry))
             if vs is not None and _clear(vs) == "-":
                 worse.setdefault(name, []).append(SHIFT_NAMES.get(s, s))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -674,6 +685,51 @@ def shift_lines(metrics: dict) -> list[str]:
         held = "is not clearly worse than real_only under any shift" if chosen not in worse else "is among them"
         lines[-1] += f" The recommended remedy, {chosen}, {held}."
     return lines + ["", _image(SHIFT_STRESS), ""]
+
+
+def site_lines(metrics: dict) -> list[str]:
+    """Each remedy's test balanced accuracy per site (compare's ``sites``; labels.csv's site column, named by
+    pseudonym), the difference to real_only marked where it is clear, and the sites where a remedy is clearly
+    worse."""
+    sites = metrics.get("sites")
+    if not sites:
+        return []
+    names = strategies(metrics)
+    lines = [
+        "## Per site",
+        "",
+        "The test images of each site (labels.csv's site column; sites are named by pseudonym, as patients are) "
+        "scored alone. Balanced accuracy (mean over seeds); in brackets the paired difference to real_only, marked "
+        "+ or - where its 95% interval excludes zero. A remedy that helps overall but not at one site may not help "
+        "at the next.",
+        "",
+        "| site | test images | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    worse: dict[str, list[str]] = {}
+    for site, entry in sites.items():
+        counts = ", ".join(f"{c} {n}" for c, n in entry["images"].items())
+        cells = []
+        for name in names:
+            scored = entry["remedies"].get(name)
+            if scored is None:
+                cells.append("–")
+                continue
+            vs = scored.get("vs_real_only")
+            cells.append(
+                f"{scored['balanced_accuracy']:.3f}" + ("" if vs is None else f" ({vs['difference']:+.3f}{_clear(vs)})")
+            )
+            if vs is not None and _clear(vs) == "-":
+                worse.setdefault(name, []).append(site)
+        lines.append(f"| {site} | {counts} | " + " | ".join(cells) + " |")
+    notes = [f"{site}: {entry['note']}." for site, entry in sites.items() if "note" in entry]
+    lines += ["", *notes] if notes else []
+    if worse:
+        said = "; ".join(f"**{n}** at {', '.join(s)}" for n, s in worse.items())
+        lines += ["", f"Clearly worse than real_only at a site: {said}."]
+    else:
+        lines += ["", "No remedy is clearly worse than real_only at any site."]
+    return lines + [""]
 
 
 def calibration_lines(metrics: dict) -> list[str]:

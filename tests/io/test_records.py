@@ -24,6 +24,7 @@ def test_a_record_reads_back_what_was_written_in_field_order(tmp_path):
         "split_source",
         "near_twins",
         "flat_images",
+        "sites",
     ]
     runs = [ClassifierRun(0, 2, 5, 0.4, {"a": 3}, {"balanced_accuracy": 0.9}, {"balanced_accuracy": 0.8})]
     ClassifierRun.write_all(tmp_path, runs)
