@@ -158,6 +158,7 @@ def score_draws(p: Predictions, counts: Sequence[np.ndarray]) -> tuple[list[str]
 
 
 def _check(curve: Mapping[int, Predictions], remedy: Predictions, n: int) -> None:
+    """A ValueError naming what does not fit: the curve, the remedy's n, the test images, classes or seeds."""
     if len(curve) < 2:
         raise ValueError(f"the learning curve needs at least two numbers of images, got {sorted(curve)}")
     if n not in curve:
@@ -166,6 +167,10 @@ def _check(curve: Mapping[int, Predictions], remedy: Predictions, n: int) -> Non
     for point, p in curve.items():
         if not np.array_equal(p["labels"], labels):
             raise ValueError(f"real_only at n={point} was scored on other test images than the remedy")
+        if not np.array_equal(p["classes"], remedy["classes"]):
+            raise ValueError(
+                f"real_only at n={point} has classes {list(p['classes'])}, the remedy {list(remedy['classes'])}"
+            )
         if len(p["proba"]) != seeds:
             raise ValueError(f"real_only at n={point} has {len(p['proba'])} seeds, the remedy {seeds}: pair them")
     missing = set(range(len(remedy["classes"]))) - set(np.unique(labels).tolist())
@@ -220,6 +225,7 @@ def _worth(c: _Curves, j: int, n: int, name: str, subject: str) -> WorthN:
     helps = versus["ci_low"] > 0
     n_star, extrapolated, below = equivalent_n(c.ns, monotone(c.curve[j]), c.remedy[:, j].mean())
     draws = np.maximum(equivalent_n(c.ns, monotone(c.curve_draws[:, j]), c.remedy_draws[:, j])[0] - n, 0.0)
+    # the interval's ends are draws themselves (not interpolated between two): an infinite draw stays infinite
     return WorthN(
         remedy=name,
         metric=c.names[j],

@@ -146,13 +146,15 @@ def test_each_minority_class_gets_its_own_worth():
         ({"curve": {10: None}}, "at least two numbers of images"),  # one point is no curve
         ({"labels": TEST_LABELS[::-1]}, "other test images"),  # real_only scored on other images
         ({"seeds": 3}, "has 2 seeds, the remedy 3"),  # seeds to pair
+        ({"classes": np.array(["normal", "cyst"])}, "has classes"),  # real_only of another task
         ({"metric": "recall_tumour"}, "metric must be one of"),
     ],
 )
 def test_bad_inputs_are_named(change, message):
     curve = _exact_curve()
-    if "labels" in change:
-        curve[40] = curve[40] | {"labels": change["labels"]}
+    for key in ("labels", "classes"):
+        if key in change:
+            curve[40] = curve[40] | {key: change[key]}
     remedy = _predictions([(1.0, 0.5)] * change.get("seeds", 2))
     with pytest.raises(ValueError, match=message):
         worth_n(change.get("curve", curve), remedy, change.get("n", 10), change.get("metric", "balanced_accuracy"))
