@@ -20,7 +20,10 @@ It trains nothing; the bootstrap resamples are recomputed from the saved test pr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +43,7 @@ from pipeline.metrics import (
 )
 from pipeline.plots import (
     confusion_matrices,
+    learning_curve,
     ratio_curve,
     reliability_diagram,
     roc_pr_curves,
@@ -48,6 +52,7 @@ from pipeline.plots import (
 )
 from pipeline.reporting.figures import (
     CONFUSION_MATRICES,
+    LEARNING_CURVE,
     RELIABILITY,
     ROC_PR,
     SHIFT_STRESS,
@@ -58,6 +63,7 @@ from pipeline.robustness import by_site, calibration, shift_stress
 from pipeline.runtime import run_stage
 from pipeline.shifts import SHIFTS
 from pipeline.strategies import remedy
+from pipeline.worth import WorthN, minority_images, worth_per_class
 
 __all__ = [
     "BASELINES",
@@ -386,6 +392,61 @@ def _robustness(results: dict[str, StrategyResult], combined: dict, reports: Pat
     reliability_diagram(RELIABILITY.path(reports), curves, len(results["real_only"].predictions["classes"]))
 
 
+def _json(w: WorthN) -> dict:
+    """A :class:`WorthN` as strict JSON (an infinite worth, where real_only's curve never gets there, as null with
+    ``unbounded``) with its sentence."""
+    out = dataclasses.asdict(w)
+    unbounded = w.worth is not None and math.isinf(w.worth)
+    for key in ("worth", "equivalent_n", "ci_low", "ci_high"):
+        if isinstance(out[key], float) and math.isinf(out[key]):
+            out[key] = None
+    return out | {"unbounded": unbounded, "sentence": w.sentence()}
+
+
+def _point(metrics: dict, n: int) -> dict:
+    return {"minority_images": n} | {
+        k: metrics[f"balanced_accuracy{s}"]
+        for k, s in (("balanced_accuracy", ""), ("ci_low", "_ci_low"), ("ci_high", "_ci_high"))
+    }
+
+
+def _worth(
+    results: dict[str, StrategyResult], combined: dict, folder: Path, reports: Path, shares: Sequence[float]
+) -> None:
+    """real_only's minority learning curve (train_classifier's ``curve_<share>`` runs and the whole split) and, for
+    every other remedy, what its gain is worth in real minority images (:mod:`pipeline.worth`), into ``combined``
+    (``learning_curve``, ``worth``), ``reports/learning_curve.csv`` and its figure."""
+    base = results["real_only"]
+    n_full = minority_images(base.runs[0].train_images)
+    curve = {n_full: base}
+    for share in shares:
+        if (folder / f"curve_{share:g}" / "metrics.json").is_file():
+            point = load_result(folder / f"curve_{share:g}")
+            curve[minority_images(point.runs[0].train_images)] = point
+    points = [_point(curve[n].summary, n) for n in sorted(curve)] if len(curve) > 1 else []
+    remedies = {name: _point(r.summary, n_full) for name, r in results.items() if name != "real_only"}
+    worth: dict[str, dict] = {}
+    if points:
+        classes = [str(c) for c in base.predictions["classes"]]
+        counts = base.runs[0].train_images
+        minorities = [c for c in classes if c != max(counts, key=lambda name: counts[name])]
+        subject = minorities[0] if len(minorities) == 1 else "minority"
+        metrics = ["balanced_accuracy"] + [f"recall_{c}" for c in minorities]
+        predictions = {n: r.predictions for n, r in curve.items()}
+        for name, r in results.items():
+            if name != "real_only":
+                found = worth_per_class(predictions, r.predictions, n_full, metrics, name=name, subject=subject)
+                worth[name] = {metric: _json(w) for metric, w in found.items()}
+        combined["learning_curve"] = points
+        combined["worth"] = worth
+    rows = [{"remedy": "real_only"} | p for p in points] + [{"remedy": k} | p for k, p in remedies.items()]
+    write_csv(
+        reports / "learning_curve.csv", rows, ["remedy", "minority_images", "balanced_accuracy", "ci_low", "ci_high"]
+    )
+    headline = {name: w["balanced_accuracy"] for name, w in worth.items()}
+    learning_curve(LEARNING_CURVE.path(reports), points, remedies if points else {}, headline)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg: TrainClassifierConfig = load_section("train_classifier")
@@ -419,6 +480,7 @@ def main() -> None:
     matrices = write_confusion(reports / "curves" / "confusion", chosen)
     confusion_matrices(CONFUSION_MATRICES.path(reports), matrices, classes, combined["seeds"])
     _robustness(chosen, combined, reports)
+    _worth(chosen, combined, folder, reports, cfg.learning_curve)
     write_json(reports / "metrics.json", combined)
     logger.info("compared %d strategies and %d ablation ratios", len(cfg.strategies), len(ablation))
 

@@ -342,6 +342,9 @@ class TrainClassifierConfig:
     learning_rate: float  # Adam learning rate
     seeds: tuple[int, ...]  # one training run per seed and strategy
     amp: bool = True  # mixed precision when a CUDA GPU is used (no effect on CPU)
+    # real_only also trained on a seeded share of each minority class's training patients (the minority learning
+    # curve that prices the other remedies in real images: pipeline.worth); () = off
+    learning_curve: tuple[float, ...] = ()
     shift_stress: bool = True  # also score every classifier on the test split under acquisition shifts
     logit_adjust_tau: float = 1.0  # logit_adjust: training loss CE(logits + tau * log(class prior)); 0 = plain CE
     focal_gamma: float = 2.0  # focal: loss -(1 - p)^gamma log p of the true class; 0 = plain CE
@@ -368,6 +371,11 @@ class TrainClassifierConfig:
             all(0 < r <= 10 for r in self.ablation_ratios),
             "train_classifier.ablation_ratios",
             "a list of ratios in (0, 10] (0 is real_only, already in the curve)",
+        )
+        _check(
+            all(0 < f < 1 for f in self.learning_curve) and len(set(self.learning_curve)) == len(self.learning_curve),
+            "train_classifier.learning_curve",
+            "a list of different shares in (0, 1), e.g. [0.25, 0.5], or []",
         )
         _check(self.logit_adjust_tau >= 0, "train_classifier.logit_adjust_tau", "non-negative")
         _check(self.focal_gamma >= 0, "train_classifier.focal_gamma", "non-negative")

@@ -398,3 +398,53 @@ def reliability_diagram(
     ax.set_title(f"reliability on the test split (bins of 1/15 with {least}+ images)")
     ax.legend(fontsize=7, ncol=2)
     _save(fig, path)
+
+
+def learning_curve(
+    path: str | Path, points: list[dict], remedies: Mapping[str, dict], worth: Mapping[str, dict]
+) -> None:
+    """real_only's test balanced accuracy against real minority training images (``points``: minority_images,
+    balanced_accuracy, ci_low, ci_high; log x) and each remedy at the whole split's count (``remedies``: name ->
+    the same keys); a remedy that helps (``worth``: name -> its WorthN on balanced accuracy, as JSON) gets a dotted
+    line to the count of real images real_only would need (N*), open where that is extrapolated."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    if not points:
+        ax.text(0.5, 0.5, "no learning curve (train_classifier.learning_curve: [])", ha="center", va="center")
+        ax.set_axis_off()
+        _save(fig, path)
+        return
+    n = np.array([p["minority_images"] for p in points], dtype=float)
+    mean, low, high = (np.array([p[k] for p in points]) for k in ("balanced_accuracy", "ci_low", "ci_high"))
+    ax.errorbar(
+        n,
+        mean,
+        yerr=[mean - low, high - mean],
+        color="black",
+        linestyle="--",
+        marker="o",
+        capsize=3,
+        label="real_only (real images only)",
+    )
+    for k, (name, r) in enumerate(remedies.items()):
+        w = worth.get(name, {})
+        color = f"C{k % 10}"
+        y = r["balanced_accuracy"]
+        ax.errorbar(
+            n[-1] * (1 + 0.03 * (k + 1)),
+            y,
+            yerr=[[y - r["ci_low"]], [r["ci_high"] - y]],
+            marker="s",
+            ms=4,
+            capsize=2,
+            color=color if w.get("helps") else "lightgrey",
+            label=name if w.get("helps") else None,
+        )
+        if w.get("helps") and w.get("equivalent_n"):
+            ax.plot([n[-1], w["equivalent_n"]], [y, y], color=color, linestyle=":")
+            ax.plot(w["equivalent_n"], y, marker="o", mfc="none" if w["extrapolated"] else color, color=color)
+    ax.set_xscale("log")
+    ax.set_xlabel("real minority training images (log scale)")
+    ax.set_ylabel("test balanced accuracy (95% CI)")
+    ax.set_title("what each remedy is worth in real minority images (grey: does not help)")
+    ax.legend(fontsize=7)
+    _save(fig, path)

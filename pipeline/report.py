@@ -48,6 +48,7 @@ from pipeline.reporting.sections import (
     shift_lines,
     site_lines,
     strategies,
+    worth_lines,
 )
 from pipeline.runtime import run_stage
 
@@ -196,6 +197,12 @@ def verdict(metrics: dict, baseline: str = "real_only", augmented: str = "vae") 
     ]
     if recalls:
         lines.append(f"- From {baseline} to {augmented}: " + "; ".join(recalls) + ".")
+    chosen = metrics.get("recommendation", {}).get("remedy")
+    for name in dict.fromkeys(n for n in (chosen, augmented) if n in metrics.get("worth", {})):
+        # the recommended remedy on every score (each minority's recall too), vae on balanced accuracy
+        worth = metrics["worth"][name]
+        said = "; ".join(w["sentence"] for k, w in worth.items() if name == chosen or k == "balanced_accuracy")
+        lines.append(f"- In real images (the minority learning curve of {baseline}): {said}.")
     return "\n".join(lines)
 
 
@@ -239,6 +246,7 @@ def render_report(
     lines += data_lines(summary, synthetic_rows, generation)
     lines += classifier_lines(metrics, summary.classes, names)
     lines += ratio_lines(ratio_rows or [], metrics["minority_classes"])
+    lines += worth_lines(metrics)
     lines += shift_lines(metrics) + site_lines(metrics) + calibration_lines(metrics)
     lines += quality_lines(quality or {}, metrics)
     lines += generators_lines(generators or {})

@@ -9,13 +9,14 @@ class's probability. Each chosen model then sees the untouched test split once. 
 refuses to go on if a test patient is among the training or validation patients, the patients the VAE learnt
 from, or a strategy's training set.
 
-Outputs in ``reports/classifier/<strategy>`` and ``reports/classifier/ablation_<ratio>``, the folder written whole
-(complete or absent): ``metrics.json`` (mean and standard deviation over seeds, 95% bootstrap intervals over test
-images), ``runs.json`` (per seed: epochs, threshold, training counts, test metrics with the confusion matrix) and
-``predictions.npz`` (test labels, every seed's test probabilities and threshold: for the compare stage's paired
-tests and the report's curves; validation labels and every seed's validation probabilities: for the noise of the
-compare stage's recommendation, which is chosen on the validation split; the test images' site pseudonyms when
-labels.csv has a site column).
+Outputs in ``reports/classifier/<strategy>``, ``reports/classifier/ablation_<ratio>`` and (real_only on a share of
+the minority patients, ``train_classifier.learning_curve``) ``reports/classifier/curve_<share>``, each folder
+written whole (complete or absent): ``metrics.json`` (mean and standard deviation over seeds, 95% bootstrap
+intervals over test images), ``runs.json`` (per seed: epochs, threshold, training counts, test metrics with the
+confusion matrix) and ``predictions.npz`` (test labels, every seed's test probabilities and threshold: for the
+compare stage's paired tests and the report's curves; validation labels and every seed's validation
+probabilities: for the noise of the compare stage's recommendation, which is chosen on the validation split; the
+test images' site pseudonyms when labels.csv has a site column).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from pipeline.runtime import compute_device, run_stage
 from pipeline.shifts import SHIFTS, shift_images
 from pipeline.strategies import check_no_test_patients, classifier_runs, needs_synthetic, remedy, training_recipe
 from pipeline.workers import run_tasks, worker_count
+from pipeline.worth import minority_images, minority_share
 
 __all__ = ["train_seed", "summarise_strategy", "run_strategy", "main"]
 
@@ -198,30 +200,43 @@ def main() -> None:
         synthetic = read_synthetic(paths.synthetic, train.classes)
     device = compute_device()
     check_no_test_patients(test, train=train.patients, val=val.patients)
-    tasks = [(strategy, ratio, seed) for _, strategy, ratio in runs for seed in cfg.seeds]
+    # real_only on shares of the minority patients too: the minority learning curve (folders curve_<share>)
+    trainsets = {1.0: train} | {share: minority_share(train, share) for share in cfg.learning_curve}
+    folders = [(name, strategy, ratio, 1.0) for name, strategy, ratio in runs]
+    folders += [(f"curve_{share:g}", "real_only", cfg.synthetic_ratio, share) for share in cfg.learning_curve]
+    tasks = [(strategy, ratio, seed, share) for _, strategy, ratio, share in folders for seed in cfg.seeds]
     train_one = functools.partial(
-        train_seed, train=train, val=val, test=test, synthetic=synthetic, cfg=cfg, device=device
+        _train_task, trainsets=trainsets, val=val, test=test, synthetic=synthetic, cfg=cfg, device=device
     )
     workers = worker_count(load_section("compute").workers, device, len(tasks))
     results = run_tasks(train_one, tasks, workers, desc="trainings", cost=[_cost(t, cfg) for t in tasks])
     with atomic_dir(Path(paths.reports) / "classifier") as staging:
-        for k, (name, strategy, ratio) in enumerate(runs):
+        for k, (name, strategy, ratio, share) in enumerate(folders):
             seeds = results[k * len(cfg.seeds) : (k + 1) * len(cfg.seeds)]
             for seed in seeds:
                 record = seed["record"]
                 logger.info(
                     "%s seed %d: test balanced accuracy %.3f", name, record.seed, record.test["balanced_accuracy"]
                 )
-            summary, records, predictions = summarise_strategy(strategy, ratio, train, val, test, cfg, seeds)
+            summary, records, predictions = summarise_strategy(strategy, ratio, trainsets[share], val, test, cfg, seeds)
+            if share < 1:
+                summary |= {"minority_share": share, "minority_images": minority_images(trainsets[share].counts())}
             write_npz(staging / name / "predictions.npz", predictions)
             ClassifierRun.write_all(staging / name, records)
             write_json(staging / name / "metrics.json", summary)
 
 
-def _cost(task: tuple[str, float, int], cfg: TrainClassifierConfig) -> float:
+def _train_task(task: tuple[str, float, int, float], trainsets: dict[float, SplitData], **kwargs: Any) -> dict:
+    """:func:`train_seed` of ``task`` = (strategy, synthetic ratio, seed, minority share) on the training split
+    of that share (``trainsets``; 1.0: the whole split)."""
+    strategy, ratio, seed, share = task
+    return train_seed((strategy, ratio, seed), trainsets[share], **kwargs)
+
+
+def _cost(task: tuple[str, float, int, float], cfg: TrainClassifierConfig) -> float:
     """A training's rough cost relative to real_only's (its remedy's own, plus its synthetic images): the costliest
     go to the workers first."""
-    strategy, ratio, _ = task
+    strategy, ratio, _, _ = task
     chosen = remedy(strategy)
     return chosen.cost + (ratio * (1 + cfg.synthetic_all_classes) if chosen.pool == "added" else 0.0)
 

@@ -16,8 +16,8 @@ which real_only would reach the remedy's score, and ``worth = N* - n``. Pure num
   carries no number. A remedy that helps is worth at least 0 images (``N*`` under ``n`` can only come from the
   monotone fit pooling real_only's point at ``n`` with a higher neighbour).
 - The 95% interval comes from the bootstrap: each draw resamples the test images
-  (:func:`pipeline.metrics.resample_counts`: the same resample for every curve point and the remedy) and the seeds
-  (the same seed indices for all), and recomputes ``N*``.
+  (:func:`pipeline.metrics.resample_counts`: the same resample for every curve point and the remedy; each draw the
+  mean over the seeds, as everywhere in the report), and recomputes ``N*``.
 
 The score is the balanced accuracy (the headline) or one class's recall (``recall_<class>``, e.g. a minority's).
 """
@@ -30,9 +30,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.io.arrays import SplitData
 from pipeline.metrics import paired_difference, predict_labels, resample_counts
 
-__all__ = ["WorthN", "equivalent_n", "monotone", "score_draws", "worth_n", "worth_per_class"]
+__all__ = [
+    "WorthN",
+    "equivalent_n",
+    "minority_images",
+    "minority_share",
+    "monotone",
+    "score_draws",
+    "worth_n",
+    "worth_per_class",
+]
 
 Predictions = Mapping[str, np.ndarray]  # a predictions.npz (pipeline.train_classifier): labels, proba, thresholds...
 
@@ -46,7 +56,7 @@ class WorthN:
     n: int  # real minority training images of the remedy (and of real_only at the point it is compared with)
     helps: bool  # the 95% interval of remedy - real_only at n (paired) lies above 0
     difference: float  # remedy - real_only at n (seed means on the whole test split)
-    difference_ci: tuple[float, float]  # its 95% bootstrap interval (test images and seeds resampled)
+    difference_ci: tuple[float, float]  # its 95% bootstrap interval (test images resampled, the seed mean)
     equivalent_n: float | None  # N*: real minority images for real_only to reach the remedy's score (None: no help)
     worth: float | None  # N* - n, at least 0 (None: no help); inf where the extrapolated curve never reaches it
     ci_low: float | None  # 95% bootstrap interval of worth
@@ -193,17 +203,17 @@ class _Curves:
 
 
 def _curves(curve: Mapping[int, Predictions], remedy: Predictions, n: int, n_resamples: int, seed: int) -> _Curves:
-    """The scores of every prediction set on the same resamples of the test images and the same seeds per draw."""
+    """The scores of every prediction set on the same resamples of the test images, each draw the mean over the
+    seeds: as :func:`pipeline.metrics.bootstrap_draws` draws them, so that the remedy's paired difference to
+    real_only is the one the rest of the report gives (resampling three seeds as well would widen it by the seeds'
+    spread, which the report gives as the SD)."""
     counts = resample_counts(remedy["labels"], len(remedy["classes"]), n_resamples, seed)
     ns = sorted(curve)
     names, remedy_whole, remedy_draws = score_draws(remedy, counts)
     points = [score_draws(curve[point], counts)[1:] for point in ns]
-    seeds = len(remedy_whole)
-    picks = np.random.default_rng([seed, 1]).integers(seeds, size=(len(counts), seeds))  # the seeds of each draw
-    rows = np.arange(len(counts))[:, None]
 
     def seed_mean(draws: np.ndarray) -> np.ndarray:  # (draws, seeds, scores) -> (draws, scores)
-        return draws[rows, picks].mean(1)
+        return draws.mean(1)
 
     base_whole, base_draws = points[ns.index(n)]
     return _Curves(
@@ -280,3 +290,31 @@ def worth_n(
 ) -> WorthN:
     """:class:`WorthN` of ``remedy`` on one score (:func:`worth_per_class` for several)."""
     return worth_per_class(curve, remedy, n, [metric], name, subject, n_resamples, seed)[metric]
+
+
+def _majority(counts: Mapping[str, int]) -> str:
+    return max(counts, key=lambda name: counts[name])
+
+
+def minority_images(counts: Mapping[str, int]) -> int:
+    """Training images of every class but the largest (``counts``: images per class): the curve's x."""
+    majority = _majority(counts)
+    return sum(n for name, n in counts.items() if name != majority)
+
+
+def minority_share(train: SplitData, share: float, seed: int = 0) -> SplitData:
+    """``train`` with a seeded ``share`` of each minority class's patients (every class but the largest; at least
+    one patient each), the majority class whole: a point of the minority learning curve. One permutation per class
+    from ``seed``, so a smaller share keeps a subset of a larger one's patients. A patient's images of other classes
+    stay."""
+    majority = _majority(train.counts())
+    keep = np.ones(len(train), dtype=bool)
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(train.classes):
+        if name == majority:
+            continue
+        of_class = train.labels == k
+        patients = np.array(sorted(set(train.patients[of_class].tolist())))
+        kept = patients[rng.permutation(len(patients))[: max(1, math.ceil(share * len(patients)))]]
+        keep &= ~(of_class & ~np.isin(train.patients, kept))
+    return train.select(keep)

@@ -73,6 +73,17 @@ def test_dvc_metrics_show_lists_every_strategy(project):
     )
     report = (project / "reports/augmentation_report.md").read_text()
     assert "## Per site" in report and all(site in report for site in sites)
+    # real_only's minority learning curve (two shares and the whole split) prices every other remedy
+    written = json.loads((project / "reports/metrics.json").read_text())
+    curve = written["learning_curve"]  # a list: dvc metrics show leaves it out
+    assert len(curve) == 3 and [p["minority_images"] for p in curve] == sorted(p["minority_images"] for p in curve)
+    assert isinstance(strategies["worth"]["vae"]["balanced_accuracy"]["difference"], float)  # in dvc metrics
+    worth = written["worth"]
+    ran = yaml.safe_load((project / "params.yaml").read_text())["train_classifier"]["strategies"]
+    assert set(worth) == set(ran) - {"real_only"}
+    assert all(isinstance(w["balanced_accuracy"]["sentence"], str) for w in worth.values())
+    assert "## What the gains are worth in real images" in report
+    assert (project / "reports/figures/learning_curve.png").stat().st_size > 1000
     assert {"reports/anomaly/metrics.json", "reports/latent/metrics.json", "reports/quality/metrics.json"} <= set(
         metrics
     )

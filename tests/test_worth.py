@@ -238,3 +238,18 @@ def test_extra_real_images_are_worth_their_count():
     assert result.helps and not result.extrapolated and not result.below_range
     assert result.ci_low <= 16 <= result.ci_high
     assert 16 / 1.5 <= result.worth <= 16 * 1.5
+
+
+def test_minority_share_keeps_whole_patients_nested_and_the_majority_whole():
+    from pipeline.io.arrays import SplitData
+    from pipeline.worth import minority_images, minority_share
+
+    patients = np.array([f"p{i // 2}" for i in range(200)])  # two images per patient
+    labels = np.array([1 if i < 40 else 0 for i in range(200)])  # class "b": 20 patients, 40 images
+    train = SplitData(np.zeros((200, 1, 4, 4), np.float32), labels, patients, ("a", "b"))
+    half, quarter = minority_share(train, 0.5), minority_share(train, 0.25)
+    assert half.counts() == {"a": 160, "b": 20} and quarter.counts() == {"a": 160, "b": 10}
+    assert set(quarter.patients[quarter.labels == 1]) < set(half.patients[half.labels == 1])  # nested
+    assert minority_images(half.counts()) == 20 and minority_images(train.counts()) == 40
+    assert minority_share(train, 0.01).counts()["b"] == 2  # at least one patient
+    assert set(minority_share(train, 0.5, seed=1).patients) != set(half.patients)

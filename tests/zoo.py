@@ -261,8 +261,15 @@ ZOO_TINY: dict[str, dict] = {
     "preprocess": {"size": 16},
     "vae": _TINY_VAE,
     "vae_gan": {**_TINY_VAE, "adversarial_warmup_epochs": 1, "discriminator_channels": 8, "discriminator_layers": 2},
-    # the shift stress test runs in the shared run (tests/project.py); here it would only cost time
-    "train_classifier": {"epochs": 1, "seeds": [0], "channels": [4, 8, 8, 8], "shift_stress": False},
+    # the shift stress test and the learning curve run in the shared run (tests/project.py); here they would only cost
+    # time
+    "train_classifier": {
+        "epochs": 1,
+        "seeds": [0],
+        "channels": [4, 8, 8, 8],
+        "shift_stress": False,
+        "learning_curve": [],
+    },
     "latent": {"sizes": [2], "epochs": 1},
     "anomaly": {"epochs": 1},
     "compute": {"workers": 1},

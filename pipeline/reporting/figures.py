@@ -33,6 +33,7 @@ __all__ = [
     "SPECTRA",
     "GENERATORS",
     "SHIFT_STRESS",
+    "LEARNING_CURVE",
     "RELIABILITY",
 ]
 
@@ -87,6 +88,11 @@ SHIFT_STRESS = Figure(
     "compare",
     "Test balanced accuracy under acquisition shifts (95% bootstrap intervals; dashed: real_only)",
 )
+LEARNING_CURVE = Figure(
+    "learning_curve.png",
+    "compare",
+    "real_only against real minority training images (log scale, 95% CI) and each remedy priced on that curve",
+)
 RELIABILITY = Figure(
     "reliability.png", "compare", "Reliability: accuracy against confidence on the test split (diagonal: calibrated)"
 )
@@ -107,6 +113,7 @@ FIGURES: tuple[Figure, ...] = (
     ROC_PR,
     CONFUSION_MATRICES,
     SHIFT_STRESS,
+    LEARNING_CURVE,
     RELIABILITY,
     ANOMALY_SCORES,
     ANOMALY_MAPS,

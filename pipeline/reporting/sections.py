@@ -17,6 +17,7 @@ from pipeline.reporting.figures import (
     LATENT_PROJECTION,
     LATENT_REDUCTION,
     LATENT_TRAVERSAL,
+    LEARNING_CURVE,
     MEMORISATION,
     RELIABILITY,
     ROC_PR,
@@ -627,6 +628,46 @@ def provenance_lines(prov: dict) -> list[str]:
         "",
     ]
     return lines
+
+
+def _worth_cell(w: dict) -> str:
+    """One remedy's worth on one score (compare's ``worth``, :class:`pipeline.worth.WorthN` as JSON), short."""
+    if not w["helps"]:
+        return "does not help"
+    if w["unbounded"]:
+        return "more than real_only reaches"
+    high = "∞" if w["ci_high"] is None else f"{w['ci_high']:.0f}"
+    return f"+{w['worth']:.0f} [{w['ci_low']:.0f}, {high}]" + (" (extrapolated)" if w["extrapolated"] else "")
+
+
+def worth_lines(metrics: dict) -> list[str]:
+    """real_only's minority learning curve and what each remedy's gain is worth in real minority images (compare's
+    ``learning_curve`` and ``worth``), a table, sentences for the remedies that help, and the figure."""
+    worth, points = metrics.get("worth"), metrics.get("learning_curve", [])
+    if not worth:
+        return []
+    curve = ", ".join(f"{p['minority_images']} images {p['balanced_accuracy']:.3f}" for p in points)
+    scores = list(next(iter(worth.values())))
+    lines = [
+        "## What the gains are worth in real images",
+        "",
+        "real_only was also trained on seeded shares of each minority class's training patients "
+        "(train_classifier.learning_curve): its test balanced accuracy against real minority training images is "
+        f"{curve}. "
+        "Each remedy's score is read off that curve: how many more real minority images real_only would need to "
+        "score as well. Beyond the largest point the curve goes on in a straight line in log images, so those numbers "
+        "are extrapolations and marked so; a remedy whose paired interval against real_only reaches zero does not "
+        "help and gets no number. 95% bootstrap intervals over test images and seeds.",
+        "",
+        "| remedy | " + " | ".join(s.replace("_", " ") for s in scores) + " |",
+        "|---|" + "---|" * len(scores),
+    ]
+    for name in (n for n in strategies(metrics) if n in worth):
+        lines.append(f"| {name} | " + " | ".join(_worth_cell(worth[name][s]) for s in scores) + " |")
+    lines += ["", "Where a remedy helps on balanced accuracy:"]
+    helping = [w["balanced_accuracy"]["sentence"] for w in worth.values() if w["balanced_accuracy"]["helps"]]
+    lines += [""] + [f"- {s}." for s in helping] if helping else ["", "none: nothing to price."]
+    return lines + ["", _image(LEARNING_CURVE), ""]
 
 
 def _clear(d: dict) -> str:
