@@ -228,6 +228,9 @@ class VAEConfig(TrainingConfig):
     channels: tuple[int, ...]  # encoder channels per level
     strides: tuple[int, ...]  # downsampling per level
     res_units: int  # residual units per level (0 = plain convolutions)
+    # how the decoder enlarges its feature maps: resize (nearest-neighbour upsampling, then a convolution) |
+    # transposed (strided transposed convolution: a checkerboard in the images)
+    upsample: Literal["resize", "transposed"] = "resize"
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -16,6 +16,7 @@ VAE = {
     "channels": [8, 16],
     "strides": [2, 2],
     "res_units": 0,
+    "upsample": "resize",
     "reconstruction": "bce",
     "beta": 1.0,
     "kl_warmup_epochs": 2,
@@ -44,6 +45,7 @@ def test_lists_become_tuples_and_ints_become_floats():
     "change, message",
     [
         ({"reconstruction": "huber"}, "allowed values: bce, mse, l1"),  # Literal outside its choices
+        ({"upsample": "deconv"}, "allowed values: resize, transposed"),
         ({"latent_size": "8"}, "vae.latent_size must be of type int"),  # wrong type
         ({"strides": [2]}, "vae.strides must be as many entries as channels"),  # inconsistent lengths
         ({"beta": -1}, "vae.beta must be non-negative"),  # out of range

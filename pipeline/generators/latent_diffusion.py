@@ -92,6 +92,7 @@ class KLAutoencoder(nn.Module):
             norm_num_groups=8,
             with_encoder_nonlocal_attn=False,
             with_decoder_nonlocal_attn=False,
+            use_convtranspose=False,  # nearest-neighbour upsampling and a convolution: no checkerboard
         )
 
     def spatial_encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

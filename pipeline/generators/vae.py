@@ -44,7 +44,14 @@ _BATCH = 256  # images per forward pass outside training (no gradients: bigger b
 def vae_network(shape: tuple[int, ...], num_classes: int, cfg: VAEConfig) -> ConditionalVAE:
     """A VAE of ``cfg``'s architecture for images of ``shape`` (C, X, Y) or (C, X, Y, Z): 2D or 3D like the data."""
     return ConditionalVAE(
-        len(shape) - 1, shape, num_classes, cfg.latent_size, cfg.channels, cfg.strides, res_units=cfg.res_units
+        len(shape) - 1,
+        shape,
+        num_classes,
+        cfg.latent_size,
+        cfg.channels,
+        cfg.strides,
+        res_units=cfg.res_units,
+        upsample=cfg.upsample,
     )
 
 
@@ -225,7 +232,7 @@ class VAEGenerator:
     @staticmethod
     def _rebuild(entry: dict[str, Any]) -> Any:
         """The untrained network of a checkpoint's ``models`` entry (its weights are loaded after)."""
-        return ConditionalVAE(**entry["model_args"])
+        return ConditionalVAE(**{"upsample": "transposed", **entry["model_args"]})  # older checkpoints: transposed
 
     def _selectable(self, epoch: int) -> bool:
         """Whether ``epoch`` may be kept as the best (a subclass excludes its own warm-up)."""

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.networks.blocks import Convolution, ResidualUnit, UpSample
 from monai.networks.nets import VarAutoEncoder
 from torch import nn
 
@@ -32,7 +33,11 @@ __all__ = [
     "encode_images",
     "decode_codes",
     "model_args",
+    "UPSAMPLE_MODES",
 ]
+
+# how a decoder level enlarges its feature maps (see ConditionalVAE): the first is the default
+UPSAMPLE_MODES = ("resize", "transposed")
 
 
 class ConditionalVAE(VarAutoEncoder):
@@ -50,6 +55,10 @@ class ConditionalVAE(VarAutoEncoder):
         strides: downsampling stride per level.
         norm: MONAI normalisation layer name ("batch", "instance", ...) or None for none.
         res_units: residual units per level (MONAI's ``num_res_units``); 0 = plain convolutions.
+        upsample: how each decoder level enlarges its input by its stride. ``resize``: nearest-neighbour
+            upsampling, then a convolution (resize-convolution, Odena et al. 2016); ``transposed``: MONAI's strided
+            transposed convolution (``VarAutoEncoder``'s own decoder), whose uneven kernel overlap draws a
+            checkerboard into the images. Checkpoints written before this argument existed are ``transposed``.
 
     Example::
 
@@ -68,7 +77,11 @@ class ConditionalVAE(VarAutoEncoder):
         strides: Sequence[int],
         norm: str | None = "batch",
         res_units: int = 0,
+        upsample: str = "resize",
     ) -> None:
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {upsample!r}")
+        self.upsample = upsample  # read by _get_decode_layer during VarAutoEncoder's constructor
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         if len(in_shape) != spatial_dims + 1:
@@ -93,7 +106,7 @@ class ConditionalVAE(VarAutoEncoder):
             strides=strides,
             use_sigmoid=True,
             use_mean_at_inference=True,
-            norm=norm if norm is not None else (),
+            norm=norm,  # type: ignore[arg-type]  # None: no normalisation layer (MONAI's blocks accept it)
             num_res_units=res_units,
         )
         self.res_units = res_units
@@ -101,6 +114,59 @@ class ConditionalVAE(VarAutoEncoder):
         self.norm_name = norm
         self.image_shape = (in_channels, *spatial)
         self.decodeL = nn.Linear(latent_size + num_classes, self.decodeL.out_features)
+
+    def _get_decode_layer(self, in_channels: int, out_channels: int, strides: int, is_last: bool) -> nn.Sequential:
+        """One decoder level: MONAI's transposed convolution for ``upsample="transposed"``, else the feature maps
+        enlarged ``strides`` times by nearest-neighbour interpolation and then a stride-1 convolution, with the same
+        kernel, activation, normalisation and optional residual unit as MONAI's level."""
+        if self.upsample == "transposed":
+            return super()._get_decode_layer(in_channels, out_channels, strides, is_last)
+        decode = nn.Sequential()
+        if strides != 1:
+            up = UpSample(
+                self.dimensions,
+                scale_factor=strides,
+                mode="nontrainable",
+                pre_conv=None,
+                interp_mode="nearest",
+                align_corners=None,
+            )
+            decode.add_module("upsample", up)
+        decode.add_module(
+            "conv",
+            Convolution(
+                spatial_dims=self.dimensions,
+                in_channels=in_channels,
+                out_channels=out_channels,
+                strides=1,
+                kernel_size=self.up_kernel_size,
+                act=self.act,
+                norm=self.norm,
+                dropout=self.dropout,
+                bias=self.bias,
+                padding=self.padding,
+                conv_only=is_last and self.num_res_units == 0,
+            ),
+        )
+        if self.num_res_units > 0:
+            decode.add_module(
+                "resunit",
+                ResidualUnit(
+                    spatial_dims=self.dimensions,
+                    in_channels=out_channels,
+                    out_channels=out_channels,
+                    strides=1,
+                    kernel_size=self.kernel_size,
+                    subunits=1,
+                    act=self.act,
+                    norm=self.norm,
+                    dropout=self.dropout,
+                    bias=self.bias,
+                    padding=self.padding,
+                    last_conv_only=is_last,
+                ),
+            )
+        return decode
 
     def _one_hot(self, y: torch.Tensor) -> torch.Tensor:
         return F.one_hot(y.long(), self.num_classes).to(dtype=torch.float32)
@@ -264,4 +330,5 @@ def model_args(model: ConditionalVAE) -> dict:
         "strides": list(model.strides),
         "norm": model.norm_name,
         "res_units": model.res_units,
+        "upsample": model.upsample,
     }

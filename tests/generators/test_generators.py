@@ -39,7 +39,11 @@ VAE_GAN = VAEGANConfig(
     adversarial_warmup_epochs=2,
 )
 LATENT_DIFFUSION = LatentDiffusionConfig(
-    **{k: v for k, v in dataclasses.asdict(VAE_GAN).items() if k not in ("latent_size", "strides", "res_units")}
+    **{
+        k: v
+        for k, v in dataclasses.asdict(VAE_GAN).items()
+        if k not in ("latent_size", "strides", "res_units", "upsample")
+    }
     | {"reconstruction": "l1", "beta": 1e-6, "kl_warmup_epochs": 0, "channels": (8, 16)},
     latent_channels=3,
     num_res_blocks=1,

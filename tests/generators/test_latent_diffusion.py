@@ -5,6 +5,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline.config import ConfigError, LatentDiffusionConfig
 from pipeline.generators.base import best_epochs
@@ -73,3 +74,12 @@ def test_settings_it_cannot_use_are_refused():
     with pytest.raises(ConfigError, match="latent_diffusion.channels"):
         dataclasses.replace(LATENT_DIFFUSION, channels=(12, 16))
     assert isinstance(LATENT_DIFFUSION, LatentDiffusionConfig)
+
+
+def test_the_autoencoder_decodes_by_resize_convolution():
+    """No transposed convolution (its uneven kernel overlap draws a checkerboard): AutoencoderKL upsamples by
+    nearest-neighbour interpolation and a convolution."""
+    autoencoder = KLAutoencoder((1, 16, 16), 2, (8, 16, 16), latent_channels=3, num_res_blocks=1)
+    layers = list(autoencoder.modules())
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d | torch.nn.ConvTranspose3d) for m in layers)
+    assert sum(isinstance(m, torch.nn.Upsample) for m in layers) == 2

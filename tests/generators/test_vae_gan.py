@@ -42,3 +42,13 @@ def test_the_discriminator_is_not_saved():
     state = gen.state()
     assert [set(m) for m in state["models"]] == [{"model_args", "state_dict"}]  # the VAE alone
     assert not any("discriminator" in k for m in state["models"] for k in m["state_dict"])
+
+
+def test_the_discriminator_strides_evenly():
+    """Each strided convolution's kernel is a multiple of its stride (4 and 2), so every input pixel is seen by as
+    many kernel taps as its neighbour: its gradients do not push a checkerboard into the VAE's images."""
+    gen = VAEGANGenerator((1, SIZE, SIZE), ("a", "b"), "conditional", VAE_GAN, seed=0)
+    gen._begin(gen._network(2), CPU, use_amp=False)
+    convs = [m for m in gen.discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert any(c.stride[0] > 1 for c in convs)
+    assert all(k % s == 0 for c in convs for k, s in zip(c.kernel_size, c.stride, strict=True) if s > 1)
