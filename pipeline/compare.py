@@ -422,7 +422,9 @@ def _worth(
     for share in shares:
         if (folder / f"curve_{share:g}" / "metrics.json").is_file():
             point = load_result(folder / f"curve_{share:g}")
-            curve[minority_images(point.runs[0].train_images)] = point
+            n = minority_images(point.runs[0].train_images)
+            if n < n_full:  # a share that kept every minority patient (a tiny class) is no point below the whole
+                curve.setdefault(n, point)
     points = [_point(curve[n].summary, n) for n in sorted(curve)] if len(curve) > 1 else []
     remedies = {name: _point(r.summary, n_full) for name, r in results.items() if name != "real_only"}
     worth: dict[str, dict] = {}
