@@ -409,7 +409,8 @@ def learning_curve(
     line to the count of real images real_only would need (N*), open where that is extrapolated."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     if not points:
-        ax.text(0.5, 0.5, "no learning curve (train_classifier.learning_curve: [])", ha="center", va="center")
+        why = "train_classifier.learning_curve is [], or no share left out a minority patient (classes of 1-2)"
+        ax.text(0.5, 0.5, f"no learning curve: {why}", ha="center", va="center", fontsize=8)
         ax.set_axis_off()
         _save(fig, path)
         return
