@@ -429,9 +429,7 @@ def _worth(
     remedies = {name: _point(r.summary, n_full) for name, r in results.items() if name != "real_only"}
     worth: dict[str, dict] = {}
     if points:
-        classes = [str(c) for c in base.predictions["classes"]]
-        counts = base.runs[0].train_images
-        minorities = [c for c in classes if c != max(counts, key=lambda name: counts[name])]
+        minorities = combined["minority_classes"]
         subject = minorities[0] if len(minorities) == 1 else "minority"
         metrics = ["balanced_accuracy"] + [f"recall_{c}" for c in minorities]
         predictions = {n: r.predictions for n, r in curve.items()}

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.io.arrays import SplitData
-from pipeline.metrics import paired_difference, predict_labels, resample_counts
+from pipeline.metrics import minority_classes, paired_difference, predict_labels, resample_counts
 
 __all__ = [
     "WorthN",
@@ -292,26 +292,22 @@ def worth_n(
     return worth_per_class(curve, remedy, n, [metric], name, subject, n_resamples, seed)[metric]
 
 
-def _majority(counts: Mapping[str, int]) -> str:
-    return max(counts, key=lambda name: counts[name])
-
-
-def minority_images(counts: Mapping[str, int]) -> int:
-    """Training images of every class but the largest (``counts``: images per class): the curve's x."""
-    majority = _majority(counts)
-    return sum(n for name, n in counts.items() if name != majority)
+def minority_images(counts: dict[str, int]) -> int:
+    """Training images of the minority classes (:func:`pipeline.metrics.minority_classes` of ``counts``, images per
+    class): the curve's x."""
+    return sum(counts[name] for name in minority_classes(counts))
 
 
 def minority_share(train: SplitData, share: float, seed: int = 0) -> SplitData:
-    """``train`` with a seeded ``share`` of each minority class's patients (every class but the largest; at least
-    one patient each), the majority class whole: a point of the minority learning curve. One permutation per class
-    from ``seed``, so a smaller share keeps a subset of a larger one's patients. A patient's images of other classes
-    stay."""
-    majority = _majority(train.counts())
+    """``train`` with a seeded ``share`` of each minority class's patients (every class smaller than the largest;
+    at least one patient each), the majority class whole: a point of the minority learning curve. One permutation per
+    class from ``seed``, so a smaller share keeps a subset of a larger one's patients. A patient's images of other
+    classes stay."""
+    minorities = minority_classes(train.counts())
     keep = np.ones(len(train), dtype=bool)
     rng = np.random.default_rng(seed)
     for k, name in enumerate(train.classes):
-        if name == majority:
+        if name not in minorities:
             continue
         of_class = train.labels == k
         patients = np.array(sorted(set(train.patients[of_class].tolist())))
