@@ -26,10 +26,10 @@ from pipeline.augment import BatchAugment
 from pipeline.config import load_section
 from pipeline.io.arrays import load_split
 from pipeline.io.synthetic import read_synthetic
-from pipeline.models.classifier import as_input, build_classifier, on_device
+from pipeline.models.classifier import as_input, build_classifier, fit_classifier, on_device
 from pipeline.runtime import adam, select_device
 from pipeline.strategies import Recipe, classifier_runs
-from pipeline.train_classifier import fit_classifier, run_strategy
+from pipeline.trainings import run_strategy
 
 
 def bare_loop(images: torch.Tensor, labels: torch.Tensor, cfg, device, epochs: int, augment: bool) -> float:

@@ -33,7 +33,7 @@ from pipeline.io.arrays import load_split  # noqa: E402
 from pipeline.io.synthetic import read_synthetic  # noqa: E402
 from pipeline.metrics import paired_difference  # noqa: E402
 from pipeline.runtime import compute_device  # noqa: E402
-from pipeline.train_classifier import summarise_strategy, train_seed  # noqa: E402
+from pipeline.trainings import summarise_strategy, train_seed  # noqa: E402
 from pipeline.workers import run_tasks, worker_count  # noqa: E402
 
 

@@ -15,8 +15,10 @@ Datasets (``../shared/data``, see its README; a dataset whose files are absent i
 Each dataset runs in its own scratch project under ``--work`` (default ``/tmp/medaug-panel``): this project's
 ``dvc.yaml``, a copy of ``pipeline/`` and ``params.yaml`` with the dataset's overrides, ``dvc init --no-scm``,
 ``dvc repro``. What each run measured (remedies' test scores with intervals, the recommendation, the remedies'
-validation scores, the wall-clock time) goes to ``<work>/<name>/panel.json``; ``docs/results.md`` is written
-from those files, so its numbers are the runs' own. Nothing in the source folders is modified.
+validation scores, the learning curves and worth in real images, the wall-clock time) goes to
+``<work>/<name>/panel.json``; ``docs/results.md`` is written from those files, so its numbers are the runs' own,
+with each run's learning-curve picture copied to ``docs/results/<name>_learning_curve.png``. Nothing in the source
+folders is modified.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.compare import RULES, choose, load_result  # noqa: E402
 from pipeline.io.medmnist import import_medmnist  # noqa: E402
 from pipeline.io.records import ClassifierRun  # noqa: E402
+from pipeline.reporting.sections import own_curve_lines  # noqa: E402
 from pipeline.strategies import REMEDIES  # noqa: E402
 
 # the published MedMNIST v2 reference (its paper, ResNet-18 at 28 px), for BreastMNIST's rows
@@ -184,6 +187,11 @@ def collect(project: Path, name: str, seconds: float) -> dict:
         "train_images": summary["splits"]["train"]["images"],
         "recommendation": metrics.get("recommendation", {}),
         "remedies": remedies,
+        # real_only's minority learning curve, what each remedy's gain is worth in real images, and the remedies'
+        # own curves (a generator per share): as the compare stage wrote them
+        "learning_curve": metrics.get("learning_curve", []),
+        "worth": {n: w["balanced_accuracy"] for n, w in metrics.get("worth", {}).items()},
+        "learning_curve_remedies": metrics.get("learning_curve_remedies", {}),
         "seconds": round(seconds),
         "machine": f"{_cpu_model()}, {os.cpu_count()} cores",
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
@@ -259,7 +267,30 @@ def dataset_section(r: dict) -> list[str]:
         )
     if r["name"].startswith("breastmnist"):
         lines += ["", f"{MEDMNIST_REFERENCE} (accuracy, not balanced accuracy: not the same number)."]
-    return lines + [""]
+    return lines + worth_lines(r) + [""]
+
+
+def worth_lines(r: dict) -> list[str]:
+    """real_only's learning curve, what each helping remedy is worth in real minority images, each remedy's gain at
+    every share (the report's own table) and the learning-curve picture copied beside the page."""
+    curve = r.get("learning_curve") or []
+    if not curve:
+        return ["", "No learning curve (train_classifier.learning_curve was off, or the minority too small)."]
+    points = ", ".join(f"{p['minority_images']} images {p['balanced_accuracy']:.3f}" for p in curve)
+    lines = ["", f"Learning curve: real_only's test BA at {points}."]
+    helping = [w["sentence"] for w in r.get("worth", {}).values() if w.get("helps")]
+    lines += (
+        ["", "Worth in real minority images:", ""] + [f"- {s}." for s in helping]
+        if helping
+        else [
+            "",
+            "Worth in real minority images: no remedy helps clearly, so none is priced.",
+        ]
+    )
+    lines += own_curve_lines({"learning_curve_remedies": r.get("learning_curve_remedies", {})})
+    if r.get("figure"):
+        lines += ["", f"![{r['name']}: learning curve]({r['figure']})"]
+    return lines
 
 
 def write_page(results: list[dict], out: Path) -> None:
@@ -271,6 +302,9 @@ def write_page(results: list[dict], out: Path) -> None:
         "per dataset. Balanced accuracy (BA) on each dataset's test split, mean over the seeds with a 95% bootstrap",
         "interval over test images; differences to real_only are paired. The recommendation is chosen on the",
         "validation split alone; regret is the test BA of the best remedy on test minus the recommended one's.",
+        "Each dataset also has real_only's minority learning curve (trained on a quarter and a half of the minority",
+        "patients), what each helping remedy is worth in real minority images, and the synthetic and best classical",
+        "remedies retrained at every share with a generator of that share alone (docs/report.md).",
         "",
     ]
     for r in results:
@@ -307,6 +341,12 @@ def main() -> None:
         if path.is_file():
             result = json.loads(path.read_text(encoding="utf-8"))
             result["rule_picks"] = rule_picks(args.work / name)
+            figure = project / "reports" / "figures" / "learning_curve.png"
+            if figure.is_file():  # the picture beside the page, named after the dataset
+                copied = args.out.parent / "results" / f"{name}_learning_curve.png"
+                copied.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(figure, copied)
+                result["figure"] = copied.relative_to(args.out.parent).as_posix()
             results.append(result)
     if results:
         write_page(results, args.out)

@@ -63,7 +63,7 @@ from pipeline.robustness import by_site, calibration, shift_stress
 from pipeline.runtime import run_stage
 from pipeline.shifts import SHIFTS
 from pipeline.strategies import remedy
-from pipeline.worth import WorthN, minority_images, worth_per_class
+from pipeline.worth import CURVE_FOLDER, WorthN, minority_images, worth_per_class
 
 __all__ = [
     "BASELINES",
@@ -439,12 +439,49 @@ def _worth(
                 worth[name] = {metric: _json(w) for metric, w in found.items()}
         combined["learning_curve"] = points
         combined["worth"] = worth
+    own = remedy_curves(results, curve, folder.parent / CURVE_FOLDER, shares) if points else {}
+    if own:
+        combined["learning_curve_remedies"] = own
     rows = [{"remedy": "real_only"} | p for p in points] + [{"remedy": k} | p for k, p in remedies.items()]
+    rows += [{"remedy": k} | p for k, own_points in own.items() for p in own_points[:-1]]  # the last: in remedies
     write_csv(
-        reports / "learning_curve.csv", rows, ["remedy", "minority_images", "balanced_accuracy", "ci_low", "ci_high"]
+        reports / "learning_curve.csv",
+        rows,
+        ["remedy", "minority_images", "balanced_accuracy", "ci_low", "ci_high"],
     )
     headline = {name: w["balanced_accuracy"] for name, w in worth.items()}
-    learning_curve(LEARNING_CURVE.path(reports), points, remedies if points else {}, headline)
+    learning_curve(LEARNING_CURVE.path(reports), points, remedies if points else {}, headline, own)
+
+
+def remedy_curves(
+    results: dict[str, StrategyResult], curve: dict[int, StrategyResult], folder: Path, shares: Sequence[float]
+) -> dict[str, list[dict]]:
+    """The learning_curve stage's points (``folder``: reports/classifier_curve, ``curve_<share>/<remedy>``) of
+    each remedy, and its whole-split point last: per point the minority training images, its test balanced
+    accuracy with its interval and its paired difference to real_only trained on the same images
+    (``vs_real_only``: difference, ci_low, ci_high). Remedies without a point at any share are left out."""
+    out: dict[str, list[dict]] = {}
+    for name, result in results.items():
+        if name == "real_only":
+            continue
+        found = []
+        for share in shares:
+            path = folder / f"curve_{share:g}" / name
+            if (path / "metrics.json").is_file():
+                point = load_result(path)
+                n = int(point.summary["minority_images"])
+                if n in curve:  # beside real_only trained on the same images
+                    found.append((n, point))
+        if not found:
+            continue
+        n_full = max(curve)
+        found.append((n_full, result))
+        out[name] = []
+        for n, point in sorted(found, key=lambda item: item[0]):
+            vs = compare({"real_only": curve[n], name: point})[name]["vs_real_only"]["balanced_accuracy"]
+            difference = {k: vs[k] for k in ("difference", "ci_low", "ci_high")}
+            out[name].append(_point(point.summary, n) | {"vs_real_only": difference})
+    return out
 
 
 def main() -> None:

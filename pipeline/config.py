@@ -432,6 +432,23 @@ RULE_NAMES = ("one_se", "best", "crossfit_one_se", "crossfit_best", "auroc_best"
 
 
 @dataclass(frozen=True)
+class LearningCurveConfig:
+    # remedies also trained at each share of train_classifier.learning_curve, a generator trained on that share
+    # alone drawing their synthetic images: any of train_classifier.strategies, or best_classical (the remedy without
+    # synthetic images, real_only aside, with the highest validation balanced accuracy); () = off
+    remedies: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        known = set(STRATEGY_NAMES) | {"best_classical"}
+        _check(
+            all(r in known for r in self.remedies) and len(set(self.remedies)) == len(self.remedies),
+            "learning_curve.remedies",
+            f"a list without repeats of {sorted(known)} (real_only's curve is train_classifier.learning_curve), or []",
+        )
+        _check("real_only" not in self.remedies, "learning_curve.remedies", "remedies other than real_only")
+
+
+@dataclass(frozen=True)
 class RecommendConfig:
     rule: Literal[RULE_NAMES]  # type: ignore[valid-type]  # the selection rule (docs/report.md#the-recommendation)
 
@@ -452,6 +469,7 @@ SECTIONS: dict[str, type] = {
     "latent": LatentConfig,
     "quality": QualityConfig,
     "recommend": RecommendConfig,
+    "learning_curve": LearningCurveConfig,
 }
 
 T = TypeVar("T")

@@ -42,7 +42,7 @@ from pipeline.generators.sampling import (
     sample_images,
     stream_images,
 )
-from pipeline.generators.selection import ClassifierFilter, ManifoldFilter, fit_real_classifier
+from pipeline.generators.selection import filter_judges, fit_real_classifier
 from pipeline.io.arrays import load_split
 from pipeline.io.atomic import atomic_dir
 from pipeline.io.records import PoolSummary, ProcessedSummary
@@ -126,18 +126,6 @@ def main() -> None:
         summary.write(staging)
     _draw(Path(paths.reports), grid, by_sampler, strips, codes, train.classes)
     logger.info("generated %s synthetic images into %s", summary.written, out_dir)
-
-
-def filter_judges(
-    cfg: GenerateConfig, real_classifier: torch.nn.Module, train, val, device: torch.device
-) -> dict[str, ClassifierFilter | ManifoldFilter]:
-    """The filters of ``generate.filter`` that judge samples with the reference classifier of the real images."""
-    judges: dict[str, ClassifierFilter | ManifoldFilter] = {}
-    if "classifier" in cfg.filter:
-        judges["classifier"] = ClassifierFilter(real_classifier, val, cfg.filter_quantile, device)
-    if "manifold" in cfg.filter:
-        judges["manifold"] = ManifoldFilter(real_classifier, train, cfg.manifold_k, device)
-    return judges
 
 
 def output_formats(source: ProcessedSummary, dims: int) -> tuple[str, bool, bool, tuple[float, ...] | None]:

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from pipeline.io.atomic import atomic_file  # noqa: E402
 
@@ -400,13 +401,21 @@ def reliability_diagram(
     _save(fig, path)
 
 
+_COLOURS = [f"C{k}" for k in (0, 1, 2, 3, 4, 5, 6, 8, 9)]  # matplotlib's cycle without its grey
+
+
 def learning_curve(
-    path: str | Path, points: list[dict], remedies: Mapping[str, dict], worth: Mapping[str, dict]
+    path: str | Path,
+    points: list[dict],
+    remedies: Mapping[str, dict],
+    worth: Mapping[str, dict],
+    own: Mapping[str, list[dict]] | None = None,
 ) -> None:
     """real_only's test balanced accuracy against real minority training images (``points``: minority_images,
     balanced_accuracy, ci_low, ci_high; log x) and each remedy at the whole split's count (``remedies``: name ->
     the same keys); a remedy that helps (``worth``: name -> its WorthN on balanced accuracy, as JSON) gets a dotted
-    line to the count of real images real_only would need (N*), open where that is extrapolated."""
+    line to the count of real images real_only would need (N*), open where that is extrapolated. A remedy with its
+    own curve (``own``: name -> points like ``points``, from the learning_curve stage) is drawn as a solid line."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     if not points:
         why = "train_classifier.learning_curve is [], or no share left out a minority patient (classes of 1-2)"
@@ -426,26 +435,45 @@ def learning_curve(
         capsize=3,
         label="real_only (real images only)",
     )
+    own = own or {}
     for k, (name, r) in enumerate(remedies.items()):
         w = worth.get(name, {})
-        color = f"C{k % 10}"
+        color = _COLOURS[k % len(_COLOURS)]
         y = r["balanced_accuracy"]
-        ax.errorbar(
-            n[-1] * (1 + 0.03 * (k + 1)),
-            y,
-            yerr=[[y - r["ci_low"]], [r["ci_high"] - y]],
-            marker="s",
-            ms=4,
-            capsize=2,
-            color=color if w.get("helps") else "lightgrey",
-            label=name if w.get("helps") else None,
-        )
+        if name in own:  # trained at every share, a generator of that share alone drawing its synthetic images
+            curve = own[name]
+            xs = np.array([p["minority_images"] for p in curve], dtype=float) * (1 + 0.03 * (k + 1))
+            ys, lows, highs = (np.array([p[key] for p in curve]) for key in ("balanced_accuracy", "ci_low", "ci_high"))
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=[ys - lows, highs - ys],
+                color=color,
+                marker="s",
+                ms=4,
+                capsize=2,
+                label=f"{name} (own curve)",
+            )
+        else:
+            ax.errorbar(
+                n[-1] * (1 + 0.03 * (k + 1)),
+                y,
+                yerr=[[y - r["ci_low"]], [r["ci_high"] - y]],
+                marker="s",
+                ms=4,
+                capsize=2,
+                color=color if w.get("helps") else "lightgrey",
+                label=name if w.get("helps") else None,
+            )
         if w.get("helps") and w.get("equivalent_n"):
             ax.plot([n[-1], w["equivalent_n"]], [y, y], color=color, linestyle=":")
             ax.plot(w["equivalent_n"], y, marker="o", mfc="none" if w["extrapolated"] else color, color=color)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("real minority training images (log scale)")
     ax.set_ylabel("test balanced accuracy (95% CI)")
-    ax.set_title("what each remedy is worth in real minority images (grey: does not help)")
+    ax.set_title("what each remedy is worth in real minority images (grey: no help)", fontsize=10)
     ax.legend(fontsize=7)
     _save(fig, path)

@@ -34,6 +34,7 @@ from pipeline.io.arrays import SplitData
 from pipeline.metrics import minority_classes, paired_difference, predict_labels, resample_counts
 
 __all__ = [
+    "CURVE_FOLDER",
     "WorthN",
     "equivalent_n",
     "minority_images",
@@ -45,6 +46,9 @@ __all__ = [
 ]
 
 Predictions = Mapping[str, np.ndarray]  # a predictions.npz (pipeline.train_classifier): labels, proba, thresholds...
+
+# the learning_curve stage's folder under paths.reports: curve_<share>/<remedy>/ (the synthetic remedies' curves)
+CURVE_FOLDER = "classifier_curve"
 
 
 @dataclass(frozen=True)

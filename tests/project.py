@@ -39,6 +39,7 @@ TINY = {
     "train_classifier": {"epochs": 2, "seeds": [0, 1], "channels": [4, 8, 8, 8], "ablation_ratios": [0.5]},
     "latent": {"sizes": [2, 4], "epochs": 2},
     "anomaly": {"epochs": 4},
+    "learning_curve": {"remedies": []},  # the shared run turns it on
 }
 # On top of TINY: real_only and vae (which reads the synthetic images) only, one seed, one classifier epoch and no
 # ablation; every stage still runs.
@@ -137,8 +138,9 @@ def reproduced_project(project: Path, *overrides: dict) -> Path:
 # --- the shared run -------------------------------------------------------------------------------------------------
 
 # TINY, with a generator that trains 20 epochs, so that a kill sent when its training starts lands during it
-# (tests/test_reliability.py kills a copy of the shared run there)
-SHARED = {**TINY, KIND: {**TINY[KIND], "epochs": 20}}
+# (tests/test_reliability.py kills a copy of the shared run there),
+# and the vae remedy's own learning curve (a generator per share)
+SHARED = {**TINY, KIND: {**TINY[KIND], "epochs": 20}, "learning_curve": {"remedies": ["vae"]}}
 REPRO_STEP = "dvc repro (demo data)"  # the workflow step the shared run runs
 CORRUPT = "dicom/corrupt/slice_000.dcm"  # a truncated DICOM in the shared run's source, left out by on_error: skip
 

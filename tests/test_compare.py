@@ -14,6 +14,7 @@ from pipeline.compare import (
     pick,
     ratio_table,
     recommend,
+    remedy_curves,
     selection_scores,
     standard_error,
     validation_draws,
@@ -280,3 +281,32 @@ def test_confusion_files_hold_every_seed_and_test_image(tmp_path):
     assert matrices["real_only"].sum() == 3 * len(LABELS) and matrices["real_only"][0, 1] > 0
     write_confusion(tmp_path / "confusion", {"vae": results["vae"]})  # a strategy since removed leaves no file
     assert [p.name for p in (tmp_path / "confusion").iterdir()] == ["vae.csv"]
+
+
+def _write(folder, result: StrategyResult, minority_images: int) -> None:
+    from pipeline.io.arrays import write_json, write_npz
+
+    write_npz(folder / "predictions.npz", result.predictions)
+    ClassifierRun.write_all(folder, result.runs)
+    write_json(folder / "metrics.json", result.summary | {"minority_images": minority_images})
+
+
+def test_a_remedys_own_curve_is_paired_with_real_only_on_the_same_images(tmp_path):
+    from pipeline.reporting.sections import own_curve_lines
+
+    # real_only: 0.6 on the whole split (40 minority images), 0.55 on half of them (20); vae: 0.95 and 0.58
+    results = {"real_only": _result("real_only", 0.6), "vae": _result("vae", 0.95, ratio=1.0)}
+    results["mixup"] = _result("mixup", 0.7)  # no point of its own: left out
+    curve = {40: results["real_only"], 20: _result("real_only", 0.55)}
+    _write(tmp_path / "curve_0.5" / "vae", _result("vae", 0.58, ratio=1.0), 20)
+    _write(tmp_path / "curve_0.25" / "vae", _result("vae", 0.9, ratio=1.0), 10)  # no real_only at 10: left out
+    own = remedy_curves(results, curve, tmp_path, [0.25, 0.5])
+    assert list(own) == ["vae"] and [p["minority_images"] for p in own["vae"]] == [20, 40]
+    half = compare({"real_only": curve[20], "vae": _result("vae", 0.58, ratio=1.0)})["vae"]["vs_real_only"]
+    assert own["vae"][0]["vs_real_only"]["difference"] == pytest.approx(half["balanced_accuracy"]["difference"])
+    whole = compare(results)["vae"]["vs_real_only"]["balanced_accuracy"]
+    assert own["vae"][1]["vs_real_only"]["ci_low"] == pytest.approx(whole["ci_low"]) and whole["ci_low"] > 0
+    text = "\n".join(own_curve_lines({"learning_curve_remedies": own}))
+    assert "| vae | " in text and "20 minority images" in text and "40 minority images" in text
+    helps_at_half = own["vae"][0]["vs_real_only"]["ci_low"] > 0
+    assert ("not at every size" in text) != helps_at_half  # clear at 40; at 20 only if its interval says so

@@ -84,6 +84,15 @@ def test_dvc_metrics_show_lists_every_strategy(project):
     assert all(isinstance(w["balanced_accuracy"]["sentence"], str) for w in worth.values())
     assert "## What the gains are worth in real images" in report
     assert (project / "reports/figures/learning_curve.png").stat().st_size > 1000
+    # the vae remedy's own curve (learning_curve.remedies: [vae]): a generator per share, paired with real_only there
+    own = written["learning_curve_remedies"]["vae"]
+    assert [p["minority_images"] for p in own] == [p["minority_images"] for p in curve]
+    assert all(
+        p["vs_real_only"]["ci_low"] <= p["vs_real_only"]["difference"] <= p["vs_real_only"]["ci_high"] for p in own
+    )
+    share = project / "reports/classifier_curve/curve_0.25/vae"
+    assert {p.name for p in share.iterdir()} == {"metrics.json", "runs.json", "predictions.npz"}
+    assert "### Each remedy at every share" in report
     assert {"reports/anomaly/metrics.json", "reports/latent/metrics.json", "reports/quality/metrics.json"} <= set(
         metrics
     )

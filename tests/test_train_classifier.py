@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.models.classifier import fit_classifier, predict_proba
 from pipeline.strategies import DataLeakError, Recipe
-from pipeline.train_classifier import fit_classifier, predict_proba, run_strategy, train_seed
+from pipeline.trainings import run_strategy, train_seed
 from pipeline.workers import run_tasks
 from tests.conftest import classifier_config, make_split
 

@@ -273,6 +273,7 @@ ZOO_TINY: dict[str, dict] = {
     "latent": {"sizes": [2], "epochs": 1},
     "anomaly": {"epochs": 1},
     "compute": {"workers": 1},
+    "learning_curve": {"remedies": []},
 }
 
 

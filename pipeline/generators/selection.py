@@ -26,13 +26,13 @@ import numpy as np
 import torch
 from sklearn.metrics import pairwise_distances
 
-from pipeline.config import TrainClassifierConfig
+from pipeline.config import GenerateConfig, TrainClassifierConfig
 from pipeline.io.arrays import ImageArray, SplitData
 from pipeline.metrics import knn_radii
 from pipeline.models.classifier import as_input, fit_classifier, predict_proba
 from pipeline.strategies import training_recipe
 
-__all__ = ["fit_real_classifier", "features", "ClassifierFilter", "ManifoldFilter"]
+__all__ = ["fit_real_classifier", "filter_judges", "features", "ClassifierFilter", "ManifoldFilter"]
 
 REAL_BLOCK = 4096  # real images whose distances to a batch of synthetic ones are taken at a time (the same bits)
 
@@ -173,3 +173,15 @@ class ManifoldFilter:
             "radius_min": float(radii.min()),
             "radius_max": float(radii.max()),
         }
+
+
+def filter_judges(
+    cfg: GenerateConfig, real_classifier: torch.nn.Module, train: SplitData, val: SplitData, device: torch.device
+) -> dict[str, ClassifierFilter | ManifoldFilter]:
+    """The filters of ``generate.filter`` that judge samples with the reference classifier of the real images."""
+    judges: dict[str, ClassifierFilter | ManifoldFilter] = {}
+    if "classifier" in cfg.filter:
+        judges["classifier"] = ClassifierFilter(real_classifier, val, cfg.filter_quantile, device)
+    if "manifold" in cfg.filter:
+        judges["manifold"] = ManifoldFilter(real_classifier, train, cfg.manifold_k, device)
+    return judges

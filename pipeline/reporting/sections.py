@@ -667,7 +667,44 @@ def worth_lines(metrics: dict) -> list[str]:
     lines += ["", "Where a remedy helps on balanced accuracy:"]
     helping = [w["balanced_accuracy"]["sentence"] for w in worth.values() if w["balanced_accuracy"]["helps"]]
     lines += [""] + [f"- {s}." for s in helping] if helping else ["", "none: nothing to price."]
-    return lines + ["", _image(LEARNING_CURVE), ""]
+    return lines + own_curve_lines(metrics) + ["", _image(LEARNING_CURVE), ""]
+
+
+def own_curve_lines(metrics: dict) -> list[str]:
+    """The remedies retrained at every share with a generator of that share alone (compare's
+    ``learning_curve_remedies``, from the learning_curve stage): a table of their gain over real_only trained on the
+    same real images, and what its trend says."""
+    own = metrics.get("learning_curve_remedies")
+    if not own:
+        return []
+    sizes = sorted({p["minority_images"] for points in own.values() for p in points})
+    lines = [
+        "",
+        "### Each remedy at every share",
+        "",
+        "These remedies were also trained at every share (learning_curve.remedies), their synthetic images drawn by "
+        "a generator trained on that share's images alone: the gain over real_only trained on the same real images, "
+        "paired over test images, with its 95% interval (test balanced accuracy).",
+        "",
+        "| remedy | " + " | ".join(f"{n} minority images" for n in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
+    ]
+    notes = []
+    for name, points in own.items():
+        by_n = {p["minority_images"]: p for p in points}
+        cells = []
+        for n in sizes:
+            vs = by_n[n]["vs_real_only"] if n in by_n else None
+            cells.append("–" if vs is None else f"{vs['difference']:+.3f} [{vs['ci_low']:+.3f}, {vs['ci_high']:+.3f}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        clear = [p["minority_images"] for p in points if p["vs_real_only"]["ci_low"] > 0]
+        if clear and len(clear) < len(points):
+            notes.append(f"{name} helps clearly with {', '.join(map(str, clear))} minority images, not at every size")
+        elif clear:
+            notes.append(f"{name} helps clearly at every size measured")
+        else:
+            notes.append(f"{name} helps clearly at no size measured")
+    return lines + ["", "; ".join(notes) + "."]
 
 
 def _clear(d: dict) -> str:

@@ -54,8 +54,8 @@ TRAINING = {
     "vae": (_VAE_TRAINING, SAMPLING),
     "vae_gan": (_VAE_TRAINING, SAMPLING),
     "latent_diffusion": (
-        {"epochs": 30, "batch_size": 16, "diffusion_channels": (32, 64), "diffusion_learning_rate": 0.002}
-        | {"diffusion_epochs": 60, "diffusion_batch_size": 16, "sampling_steps": 50},
+        {"epochs": 30, "batch_size": 32, "diffusion_channels": (32, 64), "diffusion_learning_rate": 0.003}
+        | {"diffusion_epochs": 60, "diffusion_batch_size": 32, "sampling_steps": 50},
         dataclasses.replace(SAMPLING, sampler="prior"),
     ),
 }
