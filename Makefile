@@ -11,8 +11,10 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 run: $(STAMP)
 	dvc repro
 
+# two pytest-xdist workers (TEST_WORKERS=0: one process); the shared run's modules stay together (tests/conftest.py)
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # the inner loop: every test but the whole-pipeline runs (marked slow); `make test` (and CI) runs everything
 test-fast: $(STAMP)

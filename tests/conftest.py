@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline.config import DemoDataConfig, PreprocessConfig, TrainClassifierConfig
 from pipeline.demo_data import write_demo_dataset
 from pipeline.io.arrays import SplitData
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# a pytest-xdist worker trains with its share of the cores (the stages' subprocesses take their own)
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 TINY_DEMO = DemoDataConfig(
     n_patients=24,
@@ -60,6 +66,25 @@ def marker_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("phi") / "dataset"
     markers, n_attributes = build_marker_dataset(root)
     return root, markers, n_attributes
+
+
+# the test modules that use the shared run (below): under pytest-xdist they go to one worker, which makes the run once
+SHARED_RUN_MODULES = {
+    f"tests/{path.name}" for path in Path(__file__).parent.glob("test_*.py") if "shared_run" in path.read_text()
+}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``make test`` runs two pytest-xdist workers: each test is a unit of work of its own, but the modules of the
+    shared run go to one worker together (xdist's ``loadgroup`` marks do not reach its scheduler under pytest 9)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRunTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "shared_run" if module in SHARED_RUN_MODULES else nodeid
+
+    return SharedRunTogether(config, log)
 
 
 @pytest.fixture(scope="session")
