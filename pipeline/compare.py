@@ -404,10 +404,17 @@ def _json(w: WorthN) -> dict:
 
 
 def _point(metrics: dict, n: int) -> dict:
-    return {"minority_images": n} | {
-        k: metrics[f"balanced_accuracy{s}"]
-        for k, s in (("balanced_accuracy", ""), ("ci_low", "_ci_low"), ("ci_high", "_ci_high"))
-    }
+    """A learning-curve point: ``n`` minority training images, the test balanced accuracy with its interval and the
+    minority classes' mean recall."""
+    recalls = [metrics[f"recall_{c}"] for c in metrics.get("minority_classes", []) if f"recall_{c}" in metrics]
+    return (
+        {"minority_images": n}
+        | {
+            k: metrics[f"balanced_accuracy{s}"]
+            for k, s in (("balanced_accuracy", ""), ("ci_low", "_ci_low"), ("ci_high", "_ci_high"))
+        }
+        | {"minority_recall": float(np.mean(recalls)) if recalls else None}
+    )
 
 
 def _worth(
@@ -447,7 +454,7 @@ def _worth(
     write_csv(
         reports / "learning_curve.csv",
         rows,
-        ["remedy", "minority_images", "balanced_accuracy", "ci_low", "ci_high"],
+        ["remedy", "minority_images", "balanced_accuracy", "ci_low", "ci_high", "minority_recall"],
     )
     headline = {name: w["balanced_accuracy"] for name, w in worth.items()}
     learning_curve(LEARNING_CURVE.path(reports), points, remedies if points else {}, headline, own)

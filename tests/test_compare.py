@@ -302,6 +302,7 @@ def test_a_remedys_own_curve_is_paired_with_real_only_on_the_same_images(tmp_pat
     _write(tmp_path / "curve_0.25" / "vae", _result("vae", 0.9, ratio=1.0), 10)  # no real_only at 10: left out
     own = remedy_curves(results, curve, tmp_path, [0.25, 0.5])
     assert list(own) == ["vae"] and [p["minority_images"] for p in own["vae"]] == [20, 40]
+    assert all(0 <= p["minority_recall"] <= 1 for p in own["vae"])  # recall_b, the one minority class
     half = compare({"real_only": curve[20], "vae": _result("vae", 0.58, ratio=1.0)})["vae"]["vs_real_only"]
     assert own["vae"][0]["vs_real_only"]["difference"] == pytest.approx(half["balanced_accuracy"]["difference"])
     whole = compare(results)["vae"]["vs_real_only"]["balanced_accuracy"]
