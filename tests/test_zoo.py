@@ -76,6 +76,10 @@ def check_report(project: Path, case: ZooCase, caught: list[warnings.WarningMess
         metrics = json.loads((project / path).read_text(encoding="utf-8"))
         bad = [(k, v) for k, v in _numbers(metrics) if not math.isfinite(v)]
         assert not bad, f"{path}: not finite: {bad[:5]}"
+    combined = json.loads((project / "reports/metrics.json").read_text(encoding="utf-8"))
+    if yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))["learning_curve"]["remedies"]:
+        own = combined["learning_curve_remedies"]  # a point at the share and the whole split, paired with real_only
+        assert own and all(len(points) == len(combined["learning_curve"]) for points in own.values())
     quality = json.loads((project / "reports/quality/metrics.json").read_text(encoding="utf-8"))
     assert set(quality["per_class"]) == set(classes)  # multi-class: every class measured
     anomaly = json.loads((project / "reports/anomaly/metrics.json").read_text(encoding="utf-8"))

@@ -296,9 +296,12 @@ _check_keys(ZOO_TINY)
 
 
 def overrides_for(case: ZooCase) -> dict[str, dict]:
-    """The settings ``case`` needs on top of ``ZOO_TINY`` (nifti3d: 3D models at 16 voxels a side)."""
+    """The settings ``case`` needs on top of ``ZOO_TINY`` (nifti3d: 3D models at 16 voxels a side), or tries there
+    (seven_classes_1to50: the learning curves)."""
     if case.fmt == "nifti3d":
         return {"preprocess": {"spatial_dims": 3, "size": 16}}
+    if case.name == "seven_classes_1to50":  # the learning curves on six minority classes (a generator of the share)
+        return {"train_classifier": {"learning_curve": [0.5]}, "learning_curve": {"remedies": ["vae"]}}
     return {}
 
 
