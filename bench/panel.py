@@ -169,8 +169,8 @@ def collect(project: Path, name: str, seconds: float) -> dict:
     summary = json.loads((project / "data" / "processed" / "summary.json").read_text(encoding="utf-8"))
     remedies = {}
     for folder in sorted((project / "reports" / "classifier").iterdir(), key=_remedy_order):
-        if not (folder / "runs.json").is_file() or folder.name.startswith("ablation_"):
-            continue
+        if not (folder / "runs.json").is_file() or folder.name.startswith(("ablation_", "curve_")):
+            continue  # the ablation's and real_only's learning-curve runs are no remedies of the table
         runs = ClassifierRun.read_all(folder)
         row = metrics.get(folder.name, {})
         remedies[folder.name] = {
@@ -205,7 +205,7 @@ def rule_picks(project: Path) -> dict[str, str]:
     """What each selection rule of the compare stage (pipeline.compare.RULES) recommends on a finished run: the
     same functions the stage runs, blind to the test split."""
     folders = [f for f in sorted((project / "reports" / "classifier").iterdir()) if (f / "runs.json").is_file()]
-    results = {f.name: load_result(f) for f in folders if not f.name.startswith("ablation_")}
+    results = {f.name: load_result(f) for f in folders if not f.name.startswith(("ablation_", "curve_"))}
     return {rule: choose(rule, results, list(results)) for rule in RULES}
 
 
@@ -339,7 +339,9 @@ def main() -> None:
             seconds = sum(json.loads(f.read_text())["seconds"] for f in (project / ".medaug" / "runs").glob("*.json"))
             path.write_text(json.dumps(collect(project, name, seconds), indent=2) + "\n", encoding="utf-8")
         if path.is_file():
-            result = json.loads(path.read_text(encoding="utf-8"))
+            # collected again from the run's files (the page's code may be newer than the run), its time kept
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            result = collect(project, name, stored["seconds"]) | {k: stored[k] for k in ("machine", "date")}
             result["rule_picks"] = rule_picks(args.work / name)
             figure = project / "reports" / "figures" / "learning_curve.png"
             if figure.is_file():  # the picture beside the page, named after the dataset

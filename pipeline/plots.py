@@ -442,7 +442,10 @@ def learning_curve(
         y = r["balanced_accuracy"]
         if name in own:  # trained at every share, a generator of that share alone drawing its synthetic images
             curve = own[name]
-            xs = np.array([p["minority_images"] for p in curve], dtype=float) * (1 + 0.03 * (k + 1))
+            # nudged apart by at most a few percent, so that each point stays at its count of images
+            xs = np.array([p["minority_images"] for p in curve], dtype=float) * (
+                1 + 0.012 * (list(own).index(name) + 1)
+            )
             ys, lows, highs = (np.array([p[key] for p in curve]) for key in ("balanced_accuracy", "ci_low", "ci_high"))
             ax.errorbar(
                 xs,
