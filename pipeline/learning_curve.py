@@ -146,7 +146,10 @@ def synthetic_for_share(
         )
         images += made
         labels.append(np.full(sum(len(m) for m in made), k, dtype=np.int64))
-    pool = np.concatenate(images).astype(np.float32)
+    # none at all when the filters kept nothing: the remedies' take then fails with the pool's own error (naming the
+    # params to change), not as if no generator had run
+    empty = np.zeros((0, *share_train.images.shape[1:]), np.float32)
+    pool = np.concatenate(images).astype(np.float32) if images else empty
     return SplitData(pool, np.concatenate(labels), np.array(["synthetic"] * len(pool)), share_train.classes)
 
 
@@ -189,7 +192,7 @@ def curve_point(
         train=part,
         val=val,
         test=test,
-        synthetic=synthetic if len(synthetic) else None,
+        synthetic=synthetic,
         cfg=clf,
         device=device,
     )
