@@ -97,7 +97,7 @@ def synthetic_for_share(
     generate: GenerateConfig,
     clf: TrainClassifierConfig,
     device: torch.device,
-    workers: int = 1,
+    compute_workers: int = 1,
     whole: Generator | None = None,
     unchanged: frozenset[int] = frozenset(),
 ) -> SplitData:
@@ -123,6 +123,7 @@ def synthetic_for_share(
         learnt = _classes_subset(share_train, classes) if per_class else share_train
         shape = tuple(share_train.images.shape[1:])
         generator = build_generator(gen_cfg.kind, shape, learnt.classes, gen_cfg.mode, settings, gen_cfg.seed)
+        workers = worker_count(compute_workers, device, len(classes) if per_class else 1)  # networks trained
         generator.fit(learnt, _classes_subset(val, classes) if per_class else val, device, workers)
         sources |= {k: (generator, classes.index(k)) for k in needed if k not in reused}
     judges = {}
@@ -180,11 +181,8 @@ def curve_point(
     demand = pool_sizes({name: max(t[name] for t in takes) for name in counts}, counts, generate.pool_margin)
     full = train.counts()
     unchanged = frozenset(k for k, name in enumerate(train.classes) if counts[name] == full[name])
-    trained = [n for c, n in demand.items() if n > 0 and (whole is None or train.classes.index(c) not in unchanged)]
-    networks = len(trained) if gen_cfg.mode == "per_class" else 1
-    workers = worker_count(compute_workers, device, max(1, networks))
     synthetic = synthetic_for_share(
-        part, val, demand, gen_cfg, settings, generate, clf, device, workers, whole=whole, unchanged=unchanged
+        part, val, demand, gen_cfg, settings, generate, clf, device, compute_workers, whole=whole, unchanged=unchanged
     )
     tasks = [(name, clf.synthetic_ratio, seed) for name in remedies for seed in clf.seeds]
     train_one = functools.partial(
